@@ -1,0 +1,9 @@
+import pytest
+
+from workbench.forecast import generate
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The tiny synthetic recording, in memory (shared by the forecast tests)."""
+    return generate("tiny", seed=0)

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import xarray as xr
+
+from workbench.forecast import generate, load_or_generate, open_dataset, save_dataset, segment_means
+
+
+def test_data_model(tiny):
+    ds = tiny
+    assert ds["volume"].dims == ("time", "z", "y", "x") and ds["volume"].dtype == np.float32
+    assert ds["segmentation"].dims == ("z", "y", "x")
+    assert ds["traces"].dims == ("time", "neuron")
+    assert ds["stimulus"].dims == ("time", "feature") and ds.sizes["feature"] == 26
+    for c in ("condition", "split", "condition_index", "time_s", "label", "centroid_zyx"):
+        assert c in ds.coords
+    assert set(np.unique(ds["split"].values)) == {"train", "val", "test", "context", "trim"}
+    assert list(ds.attrs["condition_names"])[3] == "taxis"
+    assert ds.attrs["heldout_conditions"] == ["taxis"]
+    vol = ds["volume"].values
+    assert vol.min() >= -0.25 and vol.max() <= 1.5
+    seg = ds["segmentation"].values
+    assert seg.max() == ds.sizes["neuron"] and set(np.unique(seg)) == set(range(seg.max() + 1))
+    # traces are the segment means of the volume
+    np.testing.assert_allclose(ds["traces"].values[:50],
+                               segment_means(vol[:50], seg, ds.sizes["neuron"]), rtol=1e-5, atol=1e-6)
+    # release proportions of conditions
+    off = np.asarray(ds.attrs["condition_offsets"])
+    rel = np.array([0, 649, 2422, 3078, 3735, 5047, 5638, 6623, 7279, 7879])
+    np.testing.assert_allclose(off / off[-1], rel / rel[-1], atol=1e-3)
+
+
+def test_deterministic_and_seeded(tiny):
+    again = generate("tiny", seed=0)
+    xr.testing.assert_identical(again, tiny)
+    other = generate("tiny", seed=1)
+    assert not np.allclose(other["traces"].values[:, :5], tiny["traces"].values[:, :5])
+
+
+def test_store_roundtrip_lazy(tiny, tmp_path):
+    path = save_dataset(tiny, tmp_path / "t.zarr")
+    ds = open_dataset(path)
+    assert ds["volume"].chunks is not None and ds["traces"].chunks is not None
+    xr.testing.assert_identical(ds.load(), tiny)
+    assert open_dataset(path, chunks="frame")["volume"].data.chunksize[0] == 1
+
+
+def test_load_or_generate_caches(tmp_path):
+    ds = load_or_generate("tiny", seed=3, root=tmp_path)
+    assert (tmp_path / "tiny-seed3.zarr").is_dir()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temp leftovers
+    mtime = (tmp_path / "tiny-seed3.zarr").stat().st_mtime_ns
+    ds2 = load_or_generate("tiny", seed=3, root=tmp_path)
+    assert (tmp_path / "tiny-seed3.zarr").stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(ds["traces"].values, ds2["traces"].values)
+
+
+def test_bad_preset_and_length():
+    with pytest.raises(ValueError, match="unknown preset"):
+        generate("huge")
+    with pytest.raises(ValueError, match="n_frames"):
+        generate("tiny", n_frames=500)

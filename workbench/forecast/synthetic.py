@@ -1,0 +1,326 @@
+"""Synthetic ZAPBench-like recordings, deterministic from a seed.
+
+Pipeline (all batched over neurons / voxels / frames):
+
+1. a brain-shaped mask (three lobes, left-right symmetric) in an anisotropic (z, y, x) grid;
+2. ellipsoidal nuclei on a jittered lattice inside the mask (no overlaps), labels = index + 1;
+3. stimulus features (time, 26): each of the nine conditions (release proportions) repeats a
+   trial of pulses on its own features (``dark`` has none); ``trial_phase`` records the phase;
+4. latent dynamics: damped oscillators (complex AR(1), run with ``scipy.signal.lfilter``) driven by
+   the stimulus plus noise, a slow spontaneous component;
+5. rates = softplus(spatially smooth loadings @ latents) (neighbouring cells correlate);
+6. calcium indicator: double-exponential kernel (lfilter) and saturation ``c / (c + K)``;
+7. fluorescence per voxel: brightness * (1 + dF) * bleaching drift + neuropil (smooth maps x
+   slow signals) + shot-like noise; dF/F against a sliding 8th percentile (radius scaled to the
+   length), clipped to [-0.25, 1.5]; traces = segment mean of the dF/F volume.
+
+Preset ``large`` has no volume: each neuron's fluorescence is simulated directly (noise reduced as
+for the mean over its voxels) and its dF/F is the trace.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+from scipy.signal import lfilter
+
+from . import protocol
+from .dff import CLIP_RANGE, delta_f_over_f, radius_for_length
+
+__all__ = ["SyntheticConfig", "PRESETS", "get_config", "simulate", "brain_mask",
+           "place_nuclei", "stimulus_features", "N_FEATURES", "TRIAL_PERIODS"]
+
+N_FEATURES = 26
+FRAME_PERIOD_S = 0.9141
+# trial period (frames) of each condition's repeated stimulus; 0 = no stimulus (dark)
+TRIAL_PERIODS = {"gain": 60, "dots": 80, "flash": 40, "taxis": 50, "turning": 70,
+                 "position": 45, "open loop": 64, "rotation": 56, "dark": 0}
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Size and physics of a synthetic recording (see :data:`PRESETS`)."""
+
+    name: str = "custom"
+    n_frames: int = 3600
+    shape: tuple[int, int, int] = (5, 16, 24)          # (z, y, x) voxels
+    voxel_size: tuple[float, float, float] = (8.0, 3.0, 3.0)   # µm (z, y, x)
+    nucleus_radius: tuple[float, float, float] = (0.6, 1.2, 1.2)  # voxels (z, y, x)
+    n_neurons: int | None = None      # None: every lattice site in the mask
+    traces_only: bool = False
+    n_latent: int = 8
+    loading_length_um: float = 30.0   # correlation length of the loadings
+    latent_noise: float = 0.6
+    stimulus_gain: float = 1.5
+    calcium_rise_s: float = 0.4
+    calcium_decay_s: float = 2.5
+    saturation: float = 2.0
+    noise: float = 0.04               # relative noise sd per voxel at unit brightness
+    neuropil: float = 0.15
+    bleach: float = 0.15              # fractional loss of brightness over the recording
+    frame_period_s: float = FRAME_PERIOD_S
+    extra: dict = field(default_factory=dict)
+
+    def to_attrs(self) -> dict:
+        d = asdict(self)
+        d.pop("extra")
+        return {f"synthetic_{k}": (list(v) if isinstance(v, tuple) else v)
+                for k, v in d.items() if v is not None}
+
+
+PRESETS: dict[str, SyntheticConfig] = {
+    "tiny": SyntheticConfig(name="tiny", n_frames=3600, shape=(4, 20, 28),
+                            nucleus_radius=(0.5, 1.0, 1.0)),
+    "small": SyntheticConfig(name="small", n_frames=4000, shape=(6, 36, 52),
+                             voxel_size=(8.0, 2.5, 2.5), nucleus_radius=(0.6, 1.3, 1.3)),
+    "large": SyntheticConfig(name="large", n_frames=7879, shape=(72, 1328, 2048),
+                             voxel_size=(4.0, 0.406, 0.406), nucleus_radius=(0.75, 6.0, 6.0),
+                             n_neurons=20_000, traces_only=True),
+}
+
+
+def get_config(preset, **overrides) -> SyntheticConfig:
+    """A :class:`SyntheticConfig` from a preset name or config, with field overrides."""
+    if isinstance(preset, SyntheticConfig):
+        cfg = preset
+    elif isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        cfg = PRESETS[preset]
+    else:
+        raise TypeError(f"preset must be a name or SyntheticConfig, got {type(preset).__name__}")
+    bad = [k for k in overrides if k not in SyntheticConfig.__dataclass_fields__]
+    if bad:
+        raise ValueError(f"unknown config fields {bad}")
+    if "shape" in overrides:
+        overrides["shape"] = tuple(int(v) for v in overrides["shape"])
+    cfg = replace(cfg, **overrides)
+    min_frames = _min_frames()
+    if cfg.n_frames < min_frames:
+        raise ValueError(f"n_frames={cfg.n_frames} too short: every condition needs test windows "
+                         f"(held-out: {protocol.MAX_CONTEXT} context frames + {protocol.HORIZON}-"
+                         f"frame horizon), i.e. n_frames >= {min_frames}")
+    return cfg
+
+
+@functools.lru_cache
+def _min_frames(min_windows: int = 8) -> int:
+    """Fewest frames giving every condition >= ``min_windows`` test windows (release proportions)."""
+    for n_frames in range(1000, 20000, 25):
+        off = np.asarray(condition_offsets(n_frames))
+        n = np.diff(off) - 2 * protocol.CONDITION_PADDING
+        held = np.isin(np.asarray(protocol.CONDITION_NAMES), protocol.HELDOUT)
+        count = np.where(held, n - protocol.MAX_CONTEXT, (n * protocol.TEST_FRACTION).astype(int))
+        if (count - protocol.HORIZON + 1).min() >= min_windows:
+            return n_frames
+    raise RuntimeError("no feasible length")  # pragma: no cover
+
+
+def condition_offsets(n_frames: int) -> list[int]:
+    """The release's condition proportions scaled to ``n_frames``."""
+    off = np.asarray(protocol.RELEASE_CONDITION_OFFSETS, dtype=float)
+    return [int(v) for v in np.round(off / off[-1] * n_frames).astype(np.int64)]
+
+
+def brain_mask(shape, voxel_size) -> np.ndarray:
+    """Boolean (z, y, x) mask: three lobes along x (fore-, mid-, hindbrain), symmetric in y."""
+    zz, yy, xx = [(np.arange(n) + 0.5) / n * 2.0 - 1.0 for n in shape]
+    zz = zz.reshape(-1, 1, 1)
+    yy = yy.reshape(1, -1, 1)
+    xx = xx.reshape(1, 1, -1)
+    lobes = [(-0.55, 0.40, 0.55, 0.95), (0.0, 0.45, 0.80, 1.0), (0.55, 0.50, 0.65, 0.9)]
+    mask = np.zeros(shape, dtype=bool)
+    for cx, rx, ry, rz in lobes:          # three lobes x two hemispheres
+        for sy in (-1, 1):
+            cy = 0.35 * sy
+            mask |= ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 + (zz / rz) ** 2 <= 1.0
+    return mask
+
+
+def place_nuclei(mask: np.ndarray, radius, rng: np.random.Generator, n_neurons=None):
+    """Nucleus centres (N, 3) in voxel units on a jittered lattice inside ``mask``.
+
+    Lattice spacing is ``ceil(2 radius) + 1`` per axis, the jitter is at most the slack, so
+    nuclei never overlap. Returns centres sorted by (z, y, x) after random subsampling.
+    """
+    r = np.asarray(radius, dtype=float)
+    spacing = np.ceil(2 * r).astype(int) + 1
+    grids = [np.arange(s // 2, n, s) for s, n in zip(spacing, mask.shape)]
+    lattice = np.stack(np.meshgrid(*grids, indexing="ij"), -1).reshape(-1, 3)
+    lattice = lattice[mask[tuple(lattice.T)]]
+    if n_neurons is not None:
+        if n_neurons > lattice.shape[0]:
+            raise ValueError(f"n_neurons={n_neurons} exceeds the {lattice.shape[0]} lattice sites "
+                             f"that fit in the mask of shape {mask.shape}")
+        keep = np.sort(rng.choice(lattice.shape[0], n_neurons, replace=False))
+        lattice = lattice[keep]
+    slack = np.maximum(0.0, spacing / 2.0 - r - 0.5)
+    jitter = rng.uniform(-1, 1, lattice.shape) * slack
+    return lattice + jitter
+
+
+def paint_nuclei(shape, centres: np.ndarray, radius) -> np.ndarray:
+    """int32 (z, y, x) labels: voxel inside ellipsoid n -> n + 1 (loop over the stencil only)."""
+    r = np.asarray(radius, dtype=float)
+    span = np.ceil(r).astype(int) + 1
+    seg = np.zeros(shape, dtype=np.int32)
+    base = np.round(centres).astype(int)
+    rng_axes = [np.arange(-s, s + 1) for s in span]
+    for dz in rng_axes[0]:
+        for dy in rng_axes[1]:
+            for dx in rng_axes[2]:
+                vox = base + np.array([dz, dy, dx])
+                d2 = (((vox - centres) / np.maximum(r, 1e-6)) ** 2).sum(1)
+                ok = (d2 <= 1.0) & np.all((vox >= 0) & (vox < np.array(shape)), axis=1)
+                seg[tuple(vox[ok].T)] = np.nonzero(ok)[0].astype(np.int32) + 1
+    # centre voxel always belongs to its nucleus
+    inside = np.all((base >= 0) & (base < np.array(shape)), axis=1)
+    seg[tuple(base[inside].T)] = np.nonzero(inside)[0].astype(np.int32) + 1
+    return seg
+
+
+def stimulus_features(n_frames: int, rng: np.random.Generator):
+    """(time, 26) stimulus features and per-frame trial phase (-1 where there is no trial)."""
+    offsets = condition_offsets(n_frames)
+    stim = np.zeros((n_frames, N_FEATURES), dtype=np.float32)
+    phase = np.full(n_frames, -1, dtype=np.int64)
+    feat = 0
+    for i, name in enumerate(protocol.CONDITION_NAMES):   # nine conditions
+        lo, hi = offsets[i], offsets[i + 1]
+        period = TRIAL_PERIODS[name]
+        stim[lo:hi, 24] = float(period > 0)               # "visual stimulation on"
+        if period == 0:
+            continue
+        t = np.arange(hi - lo)
+        ph = t % period
+        phase[lo:hi] = ph
+        # a trial: three pulses with their own feature, onset, duration and amplitude
+        onsets = np.sort(rng.integers(0, period - 8, 3))
+        durations = rng.integers(4, max(6, period // 4), 3)
+        amps = rng.uniform(0.5, 1.0, 3)
+        for k in range(3):
+            f = (feat + k) % 24
+            on = (ph >= onsets[k]) & (ph < onsets[k] + durations[k])
+            stim[lo:hi, f] += (amps[k] * on).astype(np.float32)
+        feat += 3
+    # feature 25: slow ramp inside each condition (time since condition start, in units of 1000 s)
+    cidx = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    stim[:, 25] = (np.arange(n_frames) - np.asarray(offsets)[cidx]) * FRAME_PERIOD_S / 1000.0
+    return stim, phase
+
+
+def _smooth_field(pos_um: np.ndarray, n_fields: int, length: float, extent: np.ndarray,
+                  rng: np.random.Generator, n_bumps: int = 48) -> np.ndarray:
+    """(P, n_fields) spatially smooth random fields: sums of Gaussian bumps at random centres."""
+    centres = rng.uniform(0, 1, (n_bumps, 3)) * extent
+    weights = rng.normal(size=(n_bumps, n_fields))
+    out = np.zeros((pos_um.shape[0], n_fields))
+    for p0 in range(0, pos_um.shape[0], 65536):          # memory blocks over points
+        p = pos_um[p0:p0 + 65536]
+        d2 = ((p[:, None, :] - centres[None]) ** 2).sum(-1)
+        out[p0:p0 + 65536] = np.exp(-d2 / (2 * length ** 2)) @ weights
+    return out / max(1e-9, out.std())
+
+
+def _latents(cfg: SyntheticConfig, stim: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(time, 2K) real latent trajectories from driven damped oscillators (lfilter, no loop)."""
+    k = cfg.n_latent
+    rho = rng.uniform(0.80, 0.97, k)
+    rho[0] = 0.995                                        # slow spontaneous mode
+    omega = rng.uniform(0.02, 0.5, k)
+    lam = rho * np.exp(1j * omega)
+    drive_w = rng.normal(size=(N_FEATURES, k)) * cfg.stimulus_gain / np.sqrt(3)
+    drive_w[:, 0] = 0.0
+    noise = (rng.normal(size=(cfg.n_frames, k)) + 1j * rng.normal(size=(cfg.n_frames, k)))
+    u = stim.astype(np.float64) @ drive_w + cfg.latent_noise * noise
+    z = np.empty_like(u)
+    for j in range(k):                                    # loop over latents (K ~ 8), lfilter over time
+        z[:, j] = lfilter([1.0], [1.0, -lam[j]], u[:, j])
+    x = np.concatenate([z.real, z.imag], axis=1)
+    return (x - x.mean(0)) / (x.std(0) + 1e-9)
+
+
+def _calcium(rates: np.ndarray, cfg: SyntheticConfig) -> np.ndarray:
+    """Double-exponential indicator kernel then saturation; along time, batched over neurons."""
+    a_d = np.exp(-cfg.frame_period_s / cfg.calcium_decay_s)
+    a_r = np.exp(-cfg.frame_period_s / cfg.calcium_rise_s)
+    c = lfilter([1.0 - a_d], [1.0, -a_d], rates, axis=0) - lfilter([1.0 - a_r], [1.0, -a_r], rates, axis=0)
+    c = np.maximum(c, 0.0) / (1.0 - a_r + 1e-9)
+    return c / (c + cfg.saturation)
+
+
+def simulate(cfg: SyntheticConfig, seed: int = 0, neuron_block: int = 2048, progress: bool = False):
+    """Simulate a recording; returns a dict of numpy arrays and metadata (see module docstring).
+
+    For ``traces_only`` configs, traces are produced in neuron blocks (``neuron_block``) and the
+    dict holds ``traces_blocks``: a generator of ``(slice, block (time, B))`` for streaming.
+    """
+    ss = np.random.SeedSequence([int(seed), 0x2A9])
+    r_layout, r_stim, r_lat, r_load, r_obs = [np.random.default_rng(s) for s in ss.spawn(5)]
+    vs = np.asarray(cfg.voxel_size, float)
+    shape = tuple(int(v) for v in cfg.shape)
+    extent = np.asarray(shape) * vs
+    mask = brain_mask(shape, vs)
+    centres = place_nuclei(mask, cfg.nucleus_radius, r_layout, cfg.n_neurons)
+    n = centres.shape[0]
+    if n == 0:
+        raise ValueError(f"no nuclei fit in shape {shape} with radius {cfg.nucleus_radius}")
+    centroid_um = (centres + 0.5) * vs
+    stim, phase = stimulus_features(cfg.n_frames, r_stim)
+    lat = _latents(cfg, stim, r_lat)                                  # (T, 2K)
+    load = _smooth_field(centroid_um, lat.shape[1], cfg.loading_length_um, extent, r_load)
+    load = 0.8 * load + 0.35 * r_load.normal(size=load.shape)         # smooth + private part
+    bias = r_load.normal(-1.0, 0.5, n)
+    gain = r_load.uniform(0.5, 1.2, n)
+    amp = r_load.uniform(0.8, 1.6, n)                                 # dF at saturation
+    brightness = r_load.lognormal(0.0, 0.25, n) + 0.5
+    np_maps_w = r_load.normal(size=3)
+    np_signal = lfilter([0.05], [1.0, -0.95], lat[:, :3] @ np.diag(np_maps_w), axis=0)
+    np_signal = 1.0 + cfg.neuropil * np_signal / (np.abs(np_signal).max() + 1e-9)   # (T, 3)
+    bleach = 1.0 - cfg.bleach * np.arange(cfg.n_frames) / cfg.n_frames
+    radius = radius_for_length(cfg.n_frames)
+
+    def neuron_df(sl):
+        drive = lat @ load[sl].T * gain[sl] + bias[sl]
+        rates = np.logaddexp(0.0, 2.0 * drive) / 2.0
+        return amp[sl] * _calcium(rates, cfg)                         # (T, B)
+
+    meta = dict(cfg=cfg, seed=int(seed), mask=mask, centroid_um=centroid_um, stimulus=stim,
+                trial_phase=phase, offsets=condition_offsets(cfg.n_frames), n_neurons=n,
+                dff_radius=radius)
+    if cfg.traces_only:
+        nvox = max(1.0, 4.0 / 3.0 * np.pi * np.prod(cfg.nucleus_radius))
+        np_maps = _smooth_field(centroid_um, 3, 80.0, extent, r_obs) * 0.3 + 0.3
+
+        def blocks():
+            for b, p0 in enumerate(range(0, n, neuron_block)):
+                sl = slice(p0, min(n, p0 + neuron_block))
+                rng_b = np.random.default_rng(np.random.SeedSequence([int(seed), 0x2A9, 7, b]))
+                f = brightness[sl] * (1.0 + neuron_df(sl)) * bleach[:, None]
+                f += np_signal @ np.abs(np_maps[sl]).T
+                f += cfg.noise / np.sqrt(nvox) * np.sqrt(np.maximum(f, 1e-3)) * rng_b.standard_normal(f.shape)
+                yield sl, delta_f_over_f(f.astype(np.float32), radius=radius)
+        meta["traces_blocks"] = blocks()
+        return meta
+
+    seg = paint_nuclei(shape, centres, cfg.nucleus_radius)
+    seg[~mask] = 0
+    labels = seg.reshape(-1)
+    vox_pos = (np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+               .reshape(-1, 3) + 0.5) * vs
+    in_brain = mask.reshape(-1)
+    np_maps = np.abs(_smooth_field(vox_pos, 3, 80.0, extent, r_obs)) * 0.3 + 0.3   # (V, 3)
+    base = np.where(labels > 0, brightness[np.maximum(labels - 1, 0)], 0.35)
+    base = np.where(in_brain, base, 0.05) * r_obs.uniform(0.9, 1.1, labels.size)
+    df = neuron_df(slice(0, n))                                       # (T, N)
+    df_vox = np.where(labels > 0, df[:, np.maximum(labels - 1, 0)], 0.0)   # (T, V)
+    f = base * (1.0 + df_vox) * bleach[:, None] + (np_signal @ np_maps.T) * in_brain
+    f += cfg.noise * np.sqrt(np.maximum(f, 1e-3)) * r_obs.standard_normal(f.shape)
+    dff = delta_f_over_f(f.astype(np.float32), radius=radius)
+    dff[:, ~in_brain] = 0.0
+    meta["segmentation"] = seg
+    meta["volume"] = dff.reshape((cfg.n_frames,) + shape)
+    meta["clip_range"] = CLIP_RANGE
+    return meta
