@@ -1,0 +1,195 @@
+"""Sparsity curves: accuracy / NLL / ECE / cost versus sparsity as an ``xarray.Dataset``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from .criteria import CRITERIA
+from .data import TASKS, Task, load_task
+from .estimator import SpaM
+from .flops import count_flops, count_parameters
+from .masks import check_sparsity
+from .models import make_model, prunable_layers
+from .training import PRIORS
+
+__all__ = ["DEFAULT_SPARSITIES", "TASK_DEFAULTS", "sparsity_curve", "cached_sparsity_curve",
+           "curve_settings"]
+
+DEFAULT_SPARSITIES = (0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
+
+#: training settings per task (CPU minutes for a whole curve)
+TASK_DEFAULTS = {
+    "breast_cancer": dict(n_epochs=60, lr=1e-2, batch_size=64, n_epochs_burnin=10,
+                          marglik_frequency=5, n_hypersteps=30),
+    "digits": dict(n_epochs=40, lr=1e-2, batch_size=64, n_epochs_burnin=5,
+                   marglik_frequency=5, n_hypersteps=30),
+}
+
+METRICS = ("accuracy", "nll", "ece", "n_params", "flops", "param_sparsity")
+
+
+def curve_settings(task="breast_cancer", priors=("map", "diagonal"),
+                   criteria=("opd", "magnitude", "snip", "random"),
+                   sparsities=DEFAULT_SPARSITIES, seeds=(0, 1, 2), structured=False,
+                   hessian_structure="kron", finetune_epochs=0, map_prior_precision=1.0,
+                   train_kwargs=None) -> dict:
+    """Validated, JSON-able settings of a curve (the cache key)."""
+    if isinstance(task, Task):
+        task = task.name
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    priors, criteria = list(priors), list(criteria)
+    if not priors or not criteria:
+        raise ValueError("priors and criteria must be non-empty")
+    for p in priors:
+        if p not in PRIORS:
+            raise ValueError(f"unknown prior {p!r}; known: {PRIORS}")
+    for c in criteria:
+        if c not in CRITERIA:
+            raise ValueError(f"unknown criterion {c!r}; known: {sorted(CRITERIA)}")
+    sparsities = [check_sparsity(s, "sparsities") for s in sparsities]
+    if len(set(sparsities)) != len(sparsities) or len(set(priors)) != len(priors) \
+            or len(set(criteria)) != len(criteria) or len(set(seeds)) != len(seeds):
+        raise ValueError("priors, criteria, sparsities and seeds must not repeat entries")
+    if hessian_structure not in ("kron", "diag"):
+        raise ValueError(f"hessian_structure must be 'kron' or 'diag', got {hessian_structure!r}")
+    train = dict(TASK_DEFAULTS[task])
+    train.update(train_kwargs or {})
+    return dict(task=task, priors=priors, criteria=criteria, sparsities=sorted(sparsities),
+                seeds=[int(s) for s in seeds], structured=bool(structured),
+                hessian_structure=hessian_structure, finetune_epochs=int(finetune_epochs),
+                map_prior_precision=float(map_prior_precision), train_kwargs=train)
+
+
+def sparsity_curve(task="breast_cancer", priors=("map", "diagonal"),
+                   criteria=("opd", "magnitude", "snip", "random"),
+                   sparsities: Sequence[float] = DEFAULT_SPARSITIES, seeds=(0, 1, 2),
+                   structured: bool = False, hessian_structure: str = "kron",
+                   finetune_epochs: int = 0, map_prior_precision: float = 1.0,
+                   train_kwargs: dict | None = None, progress: bool = True,
+                   callback: Callable[[int, int, dict], None] | None = None) -> xr.Dataset:
+    """Prune networks trained under each prior with each criterion at each sparsity.
+
+    For every seed (data split, initialisation, random scores) and prior, one network is
+    trained (``"map"``: weight decay; otherwise online marglik with that prior structure) and
+    every criterion scores it once; each sparsity is then a one-shot prune (global for
+    unstructured, per hidden layer for ``structured=True``, whose networks are physically
+    shrunk), optionally fine-tuned with the mask kept, and evaluated on the test split.
+
+    Returns a Dataset with dims ``(prior, criterion, sparsity, seed)`` holding ``accuracy``,
+    ``nll``, ``ece``, ``n_params``, ``flops`` (per example) and ``param_sparsity`` (1 - params /
+    dense params), ``layer_sparsity`` with an extra ``layer`` dim (fraction of each layer's
+    weights that are zero), and ``log10_prior_precision`` over ``(prior, seed, parameter)``.
+    ``callback(done, total, info)`` is called after every evaluated point.
+    """
+    cfg = curve_settings(task, priors, criteria, sparsities, seeds, structured,
+                         hessian_structure, finetune_epochs, map_prior_precision, train_kwargs)
+    P, C, S, R = cfg["priors"], cfg["criteria"], cfg["sparsities"], cfg["seeds"]
+    tk = dict(cfg["train_kwargs"])
+    ref = make_model(cfg["task"])
+    layers = list(prunable_layers(ref))
+    pnames = [n for n, _ in ref.named_parameters()]
+    player = np.concatenate([[n.rsplit(".", 1)[0]] * p.numel() for n, p in ref.named_parameters()])
+    shape = (len(P), len(C), len(S), len(R))
+    out = {m: np.full(shape, np.nan) for m in METRICS}
+    layer_sp = np.full(shape + (len(layers),), np.nan)
+    n_par = len(player)
+    log_prec = np.full((len(P), len(R), n_par), np.nan)
+    train_time = np.full((len(P), len(R)), np.nan)
+    total, done = len(P) * len(C) * len(S) * len(R), 0
+    bar = tqdm(total=total, disable=not progress, desc=f"sparsity curve ({cfg['task']})")
+    t_start = time.perf_counter()
+    dense_params = dense_flops = None
+    for r, seed in enumerate(R):
+        data = load_task(cfg["task"], seed=seed)
+        example = data.X_train[:1]
+        if dense_params is None:
+            dense_params = count_parameters(ref, sparse=False)
+            dense_flops = count_flops(ref, example, sparse=False)
+        for p, prior in enumerate(P):
+            t0 = time.perf_counter()
+            est = SpaM(make_model(cfg["task"], seed=seed), prior=prior,
+                       hessian_structure=cfg["hessian_structure"],
+                       prior_precision=cfg["map_prior_precision"], seed=seed, **tk)
+            est.fit(data.X_train, data.y_train)
+            train_time[p, r] = time.perf_counter() - t0
+            log_prec[p, r] = np.log10(est.prior_precision_diag().numpy())
+            for c, crit in enumerate(C):
+                scores = est.scores(crit)
+                for s, sp in enumerate(S):
+                    pn = est.prune(sp, crit, structured=cfg["structured"],
+                                   finetune_epochs=cfg["finetune_epochs"], scores=scores)
+                    ev = pn.evaluate(data.X_test, data.y_test)
+                    idx = (p, c, s, r)
+                    for m in ("accuracy", "nll", "ece"):
+                        out[m][idx] = ev[m]
+                    out["n_params"][idx] = pn.n_params
+                    out["flops"][idx] = pn.flops
+                    out["param_sparsity"][idx] = 1.0 - pn.n_params / dense_params
+                    layer_sp[idx] = [pn.layer_sparsity[k] for k in layers]
+                    done += 1
+                    bar.update()
+                    if callback is not None:
+                        callback(done, total, dict(prior=prior, criterion=crit, sparsity=sp,
+                                                   seed=seed, accuracy=ev["accuracy"]))
+    bar.close()
+    dims = ("prior", "criterion", "sparsity", "seed")
+    ds = xr.Dataset(
+        {m: (dims, v) for m, v in out.items()}
+        | {"layer_sparsity": (dims + ("layer",), layer_sp),
+           "log10_prior_precision": (("prior", "seed", "parameter"), log_prec),
+           "train_time": (("prior", "seed"), train_time)},
+        coords=dict(prior=P, criterion=C, sparsity=S, seed=R, layer=layers,
+                    parameter=np.arange(n_par), parameter_layer=("parameter", player)))
+    ds["accuracy"].attrs.update(long_name="test accuracy")
+    ds["nll"].attrs.update(long_name="test NLL per example")
+    ds["ece"].attrs.update(long_name="test ECE (15 bins)")
+    ds["flops"].attrs.update(long_name="FLOPs per example", units="FLOP")
+    ds["train_time"].attrs.update(units="s")
+    ds.attrs.update(task=cfg["task"], structured=int(cfg["structured"]),
+                    hessian_structure=cfg["hessian_structure"],
+                    finetune_epochs=cfg["finetune_epochs"], n_params_dense=dense_params,
+                    flops_dense=dense_flops, wall_time_s=time.perf_counter() - t_start,
+                    settings=json.dumps(cfg), parameter_names=json.dumps(pnames))
+    return ds
+
+
+def _key(cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached_sparsity_curve(cache_dir: str | os.PathLike | None = "data/sparsify",
+                          progress: bool = True, callback=None, **settings) -> xr.Dataset:
+    """:func:`sparsity_curve` memoised on disk (``<cache_dir>/curve-<hash>.nc``, atomic write).
+
+    The key is the validated settings (:func:`curve_settings`); ``cache_dir=None`` disables it.
+    """
+    cfg = curve_settings(**settings)
+    if cache_dir is None:
+        return sparsity_curve(**settings, progress=progress, callback=callback)
+    path = Path(cache_dir) / f"curve-{_key(cfg)}.nc"
+    if path.exists():
+        with xr.open_dataset(path, engine="scipy") as ds:
+            return ds.load()
+    ds = sparsity_curve(**settings, progress=progress, callback=callback)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        ds.to_netcdf(tmp, engine="scipy")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return ds
