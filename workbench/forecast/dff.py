@@ -80,11 +80,11 @@ def delta_f_over_f(f: np.ndarray, q: float = 8.0, radius: int | None = None, ste
     """dF/F of ``f`` (time, pixels) against its sliding ``q``-th percentile, clipped.
 
     Defaults: ``radius`` scaled to the length (:func:`radius_for_length`), ``step`` and
-    ``stride`` about radius / 25 (at least 1) - about 50 samples per window.
+    ``stride`` about radius / 16 (at least 1) - about 33 samples per window.
     """
     f = np.asarray(f)
     radius = radius_for_length(f.shape[0]) if radius is None else int(radius)
-    auto = max(1, radius // 25)
+    auto = max(1, radius // 16)
     step = auto if step is None else int(step)
     stride = auto if stride is None else int(stride)
     f0 = sliding_percentile(f, q=q, radius=radius, step=step, stride=stride)

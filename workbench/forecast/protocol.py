@@ -67,6 +67,8 @@ def split_bounds(offsets: Sequence[int], condition: int, split: str, context: in
                  heldout: bool = False, max_context: int = MAX_CONTEXT) -> tuple[int, int]:
     """Frames ``[lo, hi)`` that the windows of ``split`` may touch (context included).
 
+    Val/test context never reaches before the condition's first frame (with the release's offsets
+    this clip never binds for C <= 256; it drops some windows of very short synthetic recordings).
     For ``heldout=True`` only ``split="test"`` exists: frames after the first ``max_context`` of
     the condition are targets, the windows may reach back ``context`` frames for context.
     """
@@ -82,9 +84,11 @@ def split_bounds(offsets: Sequence[int], condition: int, split: str, context: in
     n_train, n_val, _ = _split_sizes(hi - lo)
     if split == "train":
         return lo, lo + n_train
+    # context never reaches before the condition's start (only matters for recordings much shorter
+    # than the release, where the preceding splits are shorter than C)
     if split == "val":
-        return lo + n_train - context, lo + n_train + n_val
-    return lo + n_train + n_val - context, hi
+        return max(lo, lo + n_train - context), lo + n_train + n_val
+    return max(lo, lo + n_train + n_val - context), hi
 
 
 def protocol_from(ds_or_offsets) -> dict:

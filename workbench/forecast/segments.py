@@ -46,12 +46,17 @@ def segment_means(volume, segmentation, n_neurons: int):
     vol = np.asarray(volume)
     dtype = vol.dtype if np.issubdtype(vol.dtype, np.floating) else np.float64
     flat = vol.reshape(-1, n_vox)
-    # one sparse (voxel x label) indicator product: NaN voxels only reach their own label
-    from scipy import sparse
-
+    # gather each label's voxels contiguously (one argsort), then one add.reduceat per label run;
+    # NaN voxels only reach their own label
     lab = seg_np.reshape(-1)
-    onehot = sparse.csr_matrix((np.ones(n_vox), (np.arange(n_vox), lab)), shape=(n_vox, n_neurons + 1))
-    sums = np.asarray((onehot.T @ flat.T.astype(np.float64)).T)[:, 1:]
+    order = np.argsort(lab, kind="stable")
+    order = order[lab[order] > 0]
+    sums = np.zeros((flat.shape[0], n_neurons), dtype=np.float64)
+    if order.size:
+        lab_sorted = lab[order]
+        run_start = np.flatnonzero(np.r_[True, lab_sorted[1:] != lab_sorted[:-1]])
+        acc = np.float64 if dtype == np.float64 else np.float32
+        sums[:, lab_sorted[run_start] - 1] = np.add.reduceat(flat[:, order], run_start, axis=1, dtype=acc)
     with np.errstate(invalid="ignore", divide="ignore"):
         res = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     return res.astype(dtype).reshape(lead + (n_neurons,))

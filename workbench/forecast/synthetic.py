@@ -73,8 +73,8 @@ class SyntheticConfig:
 PRESETS: dict[str, SyntheticConfig] = {
     "tiny": SyntheticConfig(name="tiny", n_frames=3600, shape=(4, 20, 28),
                             nucleus_radius=(0.5, 1.0, 1.0)),
-    "small": SyntheticConfig(name="small", n_frames=4000, shape=(6, 36, 52),
-                             voxel_size=(8.0, 2.5, 2.5), nucleus_radius=(0.6, 1.3, 1.3)),
+    "small": SyntheticConfig(name="small", n_frames=4000, shape=(6, 32, 48),
+                             voxel_size=(8.0, 3.0, 3.0), nucleus_radius=(0.5, 1.0, 1.0)),
     "large": SyntheticConfig(name="large", n_frames=7879, shape=(72, 1328, 2048),
                              voxel_size=(4.0, 0.406, 0.406), nucleus_radius=(0.75, 6.0, 6.0),
                              n_neurons=20_000, traces_only=True),
@@ -313,13 +313,20 @@ def simulate(cfg: SyntheticConfig, seed: int = 0, neuron_block: int = 2048, prog
     in_brain = mask.reshape(-1)
     np_maps = np.abs(_smooth_field(vox_pos, 3, 80.0, extent, r_obs)) * 0.3 + 0.3   # (V, 3)
     base = np.where(labels > 0, brightness[np.maximum(labels - 1, 0)], 0.35)
-    base = np.where(in_brain, base, 0.05) * r_obs.uniform(0.9, 1.1, labels.size)
+    base = (base * r_obs.uniform(0.9, 1.1, labels.size))[in_brain].astype(np.float32)
     df = neuron_df(slice(0, n))                                       # (T, N)
-    df_vox = np.where(labels > 0, df[:, np.maximum(labels - 1, 0)], 0.0)   # (T, V)
-    f = base * (1.0 + df_vox) * bleach[:, None] + (np_signal @ np_maps.T) * in_brain
-    f += cfg.noise * np.sqrt(np.maximum(f, 1e-3)) * r_obs.standard_normal(f.shape)
-    dff = delta_f_over_f(f.astype(np.float32), radius=radius)
-    dff[:, ~in_brain] = 0.0
+    df0 = np.concatenate([np.zeros((cfg.n_frames, 1)), df], axis=1).astype(np.float32)
+    f = df0[:, labels[in_brain]]                                      # (T, V_brain), float32
+    f += 1.0
+    f *= base
+    f *= bleach.astype(np.float32)[:, None]
+    f += (np_signal @ np_maps[in_brain].T).astype(np.float32)
+    noise = r_obs.standard_normal(f.shape, dtype=np.float32)
+    noise *= np.sqrt(np.maximum(f, 1e-3))
+    f += np.float32(cfg.noise) * noise
+    del noise
+    dff = np.zeros((cfg.n_frames, labels.size), np.float32)           # outside the brain: 0
+    dff[:, in_brain] = delta_f_over_f(f, radius=radius)
     meta["segmentation"] = seg
     meta["volume"] = dff.reshape((cfg.n_frames,) + shape)
     meta["clip_range"] = CLIP_RANGE

@@ -1,0 +1,64 @@
+"""Shared machinery of the trace baselines (scikit-learn style, Forecaster protocol)."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+from sklearn.base import BaseEstimator
+
+from .. import protocol
+from ..dataset import validate_dataset
+
+__all__ = ["TraceForecaster", "training_windows"]
+
+
+def training_windows(ds: xr.Dataset, split: str, context: int, horizon: int = protocol.HORIZON,
+                     max_windows: int | None = None, seed: int | None = 0) -> np.ndarray:
+    """Start frames of the ``split`` windows of the non-held-out conditions (optionally subsampled)."""
+    w = protocol.windows(ds, split=split, context=context, horizon=horizon)
+    starts = w["start"].values
+    if max_windows is not None and starts.size > max_windows:
+        rng = np.random.default_rng(seed)
+        starts = np.sort(rng.choice(starts, max_windows, replace=False))
+    return starts
+
+
+class TraceForecaster(BaseEstimator):
+    """Base class: ``fit(ds) -> self``, ``predict(ds, starts) -> (window, lead, neuron)``.
+
+    ``starts`` are positional indices of each window's first context frame in ``ds``.
+    Subclasses implement ``_fit(ds)`` and ``_predict(ctx (W, C, N), ds, starts)``.
+    """
+
+    horizon = protocol.HORIZON
+    requires = ("traces",)
+
+    def _check_context(self):
+        c = self.context
+        if not isinstance(c, int | np.integer) or not 1 <= c <= protocol.MAX_CONTEXT:
+            raise ValueError(f"context must be an int in [1, {protocol.MAX_CONTEXT}], got {c!r}")
+
+    def fit(self, ds: xr.Dataset, y=None):
+        self._check_context()
+        validate_dataset(ds)
+        self.n_neurons_ = int(ds.sizes["neuron"])
+        self._fit(ds)
+        return self
+
+    def _fit(self, ds):  # pragma: no cover - trivial default
+        pass
+
+    def predict(self, ds: xr.Dataset, starts) -> np.ndarray:
+        if not hasattr(self, "n_neurons_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(ds) first")
+        if ds.sizes["neuron"] != self.n_neurons_:
+            raise ValueError(f"dataset has {ds.sizes['neuron']} neurons, model was fitted on {self.n_neurons_}")
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        if starts.size == 0:
+            return np.zeros((0, self.horizon, self.n_neurons_), np.float32)
+        lo, hi = int(starts.min()), int(starts.max()) + self.context
+        if lo < 0 or hi > ds.sizes["time"]:
+            raise ValueError(f"context frames [{lo}, {hi}) outside the dataset's {ds.sizes['time']} frames")
+        block = np.asarray(ds["traces"].isel(time=slice(lo, hi)).values)
+        ctx, _ = protocol.gather(block, starts - lo, self.context, 0)
+        return self._predict(ctx, ds, starts)

@@ -1,0 +1,174 @@
+"""Score forecasters on every window of a split, streamed over time blocks, no loop over windows.
+
+Forecaster protocol (trace baselines here, the video model in ``forecast/video``):
+
+- ``context`` (int) and ``horizon`` (int, 32) attributes; optional ``requires`` (tuple of variable
+  names the forecaster reads, default ``("traces",)``) and ``name``;
+- ``fit(ds) -> self``;
+- ``predict(ds, starts) -> (len(starts), horizon, n_neuron)`` where ``starts`` are *positional*
+  indices (into ``ds.time``) of each window's first context frame. :func:`evaluate` calls it with
+  an in-memory time slice of the recording and starts relative to that slice.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Mapping
+
+import numpy as np
+import xarray as xr
+
+from . import protocol
+from .metrics import aggregate, window_errors
+
+__all__ = ["evaluate", "score_forecaster", "evaluate_loop", "forecaster_name"]
+
+
+def forecaster_name(f) -> str:
+    return str(getattr(f, "name", None) or type(f).__name__.replace("Baseline", "").lower())
+
+
+def _as_dict(forecasters) -> dict:
+    if isinstance(forecasters, Mapping):
+        return dict(forecasters)
+    if isinstance(forecasters, list | tuple):
+        return {f"{forecaster_name(f)}": f for f in forecasters}
+    return {forecaster_name(forecasters): forecasters}
+
+
+def _block_plan(starts: np.ndarray, span: int, block_frames: int):
+    """Group sorted window starts into runs whose frames fit a block of ``block_frames``."""
+    groups, i = [], 0
+    while i < starts.size:                     # loop over time blocks (a handful), not windows
+        lo = starts[i]
+        j = np.searchsorted(starts, lo + max(1, block_frames - span), side="left")
+        j = max(j, i + 1)
+        groups.append((i, j, int(lo), int(starts[j - 1] + span)))
+        i = j
+    return groups
+
+
+def score_forecaster(forecaster, ds: xr.Dataset, split: str = "test", windows: xr.Dataset | None = None,
+                     batch_size: int | None = None, block_frames: int = 1024,
+                     memory_budget: float = 2.5e8, progress: bool = False) -> tuple[xr.Dataset, xr.Dataset]:
+    """Per-window errors of one forecaster: ``(errors (window, lead), windows)``.
+
+    The recording is read in time blocks of about ``block_frames`` frames (one read per block,
+    dask/zarr friendly); inside a block, windows are predicted in batches of ``batch_size``
+    (default: as many as fit ``memory_budget`` bytes of float64 (window, C + H, neuron) data).
+    """
+    c = int(forecaster.context)
+    h = int(getattr(forecaster, "horizon", protocol.HORIZON))
+    w = protocol.windows(ds, split=split, context=c, horizon=h) if windows is None else windows
+    starts = w["start"].values
+    order = np.argsort(starts, kind="stable")
+    sorted_starts = starts[order]
+    n = ds.sizes["neuron"]
+    span = c + h
+    if batch_size is None:
+        batch_size = max(1, int(memory_budget // (span * n * 8)))
+    need = tuple(getattr(forecaster, "requires", ("traces",)))
+    keep = sorted(set(need) | {"traces"})
+    missing = [v for v in keep if v not in ds]
+    if missing:
+        raise ValueError(f"dataset lacks variables {missing} needed by {forecaster_name(forecaster)}")
+    parts_abs, parts_sq, parts_miss = [], [], []
+    plan = _block_plan(sorted_starts, span, max(block_frames, span + 1))
+    it = plan
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(plan, desc=f"score {forecaster_name(forecaster)} C={c}", unit="block")
+    for i0, i1, lo, hi in it:
+        block = ds[keep].isel(time=slice(lo, hi)).load()
+        traces = np.asarray(block["traces"].values)
+        for b0 in range(i0, i1, batch_size):                          # batches of windows
+            rel = sorted_starts[b0:min(i1, b0 + batch_size)] - lo
+            pred = np.asarray(forecaster.predict(block, rel))
+            if pred.shape != (rel.size, h, n):
+                raise ValueError(f"{forecaster_name(forecaster)}.predict returned shape {pred.shape}, "
+                                 f"expected (window, lead, neuron) = {(rel.size, h, n)}")
+            _, target = protocol.gather(traces, rel, c, h)
+            e = window_errors(pred, target)
+            parts_abs.append(e["abs_err"].values)
+            parts_sq.append(e["sq_err"].values)
+            parts_miss.append(e["n_missing"].values)
+    inv = np.empty_like(order)
+    inv[order] = np.arange(order.size)
+    cat = (lambda p, dt: np.concatenate(p)[inv] if p else np.zeros((0, h), dt))
+    errors = xr.Dataset({"abs_err": (("window", "lead"), cat(parts_abs, float)),
+                         "sq_err": (("window", "lead"), cat(parts_sq, float)),
+                         "n_missing": (("window", "lead"), cat(parts_miss, np.int64))},
+                        coords={"window": w["window"].values, "lead": np.arange(1, h + 1),
+                                "condition": ("window", w["condition"].values)},
+                        attrs={"n_neurons": int(n)})
+    return errors, w
+
+
+def evaluate(forecasters, ds: xr.Dataset, split: str = "test", n_boot: int = 1000,
+             block_length: int = 16, ci: float = 0.95, seed: int | None = 0,
+             batch_size: int | None = None, block_frames: int = 1024, progress: bool = False) -> xr.Dataset:
+    """Score fitted forecasters -> ``xr.Dataset`` over (method, context, condition, lead).
+
+    ``forecasters``: one forecaster, a list, or ``{name: forecaster}``; several forecasters may
+    share a name if their contexts differ. Variables: ``mae``, ``mse``, ``mae_lower``,
+    ``mae_upper``, ``n_windows``, ``n_missing``, ``mae_train_conditions(_lower/_upper)`` and
+    ``seconds`` (scoring wall time per method and context).
+    """
+    items = []
+    fs = forecasters if isinstance(forecasters, list | tuple) else _as_dict(forecasters).items()
+    if isinstance(forecasters, list | tuple):
+        fs = [(forecaster_name(f), f) for f in forecasters]
+    names = protocol.protocol_from(ds)["names"]
+    for name, f in fs:
+        t0 = _time.perf_counter()
+        errors, w = score_forecaster(f, ds, split=split, batch_size=batch_size,
+                                     block_frames=block_frames, progress=progress)
+        res = aggregate(errors, w, n_boot=n_boot, block_length=block_length, ci=ci, seed=seed,
+                        condition_order=names)
+        res["seconds"] = ((), _time.perf_counter() - t0)
+        items.append(res.expand_dims(method=[name], context=[int(f.context)]))
+    if not items:
+        raise ValueError("no forecasters given")
+    keys = [(str(i["method"].item()), int(i["context"].item())) for i in items]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate (method, context) pairs among the forecasters: {keys}")
+    out = xr.merge(items, join="outer", combine_attrs="drop_conflicts", compat="no_conflicts")
+    out["heldout"] = ("condition", np.isin(out["condition"].values, list(protocol.protocol_from(ds)["heldout"])))
+    out = out.set_coords("heldout")
+    out.attrs.update(split=split, metric="ZAPBench MAE: mean over neurons, then windows, per condition")
+    return out
+
+
+def evaluate_loop(forecaster, ds: xr.Dataset, split: str = "test", windows: xr.Dataset | None = None,
+                  in_memory: bool = False) -> xr.Dataset:
+    """Reference: a straightforward loop over windows, float64, one ``predict`` per window.
+
+    Reads each window's frames from ``ds`` (``in_memory=False``: lazily, as a naive script would)
+    or from traces loaded once (``in_memory=True``). Returns per-window errors like
+    :func:`score_forecaster`. Slow by design; used by tests and benchmarks as the reference.
+    """
+    c = int(forecaster.context)
+    h = int(getattr(forecaster, "horizon", protocol.HORIZON))
+    w = protocol.windows(ds, split=split, context=c, horizon=h) if windows is None else windows
+    need = sorted(set(getattr(forecaster, "requires", ("traces",))) | {"traces"})
+    sub_ds = ds[need].load() if in_memory else ds[need]
+    starts = w["start"].values
+    abs_err = np.zeros((starts.size, h))
+    sq_err = np.zeros((starts.size, h))
+    n_miss = np.zeros((starts.size, h), dtype=np.int64)
+    for i, s in enumerate(starts):
+        sub = sub_ds.isel(time=slice(int(s), int(s) + c + h))
+        pred = np.asarray(forecaster.predict(sub, np.array([0])), dtype=np.float64)[0]
+        target = np.asarray(sub["traces"].values, dtype=np.float64)[c:]
+        for j in range(h):
+            d = pred[j] - target[j]
+            ok = ~np.isnan(d)
+            n_miss[i, j] = (~ok).sum()
+            abs_err[i, j] = np.abs(d[ok]).mean() if ok.any() else np.nan
+            sq_err[i, j] = (d[ok] ** 2).mean() if ok.any() else np.nan
+    return xr.Dataset({"abs_err": (("window", "lead"), abs_err), "sq_err": (("window", "lead"), sq_err),
+                       "n_missing": (("window", "lead"), n_miss)},
+                      coords={"window": w["window"].values, "lead": np.arange(1, h + 1),
+                              "condition": ("window", w["condition"].values)},
+                      attrs={"n_neurons": int(ds.sizes["neuron"])})
