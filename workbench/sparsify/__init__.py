@@ -14,7 +14,7 @@ from .data import TASKS, Task, load_task
 from .estimator import PrunedNetwork, SpaM
 from .flops import count_flops, count_parameters
 from .masks import PruningMask, global_prune
-from .metrics import evaluate, expected_calibration_error
+from .metrics import evaluate
 from .models import make_model, mlp, prunable_layers, prunable_parameters, small_cnn
 from .structured import shrink, structured_prune, unit_scores
 from .training import PRIORS, finetune, fit_laplace, train_map, train_spam
@@ -23,7 +23,7 @@ __all__ = [
     "CRITERIA", "Criterion", "register_criterion", "score_parameters", "DEFAULT_SPARSITIES",
     "TASK_DEFAULTS", "cached_sparsity_curve", "curve_settings", "sparsity_curve", "TASKS", "Task",
     "load_task", "PrunedNetwork", "SpaM", "count_flops", "count_parameters", "PruningMask",
-    "global_prune", "evaluate", "expected_calibration_error", "make_model", "mlp",
+    "global_prune", "evaluate", "make_model", "mlp",
     "prunable_layers", "prunable_parameters", "small_cnn", "shrink", "structured_prune",
     "unit_scores", "PRIORS", "finetune", "fit_laplace", "train_map", "train_spam",
 ]

@@ -78,7 +78,8 @@ def sparsity_curve(task="breast_cancer", priors=("map", "diagonal"),
                    structured: bool = False, hessian_structure: str = "kron",
                    finetune_epochs: int = 0, map_prior_precision: float = 1.0,
                    train_kwargs: dict | None = None, progress: bool = True,
-                   callback: Callable[[int, int, dict], None] | None = None) -> xr.Dataset:
+                   callback: Callable[[int, int, dict], None] | None = None,
+                   num_threads: int | None = None) -> xr.Dataset:
     """Prune networks trained under each prior with each criterion at each sparsity.
 
     For every seed (data split, initialisation, random scores) and prior, one network is
@@ -91,8 +92,24 @@ def sparsity_curve(task="breast_cancer", priors=("map", "diagonal"),
     ``nll``, ``ece``, ``n_params``, ``flops`` (per example) and ``param_sparsity`` (1 - params /
     dense params), ``layer_sparsity`` with an extra ``layer`` dim (fraction of each layer's
     weights that are zero), and ``log10_prior_precision`` over ``(prior, seed, parameter)``.
-    ``callback(done, total, info)`` is called after every evaluated point.
+    ``callback(done, total, info)`` is called after every evaluated point. ``num_threads``
+    temporarily sets torch's intra-op threads (these models are tiny: 1 is fastest on a busy
+    machine).
     """
+    if num_threads is None:
+        return _curve(task, priors, criteria, sparsities, seeds, structured, hessian_structure,
+                      finetune_epochs, map_prior_precision, train_kwargs, progress, callback)
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(num_threads))
+    try:
+        return _curve(task, priors, criteria, sparsities, seeds, structured, hessian_structure,
+                      finetune_epochs, map_prior_precision, train_kwargs, progress, callback)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _curve(task, priors, criteria, sparsities, seeds, structured, hessian_structure,
+           finetune_epochs, map_prior_precision, train_kwargs, progress, callback):
     cfg = curve_settings(task, priors, criteria, sparsities, seeds, structured,
                          hessian_structure, finetune_epochs, map_prior_precision, train_kwargs)
     P, C, S, R = cfg["priors"], cfg["criteria"], cfg["sparsities"], cfg["seeds"]
@@ -170,19 +187,21 @@ def _key(cfg: dict) -> str:
 
 
 def cached_sparsity_curve(cache_dir: str | os.PathLike | None = "data/sparsify",
-                          progress: bool = True, callback=None, **settings) -> xr.Dataset:
+                          progress: bool = True, callback=None, num_threads: int | None = None,
+                          **settings) -> xr.Dataset:
     """:func:`sparsity_curve` memoised on disk (``<cache_dir>/curve-<hash>.nc``, atomic write).
 
     The key is the validated settings (:func:`curve_settings`); ``cache_dir=None`` disables it.
     """
     cfg = curve_settings(**settings)
     if cache_dir is None:
-        return sparsity_curve(**settings, progress=progress, callback=callback)
+        return sparsity_curve(**settings, progress=progress, callback=callback,
+                              num_threads=num_threads)
     path = Path(cache_dir) / f"curve-{_key(cfg)}.nc"
     if path.exists():
         with xr.open_dataset(path, engine="scipy") as ds:
             return ds.load()
-    ds = sparsity_curve(**settings, progress=progress, callback=callback)
+    ds = sparsity_curve(**settings, progress=progress, callback=callback, num_threads=num_threads)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
