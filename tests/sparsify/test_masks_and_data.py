@@ -3,8 +3,14 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.sparsify import (PruningMask, finetune, global_prune, load_task, make_model,
-                                prunable_parameters)
+from workbench.sparsify import (
+    PruningMask,
+    finetune,
+    global_prune,
+    load_task,
+    make_model,
+    prunable_parameters,
+)
 
 
 def test_breast_cancer_standardised_on_train_only():

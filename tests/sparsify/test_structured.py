@@ -2,8 +2,16 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.sparsify import (count_flops, count_parameters, mlp, prunable_parameters, shrink,
-                                small_cnn, structured_prune, unit_scores)
+from workbench.sparsify import (
+    count_flops,
+    count_parameters,
+    mlp,
+    prunable_parameters,
+    shrink,
+    small_cnn,
+    structured_prune,
+    unit_scores,
+)
 
 
 def _scores(model, seed=0):

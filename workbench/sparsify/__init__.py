@@ -8,8 +8,13 @@ shrinking, and sweep everything into an xarray Dataset with :func:`sparsity_curv
 """
 
 from .criteria import CRITERIA, Criterion, register_criterion, score_parameters
-from .curve import (DEFAULT_SPARSITIES, TASK_DEFAULTS, cached_sparsity_curve, curve_settings,
-                    sparsity_curve)
+from .curve import (
+                    DEFAULT_SPARSITIES,
+                    TASK_DEFAULTS,
+                    cached_sparsity_curve,
+                    curve_settings,
+                    sparsity_curve,
+)
 from .data import TASKS, Task, load_task
 from .estimator import PrunedNetwork, SpaM
 from .flops import count_flops, count_parameters
