@@ -1,0 +1,40 @@
+"""KFAC factors (expand / reduce) and the exact diagonal from layer inputs and output gradients.
+
+``a``: (N, S, ia) bias-augmented layer inputs; ``g``: (C, N, S, ob) output gradients, one slice
+per backpropagated column of the loss-Hessian square root (or the single per-sample loss gradient
+for the empirical Fisher).
+
+* expand (Eschenhagen et al., 2023): positions are extra batch items,
+  ``A = Σ_{n,s} a aᵀ``, ``B = Σ_{c,n,s} g gᵀ``, curvature ``≈ B ⊗ A / (N·S)``.
+* reduce: positions are aggregated first, ``â_n = mean_s a``, ``ĝ_{cn} = Σ_s g``,
+  ``A = Σ_n â âᵀ``, ``B = Σ_{c,n} ĝ ĝᵀ``, curvature ``≈ B ⊗ A / N``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def kfac_terms(a, g, flavour):
+    """(A, B, count) contributions of one batch."""
+    if flavour == "expand":
+        A = torch.einsum("nsi,nsj->ij", a, a)
+        B = torch.einsum("cnso,cnsp->op", g, g)
+        return A, B, a.shape[0] * a.shape[1]
+    am = a.mean(1)
+    gs = g.sum(2)
+    return am.T @ am, torch.einsum("cno,cnp->op", gs, gs), a.shape[0]
+
+
+def exact_diag(a, g, budget=2**24):
+    """Exact diagonal of Σ_{n,c} vec(Σ_s g_{cns} a_{ns}ᵀ) vec(·)ᵀ, shaped (ob, ia)."""
+    C, N, S, ob = g.shape
+    ia = a.shape[-1]
+    if S == 1:
+        return torch.einsum("cno,ni->oi", g[:, :, 0] ** 2, a[:, 0] ** 2)
+    out = a.new_zeros(ob, ia)
+    step = max(1, budget // max(1, C * ob * ia))
+    for i in range(0, N, step):
+        G = torch.einsum("cnso,nsi->cnoi", g[:, i : i + step], a[i : i + step])
+        out = out + (G**2).sum((0, 1))
+    return out

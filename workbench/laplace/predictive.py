@@ -1,0 +1,252 @@
+"""Linearised (GLM) and sampling predictives, functional variances and posterior samples.
+
+The GLM predictive never builds the Jacobian of the whole data set: per-sample Jacobians are
+formed in chunks of at most ``la.chunk_budget`` numbers (``O(chunk · K · P)`` memory) and every
+posterior block applies its covariance to them without densifying (KFAC blocks work in their
+Kronecker eigenbasis). KFAC blocks of Linear layers without weight sharing use an even cheaper
+factored route: their Jacobian rows are rank one (g ⊗ a), so ``J Σ Jᵀ`` is an einsum over the
+eigenbasis coordinates of g and a and no Jacobian row of those layers is ever formed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ._validation import LINK_APPROX, PRED_TYPES, check_choice, check_finite
+from .curvature.jacobians import jac_t_chunks
+from .curvature.modules import capture, collect, module_grads
+
+
+def _as_input(la, x):
+    ref = la._mean
+    x = torch.as_tensor(x, device=ref.device)
+    if x.is_floating_point():
+        x = x.to(ref.dtype)
+    check_finite(x, "x", 0)
+    return x
+
+
+def _theta(la):
+    return {k: v.detach() for k, v in la.model.named_parameters()}
+
+
+def _eval(la, fn):
+    was = la.model.training
+    la.model.eval()
+    try:
+        return fn()
+    finally:
+        la.model.train(was)
+
+
+def _select_blocks(la, group):
+    if group is None:
+        return list(range(len(la.blocks_)))
+    if group not in la.groups_:
+        raise ValueError(f"group={group!r} is not a parameter group; groups are {list(la.groups_)}")
+    return [i for i, p in enumerate(la.plans_) if p["group"] == group]
+
+
+def _fast_kron(la, i):
+    p = la.plans_[i]
+    return p["kind"] == "kron" and isinstance(p["mod"], nn.Linear)
+
+
+def functional_variance(la, x, group=None):
+    x = _as_input(la, x)
+    return _eval(la, lambda: _functional_variance(la, x, group))
+
+
+def _functional_variance(la, x, group):
+    sel = _select_blocks(la, group)
+    s = la._lik_scale(la._sigma)
+    priors = la._block_priors()
+    O = 1
+    for d in la.output_shape_:
+        O *= d
+    N = x.shape[0]
+    fvar = x.new_zeros(N, O, O, dtype=la._mean.dtype)
+    theta = _theta(la)
+    fast = [i for i in sel if _fast_kron(la, i)]
+    slow = [i for i in sel if i not in fast]
+    if fast:
+        fvar = fvar + _fast_linear_variance(la, x, fast, s, priors, theta, O)
+    if slow:
+        names_set = {n for i in slow for n in la.blocks_[i].names}
+        names = [n for n in la.spec_.names if n in names_set]
+        loc = torch.full((la.spec_.P,), -1, dtype=torch.long, device=la._mean.device)
+        off = 0
+        for n in names:
+            sl = la.spec_.slices[n]
+            loc[sl] = torch.arange(off, off + sl.stop - sl.start, device=loc.device)
+            off += sl.stop - sl.start
+        with torch.no_grad():
+            for sl, J in jac_t_chunks(la.model, theta, names, x, O, lambda f: f, la.chunk_budget):
+                for i in slow:
+                    b = la.blocks_[i]
+                    Jb = J[:, :, loc[b.idx]]
+                    n = Jb.shape[0]
+                    SJ = b.cov_apply(s, priors[i], Jb.reshape(-1, b.d)).reshape(n, O, b.d)
+                    fvar[sl] += torch.einsum("nod,npd->nop", Jb, SJ)
+    return fvar.reshape(N, *la.output_shape_, *la.output_shape_) if len(la.output_shape_) > 1 else fvar
+
+
+def _fast_linear_variance(la, x, idxs, s, priors, theta, O):
+    """J Σ Jᵀ of KFAC blocks of Linear layers from layer inputs a and output Jacobians g."""
+    mods = {la.plans_[i]["module"]: la.plans_[i]["mod"] for i in idxs}
+    th = {k: (v.detach().requires_grad_(True) if k in la.spec_.slices else v) for k, v in theta.items()}
+    with torch.enable_grad(), capture(mods, False) as store:
+        out = functional_call(la.model, th, (x,))
+        N = out.shape[0]
+        flat = out.reshape(N, O)
+        eye = torch.eye(O, dtype=flat.dtype, device=flat.device)
+        cot = eye[:, None, :].expand(O, N, O).reshape(O, *out.shape)
+        grads = module_grads(out, cot, store, False)
+    fvar = flat.new_zeros(N, O, O)
+    for i in idxs:
+        p, b = la.plans_[i], la.blocks_[i]
+        a, g = collect(p["mod"], store[p["module"]], grads[p["module"]], p["w"] is not None, p["b"] is not None)
+        Qb, Qa, lam, su, sv = b._decomp(s, priors[i])
+        if su is not None:
+            g = g * su
+            a = a * sv
+        gt = g @ Qb  # (O, N, S, ob) in eigenbasis
+        at = a @ Qa  # (N, S, ia)
+        if a.shape[1] == 1:
+            W = (at[:, 0] ** 2) @ (1 / lam).T  # (N, ob): Σ_j ã_j² / λ_ij
+            g0 = gt[:, :, 0]
+            fvar += torch.einsum("kni,lni->nkl", g0 * W, g0)
+        else:
+            Gk = torch.einsum("knsi,nsj->knij", gt, at) * lam.rsqrt()
+            fvar += torch.einsum("knij,lnij->nkl", Gk, Gk)
+    return fvar.detach()
+
+
+def predict(la, x, pred_type="glm", link_approx="probit", n_samples=100, generator=None):
+    check_choice("pred_type", pred_type, PRED_TYPES)
+    check_choice("link_approx", link_approx, LINK_APPROX)
+    x = _as_input(la, x)
+    name = la.lik_.name
+    if pred_type == "nn":
+        fs = predictive_samples(la, x, n_samples, "nn", generator, raw=True)
+        if name == "regression":
+            mu = fs.mean(0)
+            d = (fs - mu).reshape(n_samples, x.shape[0], -1)
+            return mu, torch.einsum("snk,snl->nkl", d, d) / max(1, n_samples - 1)
+        return _link_mean(la, fs)
+    with torch.no_grad():
+        f_mu = _eval(la, lambda: la.model(x))
+    f_var = functional_variance(la, x)
+    if name == "regression":
+        return f_mu, f_var
+    if name == "heteroscedastic":
+        return _hetero_predictive(f_mu, f_var)
+    var = torch.diagonal(f_var.reshape(x.shape[0], f_mu[0].numel(), -1), dim1=-2, dim2=-1).reshape(f_mu.shape)
+    if link_approx == "probit":
+        kappa = 1 / torch.sqrt(1 + math.pi / 8 * var)
+        z = f_mu * kappa
+        return torch.softmax(z, -1) if name == "classification" else torch.sigmoid(z)
+    fs = _gaussian_samples(f_mu, f_var, n_samples, generator)
+    return _link_mean(la, fs)
+
+
+def _link_mean(la, fs):
+    if la.lik_.name == "classification":
+        return torch.softmax(fs, -1).mean(0)
+    if la.lik_.name == "binary":
+        return torch.sigmoid(fs).mean(0)
+    return fs.mean(0)
+
+
+def _hetero_predictive(f_mu, f_var):
+    """Mean and variance of y: μ = f1·exp(-f2), σ² = exp(-f2); epistemic part by the delta method."""
+    K = f_mu.shape[-1] // 2
+    prec = torch.exp(f_mu[..., K:])
+    mu = f_mu[..., :K] / prec
+    N = f_mu.shape[0]
+    Jm = f_mu.new_zeros(N, K, 2 * K)
+    ar = torch.arange(K, device=f_mu.device)
+    Jm[:, ar, ar] = 1 / prec
+    Jm[:, ar, K + ar] = -mu
+    epi = Jm @ f_var @ Jm.transpose(1, 2)
+    return mu, epi + torch.diag_embed(1 / prec)
+
+
+def _gaussian_samples(f_mu, f_var, n_samples, generator):
+    N = f_mu.shape[0]
+    O = f_mu[0].numel()
+    cov = f_var.reshape(N, O, O)
+    jitter = 1e-10 * torch.diagonal(cov, dim1=-2, dim2=-1).mean(-1).clamp(min=1e-30)[:, None, None]
+    eye = torch.eye(O, dtype=cov.dtype, device=cov.device)
+    for _ in range(6):
+        Lc, info = torch.linalg.cholesky_ex(cov + jitter * eye)
+        if not info.any():
+            break
+        jitter = jitter * 100
+    z = torch.randn(n_samples, N, O, 1, dtype=cov.dtype, device=cov.device, generator=generator)
+    return f_mu.unsqueeze(0) + (Lc @ z).reshape(n_samples, *f_mu.shape)
+
+
+def sample_params(la, n_samples, generator=None):
+    s = la._lik_scale(la._sigma)
+    priors = la._block_priors()
+    m = la._mean
+    z = torch.randn(n_samples, la.spec_.P, dtype=m.dtype, device=m.device, generator=generator)
+    out = m.expand(n_samples, -1).clone()
+    with torch.no_grad():
+        for b, bp in zip(la.blocks_, priors):
+            out[:, b.idx] += b.sample(s, bp, z[:, b.idx])
+    return out
+
+
+def predictive_samples(la, x, n_samples=100, pred_type="glm", generator=None, raw=False):
+    check_choice("pred_type", pred_type, PRED_TYPES)
+    x = _as_input(la, x)
+    if pred_type == "glm":
+        with torch.no_grad():
+            f_mu = _eval(la, lambda: la.model(x))
+        fs = _gaussian_samples(f_mu, functional_variance(la, x), n_samples, generator)
+    else:
+        thetas = sample_params(la, n_samples, generator)
+        base = _theta(la)
+
+        def run():
+            outs = []
+            with torch.no_grad():
+                for t in thetas:
+                    th = dict(base)
+                    for n in la.spec_.names:
+                        th[n] = t[la.spec_.slices[n]].reshape(la.spec_.shapes[n])
+                    outs.append(functional_call(la.model, th, (x,)))
+            return torch.stack(outs)
+
+        fs = _eval(la, run)
+    if raw or la.lik_.name in ("regression", "heteroscedastic"):
+        return fs
+    return torch.softmax(fs, -1) if la.lik_.name == "classification" else torch.sigmoid(fs)
+
+
+def dense_covariance(la, group=None):
+    sel = _select_blocks(la, group)
+    s = la._lik_scale(la._sigma)
+    priors = la._block_priors()
+    P = la.spec_.P
+    m = la._mean
+    if P > 20000:
+        raise ValueError(f"posterior_covariance() would build a dense {P}x{P} matrix; use a group or sample()")
+    cov = m.new_zeros(P, P)
+    idx_all = []
+    with torch.no_grad():
+        for i in sel:
+            b = la.blocks_[i]
+            Sb = b.cov_apply(s, priors[i], torch.eye(b.d, dtype=m.dtype, device=m.device))
+            cov[b.idx[:, None], b.idx[None, :]] = Sb
+            idx_all.append(b.idx)
+    if group is None:
+        return cov
+    keep = torch.sort(torch.cat(idx_all)).values
+    return cov[keep][:, keep]
