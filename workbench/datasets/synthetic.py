@@ -73,7 +73,7 @@ class AdditiveTruth:
             raise ValueError(f"unknown feature {feature!r}; known: {list(self.shapes)}")
         x = np.asarray(x, dtype=float)
         name = self.shapes[feature]
-        return np.zeros_like(x) if name == "null" else SHAPES[name](x)
+        return np.where(np.isnan(x), np.nan, 0.0) if name == "null" else SHAPES[name](x)
 
     def interaction(self, xa, xb) -> np.ndarray:
         """True pairwise term ``gamma * x_a * x_b`` (zero when none was planted)."""

@@ -63,16 +63,21 @@ class MLPGroup(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, S, d) -> outputs (N, S, K)."""
-        h = torch.einsum("nsd,sdh->nsh", x, self.w1) + self.b1
-        a = torch.nn.functional.gelu(h)
+        a = torch.nn.functional.gelu(self._pre(x))
+        if self.K == 1:  # broadcast-multiply-reduce beats a batched matmul with a width-1 output
+            return (a * self.w2[..., 0]).sum(-1, keepdim=True) + self.b2
         return torch.einsum("nsh,shk->nsk", a, self.w2) + self.b2
+
+    def _pre(self, x: torch.Tensor) -> torch.Tensor:
+        if self.d == 1:
+            return x * self.w1[:, 0] + self.b1
+        return torch.einsum("nsd,sdh->nsh", x, self.w1) + self.b1
 
     @torch.no_grad()
     def jacobian(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample Jacobian of each subnetwork's output w.r.t. its parameters, (N, S, K, P)."""
         N, S, K, H = x.shape[0], self.S, self.K, self.H
-        h = torch.einsum("nsd,sdh->nsh", x, self.w1) + self.b1
-        a, da = gelu_and_grad(h)
+        a, da = gelu_and_grad(self._pre(x))
         g = da.unsqueeze(2) * self.w2.transpose(1, 2).unsqueeze(0)  # (N,S,K,H): d out_k / d h
         j_w1 = x.unsqueeze(2).unsqueeze(-1) * g.unsqueeze(3)  # (N,S,K,d,H)
         eye = torch.eye(K, dtype=x.dtype, device=x.device)

@@ -1,0 +1,298 @@
+"""scikit-learn estimators for LA-NAM: :class:`LaplaceAdditiveRegressor`, :class:`LaplaceAdditiveClassifier`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+
+from workbench.nam.inspection import InspectionMixin
+from workbench.nam.modules import AdditiveNet
+from workbench.nam.posterior import BlockPosterior
+from workbench.nam.preprocessing import TabularPreprocessor, check_target
+from workbench.nam.training import train_marglik
+
+
+class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
+    """Shared fit / predictive machinery (see the two public estimators for the parameters)."""
+
+    _likelihood_family = "regression"
+
+    def __init__(
+        self,
+        n_hidden: int = 64,
+        n_epochs: int = 200,
+        lr: float = 1e-2,
+        batch_size: int = 512,
+        n_epochs_burnin: int = 20,
+        marglik_frequency: int = 10,
+        n_hypersteps: int = 10,
+        lr_hyp: float = 0.1,
+        prior_precision: float = 1.0,
+        interactions: int = 0,
+        n_epochs_interactions: int | None = None,
+        switch_off_threshold: float = 0.01,
+        random_state: int | None = 0,
+        n_threads: int | None = None,
+        progress: bool = False,
+        callback: Callable[[dict], None] | None = None,
+    ):
+        self.n_hidden = n_hidden
+        self.n_epochs = n_epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.n_epochs_burnin = n_epochs_burnin
+        self.marglik_frequency = marglik_frequency
+        self.n_hypersteps = n_hypersteps
+        self.lr_hyp = lr_hyp
+        self.prior_precision = prior_precision
+        self.interactions = interactions
+        self.n_epochs_interactions = n_epochs_interactions
+        self.switch_off_threshold = switch_off_threshold
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.progress = progress
+        self.callback = callback
+
+    # ------------------------------------------------------------------ validation
+    def _check_params(self) -> None:
+        for name in ("n_hidden", "n_epochs", "batch_size", "marglik_frequency"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("n_epochs_burnin", "n_hypersteps", "interactions"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        for name in ("lr", "lr_hyp", "prior_precision"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"callback must be callable, got {type(self.callback).__name__}")
+
+    def _encode_target(self, y: np.ndarray) -> tuple[np.ndarray, str, int]:
+        raise NotImplementedError
+
+    def _tensors(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        num, codes = self.preprocessor_.transform(X)
+        return torch.as_tensor(num, dtype=torch.float32), torch.as_tensor(codes)
+
+    @contextmanager
+    def _threads(self):
+        """Temporarily use ``n_threads`` torch threads (None: leave torch's setting alone)."""
+        if self.n_threads is None:
+            yield
+            return
+        old = torch.get_num_threads()
+        torch.set_num_threads(int(self.n_threads))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y):
+        """Fit the additive model and its Laplace posterior by online marglik; returns self."""
+        self._check_params()
+        with self._threads():
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
+        self.preprocessor_ = TabularPreprocessor().fit(X)
+        frame = self.preprocessor_.frame(X)
+        y = check_target(y, len(frame), self._likelihood_family)
+        y_enc, self.likelihood_, n_out = self._encode_target(y)
+        self.feature_names_in_ = np.asarray(self.preprocessor_.feature_names_, dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        self._X_train = frame.reset_index(drop=True)
+        x_num, x_cat = self._tensors(frame)
+        y_t = torch.as_tensor(y_enc, dtype=torch.float32 if self.likelihood_ != "multiclass" else torch.long)
+        self._train = (x_num, x_cat, y_t)
+        self.model_ = AdditiveNet(
+            x_num.shape[1], self.preprocessor_.n_categories_, n_out, self.n_hidden, seed=self.random_state,
+            dtype=torch.float32,
+        )
+        if self.random_state is not None:
+            torch.manual_seed(self.random_state)
+        result = train_marglik(
+            self.model_, x_num, x_cat, y_t, self.likelihood_, stage="main effects", **self._train_kwargs(self.n_epochs)
+        )
+        self._set_posterior(result, history=[])
+        self.interaction_pairs_ = []
+        if self.interactions:
+            self.fit_interactions(self.interactions)
+        return self
+
+    def _train_kwargs(self, n_epochs: int) -> dict:
+        return {
+            "n_epochs": n_epochs, "lr": self.lr, "batch_size": self.batch_size,
+            "n_epochs_burnin": min(self.n_epochs_burnin, n_epochs - 1), "marglik_frequency": self.marglik_frequency,
+            "n_hypersteps": self.n_hypersteps, "lr_hyp": self.lr_hyp, "prior_precision": self.prior_precision,
+            "sigma": 1.0, "seed": self.random_state, "progress": self.progress, "callback": self.callback,
+        }
+
+    def _set_posterior(self, result, history: list[dict]) -> None:
+        self.log_prior_ = result.log_prior
+        self.log_sigma_ = result.log_sigma
+        self.log_marglik_ = result.log_marglik
+        self.best_epoch_ = result.best_epoch
+        self.posterior_ = BlockPosterior(self.model_, result.curvature, result.log_prior, result.log_sigma, self.likelihood_)
+        self.history_ = _history_dataset(history + result.history)
+        self._history_records = history + result.history
+        self.feature_importance_ = self._importance()
+
+    def fit_interactions(self, k: int, n_epochs: int | None = None):
+        """Second stage: add the top-``k`` ranked numeric pairs as 2-D subnetworks and fine-tune
+        the whole model with online marglik (stage-1 hyperparameters as the starting point)."""
+        check_is_fitted(self, "model_")
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        numeric = self.preprocessor_.numeric_
+        table = self.rank_interactions().table
+        table = table[table.feature_i.isin(numeric) & table.feature_j.isin(numeric)]
+        if table.empty:
+            raise ValueError("no pair of numeric features to model: 2-D subnetworks need two numeric features")
+        chosen = list(zip(table.feature_i.iloc[:k], table.feature_j.iloc[:k]))
+        with self._threads():
+            self._fit_pairs(chosen, n_epochs)
+        return self
+
+    def _fit_pairs(self, chosen: list[tuple[str, str]], n_epochs: int | None) -> None:
+        numeric = self.preprocessor_.numeric_
+        self.model_.add_pairs([(numeric.index(a), numeric.index(b)) for a, b in chosen], seed=self.random_state)
+        x_num, x_cat, y_t = self._train
+        n_epochs = n_epochs or self.n_epochs_interactions or max(self.n_epochs // 2, 2)
+        result = train_marglik(
+            self.model_, x_num, x_cat, y_t, self.likelihood_, stage="interactions",
+            **{**self._train_kwargs(n_epochs), "init_log_prior": self.log_prior_,
+               "sigma": float(self.log_sigma_.exp()) if self.log_sigma_ is not None else 1.0},
+        )
+        self.interaction_pairs_ = chosen
+        self._set_posterior(result, history=self._history_records)
+
+    # ------------------------------------------------------------------ predictive
+    @torch.no_grad()
+    def _glm_predictive(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Linearised predictive in model units: mean (N, K) and output variance diag (N, K)."""
+        check_is_fitted(self, "model_")
+        x_num, x_cat = self._tensors(X)
+        with self._threads():
+            return self._glm_predictive_tensors(x_num, x_cat)
+
+    @torch.no_grad()
+    def _glm_predictive_tensors(self, x_num, x_cat):
+        mean = self.model_(x_num, x_cat).double()
+        var = torch.zeros_like(mean)
+        for g, jac in self.model_.jacobians(x_num, x_cat).items():
+            var += self.posterior_.functional_variance(g, jac).diagonal(dim1=-2, dim2=-1).sum(1)
+        return mean.numpy(), var.numpy()
+
+    def _output_scale(self) -> float:
+        return 1.0
+
+
+class LaplaceAdditiveRegressor(RegressorMixin, _LaplaceAdditiveBase):
+    """LA-NAM regressor: one GELU MLP per numeric feature, a lookup table per categorical feature,
+    a per-subnetwork full Laplace posterior with layerwise prior precisions and noise sigma learned
+    by online marginal likelihood (best-evidence model kept).
+
+    Parameters
+    ----------
+    n_hidden : hidden units of every feature subnetwork (reference: 64, GELU).
+    n_epochs, lr, batch_size : MAP training (Adam, cosine-decayed learning rate).
+    n_epochs_burnin, marglik_frequency, n_hypersteps, lr_hyp : online marglik schedule.
+    prior_precision : initial prior precision of every parameter tensor.
+    interactions : if > 0, ``fit`` also runs :meth:`fit_interactions` with this many pairs.
+    switch_off_threshold : relative importance below which a feature counts as switched off.
+    n_threads : torch threads during fit / predict (None: torch's global setting).
+    progress : tqdm progress bar; callback : called with a dict after every epoch.
+    """
+
+    _likelihood_family = "regression"
+
+    def _encode_target(self, y):
+        self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std())
+        return (y - self.y_mean_) / self.y_scale_, "regression", 1
+
+    def _output_scale(self) -> float:
+        return self.y_scale_
+
+    @property
+    def sigma_(self) -> float:
+        """Learned observation-noise std in target units."""
+        return float(self.log_sigma_.exp()) * self.y_scale_
+
+    def predict(self, X, return_std: bool = False):
+        """Posterior-predictive mean; with ``return_std`` also the predictive std (GLM + noise)."""
+        mean, var = self._glm_predictive(X)
+        mu = mean[:, 0] * self.y_scale_ + self.y_mean_
+        if not return_std:
+            return mu
+        std = np.sqrt(var[:, 0] + float(self.log_sigma_.exp()) ** 2) * self.y_scale_
+        return mu, std
+
+    def log_predictive_density(self, X, y) -> np.ndarray:
+        """Per-sample Gaussian log predictive density of ``y``."""
+        mu, std = self.predict(X, return_std=True)
+        y = check_target(y, len(mu), "regression")
+        return -0.5 * np.log(2 * np.pi * std**2) - 0.5 * ((y - mu) / std) ** 2
+
+
+class LaplaceAdditiveClassifier(ClassifierMixin, _LaplaceAdditiveBase):
+    """LA-NAM classifier (binary: one logit; multiclass: one logit per class per subnetwork);
+    probit-approximated GLM predictive. Parameters as :class:`LaplaceAdditiveRegressor`."""
+
+    _likelihood_family = "classification"
+
+    def _encode_target(self, y):
+        classes, codes = np.unique(np.asarray(y), return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"y has {len(classes)} class ({classes.tolist()}); a classifier needs at least 2")
+        if len(classes) > max(2, len(y) // 2):
+            raise ValueError(
+                f"y has {len(classes)} distinct values for {len(y)} samples; is this a regression target?"
+            )
+        self.classes_ = classes
+        if len(classes) == 2:
+            return codes.astype(np.float64), "binary", 1
+        return codes, "multiclass", len(classes)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (N, C) with the probit approximation of the GLM predictive."""
+        mean, var = self._glm_predictive(X)
+        z = mean / np.sqrt(1.0 + np.pi / 8.0 * var)
+        if self.likelihood_ == "binary":
+            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            return np.stack([1 - p, p], axis=1)
+        z = z - z.max(1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def log_predictive_density(self, X, y) -> np.ndarray:
+        """Per-sample log predictive probability of the true class."""
+        proba = self.predict_proba(X)
+        y = np.asarray(y)
+        idx = np.searchsorted(self.classes_, y)
+        if ((idx >= len(self.classes_)) | (self.classes_[np.minimum(idx, len(self.classes_) - 1)] != y)).any():
+            raise ValueError(f"y has labels not seen in fit; known classes: {self.classes_.tolist()}")
+        return np.log(np.clip(proba[np.arange(len(y)), idx], 1e-300, None))
+
+
+def _history_dataset(records: list[dict]) -> xr.Dataset:
+    """Training history over the epoch dim (both stages concatenated)."""
+    if not records:
+        return xr.Dataset()
+    df = pd.DataFrame(records)
+    df.index = pd.RangeIndex(len(df), name="epoch")
+    return xr.Dataset.from_dataframe(df)

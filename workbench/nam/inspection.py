@@ -1,0 +1,294 @@
+"""Read-outs of a fitted LA-NAM as xarray / pandas: shape functions with credible bands, feature
+importance and the marglik feature-selection report, interaction ranking and 2-D interactions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from scipy.stats import norm
+from sklearn.utils.validation import check_is_fitted
+
+from workbench.nam.interactions import linear_laplace, mutual_information
+
+LAYERS = ["w1", "b1", "w2", "b2", "table"]
+
+
+class InteractionRanking(NamedTuple):
+    matrix: xr.Dataset  # mutual_information, correlation over (feature_i, feature_j)
+    table: pd.DataFrame  # pairs sorted by mutual information, best first
+
+
+class InspectionMixin:
+    # ------------------------------------------------------------------ helpers
+    def _locate(self, feature: str) -> tuple[str, int]:
+        pre = self.preprocessor_
+        if feature in pre.numeric_:
+            return "numeric", pre.numeric_.index(feature)
+        if feature in pre.categorical_:
+            return "categorical", pre.categorical_.index(feature)
+        raise ValueError(f"unknown feature {feature!r}; fitted features: {pre.feature_names_}")
+
+    @torch.no_grad()
+    def _train_outputs(self) -> dict[str, torch.Tensor]:
+        x_num, x_cat, _ = self._train
+        return {g: v.double() for g, v in self.model_.contributions(x_num, x_cat).items()}
+
+    def _importance(self) -> xr.DataArray:
+        out = self._train_outputs()
+        scale2 = self._output_scale() ** 2
+        values = []
+        for f in self.preprocessor_.feature_names_:
+            g, s = self._locate(f)
+            values.append(float(out[g][:, s].var(0, unbiased=False).sum()) * scale2)
+        return xr.DataArray(
+            np.array(values), dims="feature", coords={"feature": self.preprocessor_.feature_names_},
+            name="importance", attrs={"description": "variance of the centred shape over the training data"},
+        )
+
+    # ------------------------------------------------------------------ shape functions
+    def _grid(self, grid) -> dict[str, np.ndarray]:
+        pre, X = self.preprocessor_, self._X_train
+        feats = pre.feature_names_
+        if grid is None or isinstance(grid, (int, np.integer)):
+            n = 100 if grid is None else int(grid)
+            if n < 2:
+                raise ValueError(f"grid must have at least 2 points, got {n}")
+            out = {}
+            for f in feats:
+                if f in pre.numeric_:
+                    lo, hi = np.percentile(X[f].to_numpy(float), [5, 95])
+                    out[f] = np.linspace(lo, hi, n)
+                else:
+                    out[f] = np.asarray(pre.categories_[f], dtype=object)
+            return out
+        if isinstance(grid, xr.DataArray):
+            grid = {f: grid.sel(feature=f).values for f in grid["feature"].values.tolist()}
+            grid = {f: v[~pd.isna(v)] if f in pre.numeric_ else v for f, v in grid.items()}
+        if not isinstance(grid, Mapping):
+            raise TypeError(f"grid must be None, an int, a dict or a DataArray; got {type(grid).__name__}")
+        unknown = [f for f in grid if f not in feats]
+        if unknown:
+            raise ValueError(f"grid names unknown features {unknown}; fitted features: {feats}")
+        return {f: np.asarray(v) for f, v in grid.items()}
+
+    @torch.no_grad()
+    def shape_functions(self, grid=None, level: float = 0.95) -> xr.Dataset:
+        """Centred shape function of every feature with its credible band.
+
+        ``mean`` is ``f_i(x) - mean_n f_i(x_n)`` (training-data mean), ``std`` the posterior std of
+        that centred function under the subnetwork's own Laplace block, ``sqrt(J~ Sigma_i J~^T)``
+        with ``J~ = J_i(x) - mean_n J_i(x_n)``; ``lower``/``upper`` the central ``level`` band.
+        Units: target units (regression) or logits (classification). ``grid``: ``None`` (100
+        points between the 5th and 95th percentile; every level for categoricals), an int (that
+        many points), a dict ``{feature: values}`` or a DataArray ``(feature, x)`` in original units.
+        Dims ``(feature, x)`` (plus ``class`` for multiclass); coords ``x_value`` / ``x_label``.
+        """
+        check_is_fitted(self, "model_")
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        pre, model, post = self.preprocessor_, self.model_, self.posterior_
+        grid = self._grid(grid)
+        feats = list(grid)
+        n_x = max(len(v) for v in grid.values())
+        K = model.n_out
+        mean = np.full((len(feats), n_x, K), np.nan)
+        std = np.full((len(feats), n_x, K), np.nan)
+        values = np.full((len(feats), n_x), np.nan)
+        labels = np.full((len(feats), n_x), "", dtype=object)
+        num_cols = np.zeros((n_x, len(pre.numeric_)))
+        cat_cols = np.zeros((n_x, len(pre.categorical_)), dtype=np.int64)
+        for f, v in grid.items():
+            g, s = self._locate(f)
+            if g == "numeric":
+                try:
+                    v = np.asarray(v, dtype=float)
+                except (TypeError, ValueError):
+                    raise ValueError(f"grid for numeric feature {f!r} must be numeric") from None
+                num_cols[:, s] = pre.to_standard(f, np.pad(v, (0, n_x - len(v)), mode="edge"))
+            else:
+                lookup = {c: i for i, c in enumerate(pre.categories_[f])}
+                bad = [c for c in v if c not in lookup]
+                if bad:
+                    raise ValueError(f"grid for {f!r} has unknown categories {bad[:5]}")
+                codes = np.array([lookup[c] for c in v], dtype=np.int64)
+                cat_cols[:, s] = np.pad(codes, (0, n_x - len(codes)), mode="edge")
+        x_num = torch.as_tensor(num_cols, dtype=torch.float32)
+        x_cat = torch.as_tensor(cat_cols)
+        contrib = model.contributions(x_num, x_cat)
+        jacs = model.jacobians(x_num, x_cat)
+        cache = {}
+        for g in ("numeric", "categorical"):
+            if g in jacs and any(self._locate(f)[0] == g for f in feats):
+                jc = jacs[g].double() - post.curv.mean_jac[g]
+                cache[g] = (
+                    contrib[g].double() - post.curv.mean_out[g],
+                    post.functional_variance(g, jc).diagonal(dim1=-2, dim2=-1),
+                )
+        scale = self._output_scale()
+        for k, (f, v) in enumerate(grid.items()):
+            g, s = self._locate(f)
+            m = len(v)
+            mean[k, :m] = cache[g][0][:m, s].numpy() * scale
+            std[k, :m] = cache[g][1][:m, s].clamp_min(0).sqrt().numpy() * scale
+            if g == "numeric":
+                values[k, :m] = np.asarray(v, dtype=float)
+                labels[k, :m] = [f"{x:.4g}" for x in values[k, :m]]
+            else:
+                values[k, :m] = np.arange(m)
+                labels[k, :m] = [str(c) for c in v]
+        z = float(norm.ppf(0.5 + level / 2))
+        dims = ("feature", "x", "class")
+        data = {"mean": mean, "std": std, "lower": mean - z * std, "upper": mean + z * std}
+        coords = {
+            "feature": feats,
+            "x_value": (("feature", "x"), values),
+            "x_label": (("feature", "x"), labels),
+            "kind": ("feature", [self.preprocessor_.dtypes_[f] for f in feats]),
+        }
+        if K == 1:
+            ds = xr.Dataset({k: (dims[:2], v[..., 0]) for k, v in data.items()}, coords=coords)
+        else:
+            coords["class"] = list(self.classes_)
+            ds = xr.Dataset({k: (dims, v) for k, v in data.items()}, coords=coords)
+        ds.attrs.update(level=level, centred="by the training-data mean of each shape",
+                        units="target units" if self.likelihood_ == "regression" else "logit")
+        return ds
+
+    def training_data(self) -> xr.Dataset:
+        """The training inputs for rugs / histograms: ``value (sample, feature)`` in original units
+        (category index for categoricals) and the ``target``."""
+        check_is_fitted(self, "model_")
+        pre, X = self.preprocessor_, self._X_train
+        cols = []
+        for f in pre.feature_names_:
+            if f in pre.numeric_:
+                cols.append(X[f].to_numpy(float))
+            else:
+                lookup = {c: i for i, c in enumerate(pre.categories_[f])}
+                cols.append(X[f].astype(object).map(lookup).to_numpy(float))
+        y = self._train[2].numpy().astype(float)
+        if self.likelihood_ == "regression":
+            y = y * self.y_scale_ + self.y_mean_
+        return xr.Dataset(
+            {"value": (("sample", "feature"), np.stack(cols, 1)), "target": ("sample", y)},
+            coords={"feature": pre.feature_names_, "kind": ("feature", [pre.dtypes_[f] for f in pre.feature_names_])},
+        )
+
+    # ------------------------------------------------------------------ selection
+    @property
+    def prior_precision_(self) -> xr.DataArray:
+        """Learned layerwise prior precisions (feature, layer); NaN where a layer does not exist."""
+        check_is_fitted(self, "model_")
+        feats = self.preprocessor_.feature_names_
+        out = np.full((len(feats), len(LAYERS)), np.nan)
+        for k, f in enumerate(feats):
+            g, s = self._locate(f)
+            names = self.model_.groups[g].slot_names
+            vals = self.log_prior_[g][s].exp().numpy()
+            for name, v in zip(names, vals):
+                out[k, LAYERS.index(name)] = v
+        return xr.DataArray(out, dims=("feature", "layer"), coords={"feature": feats, "layer": LAYERS},
+                            name="prior_precision", attrs={"initial": self.prior_precision})
+
+    def feature_selection_report(self, threshold: float | None = None) -> pd.DataFrame:
+        """Which features the marglik switched off: importance, learned precisions, growth factor
+        of the output-layer precision (``w2``, or ``table``) vs its initial value, and the
+        ``switched_off`` flag (relative importance below ``threshold`` and that precision grew).
+        Sorted by importance, most important first."""
+        check_is_fitted(self, "model_")
+        thr = self.switch_off_threshold if threshold is None else threshold
+        imp = self.feature_importance_.to_series()
+        prec = self.prior_precision_.to_pandas()
+        out_layer = prec["w2"].fillna(prec["table"])
+        df = pd.DataFrame({
+            "feature": imp.index, "kind": [self.preprocessor_.dtypes_[f] for f in imp.index],
+            "importance": imp.values, "relative_importance": (imp / imp.sum()).values,
+        })
+        for layer in LAYERS:
+            if prec[layer].notna().any():
+                df[f"prior_precision_{layer}"] = prec[layer].values
+        df["precision_growth"] = (out_layer / self.prior_precision).values
+        df["switched_off"] = (df["relative_importance"] < thr) & (df["precision_growth"] > 1.0)
+        return df.sort_values("importance", ascending=False).reset_index(drop=True)
+
+    # ------------------------------------------------------------------ interactions
+    def rank_interactions(self) -> InteractionRanking:
+        """Rank feature pairs by the mutual information of their subnetwork weights under a full
+        Laplace over the additive combination ``y ~ b + sum_j w_j f_j(x_j)`` (subnetworks frozen).
+
+        Returns ``matrix`` (Dataset over ``(feature_i, feature_j)``: ``mutual_information``,
+        ``correlation``) and ``table`` (every unordered pair, highest MI first)."""
+        check_is_fitted(self, "model_")
+        out = self._train_outputs()
+        feats = self.preprocessor_.feature_names_
+        phi = torch.stack([out[g][:, s] for g, s in map(self._locate, feats)], dim=1)  # (N, F, K)
+        phi = phi - phi.mean(0)
+        y = self._train[2]
+        sigma = float(self.log_sigma_.exp()) if self.likelihood_ == "regression" else 1.0
+        la = linear_laplace(phi, y, self.likelihood_, sigma=sigma)
+        F = len(feats)
+        mi, rho = mutual_information(la["covariance"][:F, :F])
+        coords = {"feature_i": feats, "feature_j": feats}
+        matrix = xr.Dataset(
+            {"mutual_information": (("feature_i", "feature_j"), mi.numpy()),
+             "correlation": (("feature_i", "feature_j"), rho.numpy())}, coords=coords,
+            attrs={"prior_precision": float(la["prior_precision"])},
+        )
+        iu, ju = np.triu_indices(F, k=1)
+        table = pd.DataFrame({
+            "feature_i": np.asarray(feats, dtype=object)[iu], "feature_j": np.asarray(feats, dtype=object)[ju],
+            "mutual_information": mi.numpy()[iu, ju], "correlation": rho.numpy()[iu, ju],
+        }).sort_values("mutual_information", ascending=False, kind="stable").reset_index(drop=True)
+        return InteractionRanking(matrix, table)
+
+    @torch.no_grad()
+    def interaction_functions(self, pair: tuple[str, str], n_points: int = 40, level: float = 0.95) -> xr.Dataset:
+        """2-D shape of a fitted pairwise subnetwork: ``mean`` (centred by its training mean) and
+        ``std`` (its own Laplace block) on a grid between the 5th and 95th percentile of each
+        feature, dims ``(x_i, x_j)`` in original units."""
+        check_is_fitted(self, "model_")
+        pairs = [tuple(p) for p in getattr(self, "interaction_pairs_", [])]
+        key = tuple(pair)
+        if key not in pairs and key[::-1] not in pairs:
+            raise ValueError(f"pair {key} has no fitted interaction subnetwork; fitted pairs: {pairs} "
+                             "(call fit_interactions first)")
+        flip = key not in pairs
+        q = pairs.index(key[::-1] if flip else key)
+        a, b = pairs[q]
+        pre, X = self.preprocessor_, self._X_train
+        grids = [np.linspace(*np.percentile(X[f].to_numpy(float), [5, 95]), n_points) for f in (a, b)]
+        ga, gb = np.meshgrid(grids[0], grids[1], indexing="ij")
+        x_num = np.zeros((ga.size, len(pre.numeric_)))
+        x_num[:, pre.numeric_.index(a)] = pre.to_standard(a, ga.ravel())
+        x_num[:, pre.numeric_.index(b)] = pre.to_standard(b, gb.ravel())
+        x_num = torch.as_tensor(x_num, dtype=torch.float32)
+        x_cat = torch.zeros((x_num.shape[0], len(pre.categorical_)), dtype=torch.long)
+        group = self.model_.groups["pair"]
+        inp = self.model_.group_inputs(x_num, x_cat)["pair"]
+        post = self.posterior_
+        mean = group(inp)[:, q].double() - post.curv.mean_out["pair"][q]
+        jac = group.jacobian(inp)[:, q : q + 1].double() - post.curv.mean_jac["pair"][q : q + 1]
+        var = post.functional_variance("pair", jac.contiguous())[:, 0].diagonal(dim1=-2, dim2=-1)
+        scale = self._output_scale()
+        K = self.model_.n_out
+        m = (mean.numpy() * scale).reshape(n_points, n_points, K)
+        s = (var.clamp_min(0).sqrt().numpy() * scale).reshape(n_points, n_points, K)
+        if flip:
+            m, s, grids, (a, b) = m.transpose(1, 0, 2), s.transpose(1, 0, 2), grids[::-1], (b, a)
+        z = float(norm.ppf(0.5 + level / 2))
+        dims = ("x_i", "x_j", "class")
+        coords = {"x_i": grids[0], "x_j": grids[1]}
+        data = {"mean": m, "std": s, "lower": m - z * s, "upper": m + z * s}
+        if K == 1:
+            ds = xr.Dataset({k: (dims[:2], v[..., 0]) for k, v in data.items()}, coords=coords)
+        else:
+            coords["class"] = list(self.classes_)
+            ds = xr.Dataset({k: (dims, v) for k, v in data.items()}, coords=coords)
+        ds["x_i"].attrs["long_name"], ds["x_j"].attrs["long_name"] = a, b
+        ds.attrs.update(feature_i=a, feature_j=b, level=level)
+        return ds
