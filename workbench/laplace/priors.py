@@ -28,6 +28,7 @@ class BlockPrior:
     diag: torch.Tensor  # (d,) in block order
     iso: torch.Tensor | None  # scalar when one hyperparameter covers the block
     kron_ok: bool  # diag reshaped (out, in') is an outer product
+    pieces: list | None = None  # [(block positions, scalar precision)] when constant per tensor
 
 
 class PriorLayout:
@@ -173,8 +174,27 @@ class PriorLayout:
         iso = None
         if self.structure == "scalar":
             iso = prec.reshape(-1)[0]
-        elif self.structure in ("layerwise", "group"):
+        pieces = None
+        if self.structure in ("layerwise", "group"):
             hs = set().union(*(self._tensor_hyper[n] for n in block.names))
             if len(hs) == 1:
                 iso = prec[next(iter(hs))]
-        return BlockPrior(diag=diag, iso=iso, kron_ok=self.structure != "diagonal")
+            else:
+                pos = tensor_positions(block, self.spec)
+                by_h = {}
+                for n in block.names:
+                    (h,) = self._tensor_hyper[n]
+                    by_h.setdefault(h, []).append(pos[n])
+                pieces = [(torch.cat(p), prec[h]) for h, p in by_h.items()]
+        return BlockPrior(diag=diag, iso=iso, kron_ok=self.structure != "diagonal", pieces=pieces)
+
+
+def tensor_positions(block, spec):
+    """{param name: positions of its entries inside the block} (cached on the block)."""
+    if "_pos" not in block._static:
+        inv = torch.full((spec.P,), -1, dtype=torch.long, device=block.idx.device)
+        inv[block.idx] = torch.arange(block.d, device=block.idx.device)
+        block._static["_pos"] = {
+            n: inv[spec.slices[n].start : spec.slices[n].stop] for n in block.names
+        }
+    return block._static["_pos"]
