@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from workbench.datasets import SHAPES, load_breast_cancer, load_diabetes, make_additive
-from workbench.nam.interactions import linear_laplace, mutual_information
+from workbench.nam.interactions import core_weight_covariance, linear_laplace, mutual_information
 
 
 def test_linear_laplace_regression_is_the_exact_gaussian_posterior():
@@ -15,7 +15,7 @@ def test_linear_laplace_regression_is_the_exact_gaussian_posterior():
     y = phi[:, :, 0] @ np.array([1.0, -0.5, 0.0, 2.0]) + 0.3 * rng.standard_normal(50)
     la = linear_laplace(phi, y, "regression", sigma=0.3, prior_precision=2.0)
     A = np.column_stack([phi[:, :, 0], np.ones(50)])
-    P = A.T @ A / 0.09 + np.diag([2.0] * 4 + [2e-6])
+    P = A.T @ A / 0.09 + np.diag([2.0] * 4 + [1e-6])
     assert np.allclose(la["precision"].numpy(), P, rtol=1e-12)
     assert np.allclose(la["covariance"].numpy(), np.linalg.inv(P), rtol=1e-10)
     assert np.allclose(la["mean"].numpy(), np.linalg.solve(P, A.T @ y / 0.09), rtol=1e-10)
@@ -54,6 +54,21 @@ def test_linear_laplace_classification_matches_newton_reference():
     H = A.T @ (A * (p * (1 - p))[:, None]) + np.diag(prior)
     assert np.allclose(la["mean"].numpy(), w, atol=1e-8)
     assert np.allclose(la["covariance"].numpy(), np.linalg.inv(H), rtol=1e-6)
+
+
+@pytest.mark.parametrize("lik,k", [("regression", 1), ("binary", 1), ("multiclass", 3)])
+def test_laplace_core_agrees_with_the_closed_form_weight_posterior(lik, k):
+    rng = np.random.default_rng(5)
+    phi = rng.standard_normal((120, 4, k))
+    if lik == "regression":
+        y = phi.sum((1, 2)) + rng.standard_normal(120)
+    elif lik == "binary":
+        y = (rng.random(120) < 1 / (1 + np.exp(-phi[:, 0, 0]))).astype(float)
+    else:
+        y = rng.integers(0, 3, 120)
+    fit = linear_laplace(phi, y, lik, sigma=0.8)
+    cov = core_weight_covariance(phi, y, lik, fit, sigma=0.8)
+    assert torch.allclose(cov[:4, :4], fit["covariance"][:4, :4], rtol=1e-8, atol=1e-12)
 
 
 def test_mutual_information_vectorised_equals_pairwise_gaussian_mi():

@@ -13,7 +13,7 @@ import xarray as xr
 from scipy.stats import norm
 from sklearn.utils.validation import check_is_fitted
 
-from workbench.nam.interactions import linear_laplace, mutual_information
+from workbench.nam.interactions import core_weight_covariance, linear_laplace, mutual_information
 
 LAYERS = ["w1", "b1", "w2", "b2", "table"]
 
@@ -230,9 +230,10 @@ class InspectionMixin:
         phi = phi - phi.mean(0)
         y = self._train[2]
         sigma = float(self.log_sigma_.exp()) if self.likelihood_ == "regression" else 1.0
-        la = linear_laplace(phi, y, self.likelihood_, sigma=sigma)
+        la = linear_laplace(phi, y, self.likelihood_, sigma=sigma)  # MAP weights + evidence-optimal prior
+        cov = core_weight_covariance(phi, y, self.likelihood_, la, sigma=sigma)  # full Laplace (core)
         F = len(feats)
-        mi, rho = mutual_information(la["covariance"][:F, :F])
+        mi, rho = mutual_information(cov[:F, :F])
         coords = {"feature_i": feats, "feature_j": feats}
         matrix = xr.Dataset(
             {"mutual_information": (("feature_i", "feature_j"), mi.numpy()),

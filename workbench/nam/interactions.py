@@ -49,42 +49,59 @@ def linear_laplace(
     y = torch.as_tensor(y)
     learn = prior_precision is None
     delta = torch.tensor(1.0 if learn else float(prior_precision), dtype=torch.float64)
-    pmask = torch.cat([torch.ones(f), torch.full((k,), 1e-6)]).double()  # intercept: nearly flat prior
+    flat = torch.full((k,), 1e-6, dtype=torch.float64)  # intercept: nearly flat prior
+
+    def prior(d):
+        return torch.cat([d.expand(f), flat])
+
     theta = torch.cat([torch.ones(f), torch.zeros(k)]).double()
     if likelihood == "regression":
         yv = y.double().reshape(n, k)
         H = torch.einsum("nkp,nkq->pq", A, A) / sigma**2
         rhs = torch.einsum("nkp,nk->p", A, yv) / sigma**2
         for _ in range(n_iter if learn else 1):
-            P = H + torch.diag(delta * pmask)
+            P = H + torch.diag(prior(delta))
             theta = torch.linalg.solve(P, rhs)
             if learn:  # MacKay: delta = gamma / |w|^2 with gamma = sum lam / (lam + delta)
                 ev = torch.linalg.eigvalsh(H[:f, :f])
                 gamma = (ev / (ev + delta)).sum()
                 delta = (gamma / (theta[:f] ** 2).sum().clamp_min(1e-12)).clamp(1e-8, 1e8)
-        P = H + torch.diag(delta * pmask)
+        P = H + torch.diag(prior(delta))
     else:
-        for _ in range(n_iter):
-            fout = torch.einsum("nkp,p->nk", A, theta)
-            lam = lambda_hessian(fout, likelihood)
+        def objective(th, d):
+            fo = torch.einsum("nkp,p->nk", A, th)
             if likelihood == "binary":
-                grad_f = torch.sigmoid(fout) - y.double().reshape(n, 1)
+                nll = torch.nn.functional.binary_cross_entropy_with_logits(fo[:, 0], y.double(), reduction="sum")
             else:
-                grad_f = torch.softmax(fout, -1) - torch.nn.functional.one_hot(y.long(), k).double()
-            H = torch.einsum("nkp,nkl,nlq->pq", A, lam, A)
-            P = H + torch.diag(delta * pmask)
-            g = torch.einsum("nkp,nk->p", A, grad_f) + delta * pmask * theta
-            step = torch.linalg.solve(P, g)
-            theta = theta - step
+                nll = torch.nn.functional.cross_entropy(fo, y.long(), reduction="sum")
+            return nll + 0.5 * (prior(d) * th**2).sum()
+
+        for _ in range(n_iter if learn else 1):  # outer: evidence fixed point for delta
+            for _ in range(100):  # inner: damped Newton to the MAP for this delta
+                fout = torch.einsum("nkp,p->nk", A, theta)
+                if likelihood == "binary":
+                    grad_f = torch.sigmoid(fout) - y.double().reshape(n, 1)
+                else:
+                    grad_f = torch.softmax(fout, -1) - torch.nn.functional.one_hot(y.long(), k).double()
+                H = torch.einsum("nkp,nkl,nlq->pq", A, lambda_hessian(fout, likelihood), A)
+                g = torch.einsum("nkp,nk->p", A, grad_f) + prior(delta) * theta
+                step = torch.linalg.lstsq(H + torch.diag(prior(delta)), g.unsqueeze(1)).solution[:, 0]
+                t, current = 1.0, objective(theta, delta)
+                while t > 1e-8 and objective(theta - t * step, delta) > current - 1e-4 * t * (g @ step):
+                    t *= 0.5
+                theta = theta - t * step
+                if float((t * step).abs().max()) < 1e-10:
+                    break
             if learn:
                 ev = torch.linalg.eigvalsh(H[:f, :f])
-                gamma = (ev / (ev + delta)).sum()
-                delta = (gamma / (theta[:f] ** 2).sum().clamp_min(1e-12)).clamp(1e-8, 1e8)
-            if float(step.abs().max()) < 1e-10:
-                break
+                new = ((ev / (ev + delta)).sum() / (theta[:f] ** 2).sum().clamp_min(1e-12)).clamp(1e-6, 1e8)
+                if abs(float(torch.log(new / delta))) < 1e-6:
+                    delta = new
+                    break
+                delta = new
         fout = torch.einsum("nkp,p->nk", A, theta)
         H = torch.einsum("nkp,nkl,nlq->pq", A, lambda_hessian(fout, likelihood), A)
-        P = H + torch.diag(delta * pmask)
+        P = H + torch.diag(prior(delta))
     return {"mean": theta, "precision": P, "covariance": torch.linalg.inv(P), "prior_precision": delta}
 
 
@@ -97,3 +114,41 @@ def mutual_information(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     mi = -0.5 * torch.log1p(-(rho**2).clamp(max=1 - 1e-15))
     mi.fill_diagonal_(0.0)
     return mi, rho
+
+
+class AdditiveCombination(torch.nn.Module):
+    """``f(phi) = b + sum_j w_j phi_j`` on frozen subnetwork outputs ``phi`` (N, F, K) -> (N, K)."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor):
+        super().__init__()
+        self.w = torch.nn.Parameter(w.clone())
+        self.b = torch.nn.Parameter(b.clone())
+
+    def forward(self, phi: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("nfk,f->nk", phi, self.w) + self.b
+
+
+_CORE_LIKELIHOOD = {"regression": "regression", "binary": "binary", "multiclass": "classification"}
+
+
+def core_weight_covariance(phi, y, likelihood: str, fit: dict[str, torch.Tensor], sigma: float = 1.0) -> torch.Tensor:
+    """Posterior covariance of ``(w, b)`` from the Laplace core (full GGN, layerwise prior
+    ``[delta, ~flat]``) at the MAP found by :func:`linear_laplace`. The model is linear in its
+    weights, so the core's GGN is the exact Hessian of the negative log joint."""
+    from workbench.laplace import Laplace
+
+    phi = torch.as_tensor(phi, dtype=torch.float64)
+    n, f, k = phi.shape
+    model = AdditiveCombination(fit["mean"][:f], fit["mean"][f:])
+    y = torch.as_tensor(y)
+    if likelihood == "regression":
+        y = y.double().reshape(n, k)
+    elif likelihood == "binary":
+        y = y.double().reshape(n, 1)
+    else:
+        y = y.long()
+    prior = torch.tensor([float(fit["prior_precision"]), 1e-6], dtype=torch.float64)
+    la = Laplace(model, _CORE_LIKELIHOOD[likelihood], hessian_structure="full", prior_structure="layerwise",
+                 prior_precision=prior, sigma_noise=sigma)
+    la.fit([(phi, y)])
+    return la.posterior_covariance().detach()
