@@ -1,0 +1,439 @@
+"""``VideoForecaster``: scikit-learn style estimator training the lead-conditioned 3-D UNet.
+
+Training: every step draws a global batch of (training window, lead) pairs from a seeded sampler,
+gathers the ``C`` context frames and the target frame, and minimises the MAE over voxels inside
+segmented cells (mask = segmentation > 0). The optimiser is AdamW with linear warm-up and cosine
+decay. Under ``torch.distributed`` (``torchrun`` or :func:`~.distributed.spawn`) the model is
+wrapped in DDP and every rank trains on its slice of the same global batch. Checkpoints
+(:meth:`VideoForecaster.save_checkpoint`, ``checkpoint_path``/``checkpoint_every``) hold model,
+optimiser, schedule, step and RNG states, so ``fit(..., resume_from=path)`` continues bit for bit.
+
+Input down-sampling (``input_downsample = s``) average-pools the frames by ``s`` in y and x; the
+network runs at low resolution and its forecast is upsampled (trilinearly) back to the full grid,
+where the loss is taken. This is the spatial side of the spatial/temporal context trade-off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+from sklearn.base import BaseEstimator
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .distributed import rank_world
+from .frames import gather_video, take_frames, volume_shape
+from .model import UNet3D, plan_strides
+
+__all__ = ["VideoForecaster", "torch_threads"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, torch.float32: torch.float32,
+           torch.float64: torch.float64}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Temporarily set torch's intra-op thread count (no-op for ``None``)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _check_fitted(est):
+    if not hasattr(est, "model_"):
+        raise RuntimeError("this VideoForecaster is not fitted yet; call fit first")
+
+
+class VideoForecaster(BaseEstimator):
+    """Lead-conditioned 3-D UNet forecaster of whole-brain activity volumes.
+
+    Parameters
+    ----------
+    context : context frames ``C`` (input channels).
+    horizon : largest lead ``H``; leads 1..H are sampled uniformly in training.
+    widths, blocks_per_level, attention, emb_dim : network shape (see :class:`.UNet3D`).
+    n_levels_max : cap on the down-sampling steps (default: ``len(widths) - 1``).
+    stimulus : condition on the stimulus features of the context frames and the target frame.
+    input_downsample : average-pool factor in y and x applied to the input frames.
+    lead_sampling : "inverse" draws lead ``l`` with probability proportional to ``1 / l`` (short
+        leads, where a video model can use fine spatial detail, get most updates); "uniform".
+    batch_size : windows per step **per process**.
+    n_steps, lr, weight_decay, warmup_steps, grad_clip : optimisation.
+    seed : seeds weights and the batch sampler (identical on all ranks).
+    device : ``None`` = cuda if available else cpu; dtype: "float32" | "float64".
+    checkpoint_path, checkpoint_every : write a resumable checkpoint every so many steps.
+    progress : tqdm bar over steps (rank 0 only).
+    num_threads : torch intra-op threads while fitting/predicting (``None``: leave as set). Small
+        volumes on a busy CPU train far faster with 1 thread than with several.
+    """
+
+    def __init__(self, context: int = 4, horizon: int = 32, widths=(8, 16, 32), blocks_per_level: int = 1,
+                 attention: bool = True, emb_dim: int = 32, stimulus: bool = False,
+                 input_downsample: int = 1, lead_sampling: str = "inverse", batch_size: int = 4, n_steps: int = 300, lr: float = 3e-3,
+                 weight_decay: float = 1e-4, warmup_steps: int | None = None, grad_clip: float = 1.0,
+                 seed: int = 0, device=None, dtype="float32", checkpoint_path=None,
+                 checkpoint_every: int = 0, progress: bool = False, num_threads: int | None = None):
+        self.context = context
+        self.horizon = horizon
+        self.widths = widths
+        self.blocks_per_level = blocks_per_level
+        self.attention = attention
+        self.emb_dim = emb_dim
+        self.stimulus = stimulus
+        self.input_downsample = input_downsample
+        self.lead_sampling = lead_sampling
+        self.batch_size = batch_size
+        self.n_steps = n_steps
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.grad_clip = grad_clip
+        self.seed = seed
+        self.device = device
+        self.dtype = dtype
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_every = checkpoint_every
+        self.progress = progress
+        self.num_threads = num_threads
+
+    # ------------------------------------------------------------------ set-up
+    def _validate(self):
+        if int(self.context) < 1:
+            raise ValueError(f"context must be >= 1, got {self.context}")
+        if int(self.horizon) < 1:
+            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        if int(self.input_downsample) < 1:
+            raise ValueError(f"input_downsample must be >= 1, got {self.input_downsample}")
+        if int(self.batch_size) < 1 or int(self.n_steps) < 0:
+            raise ValueError(f"batch_size must be >= 1 and n_steps >= 0, got {self.batch_size}, {self.n_steps}")
+        if self.lead_sampling not in ("inverse", "uniform"):
+            raise ValueError(f"lead_sampling must be 'inverse' or 'uniform', got {self.lead_sampling!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+    def _torch_device(self):
+        if self.device is not None:
+            return torch.device(self.device)
+        if torch.cuda.is_available():
+            rank_local = torch.cuda.current_device()
+            return torch.device("cuda", rank_local)
+        return torch.device("cpu")
+
+    def _low_shape(self, shape):
+        s = int(self.input_downsample)
+        return (shape[0], math.ceil(shape[1] / s), math.ceil(shape[2] / s))
+
+    def _build_model(self):
+        torch.manual_seed(int(self.seed))
+        widths = tuple(int(w) for w in self.widths)
+        strides = plan_strides(self._low_shape(self.spatial_shape_), len(widths) - 1)
+        n_stim = (int(self.context) + 1) * self.n_stimulus_features_ if self.stimulus else 0
+        return UNet3D(int(self.context), widths, strides, int(self.blocks_per_level), bool(self.attention),
+                      int(self.horizon), n_stim, int(self.emb_dim))
+
+    @staticmethod
+    def _mask_from(segmentation) -> np.ndarray:
+        seg = np.asarray(segmentation)
+        if seg.ndim != 3:
+            raise ValueError(f"segmentation must be 3-d (z, y, x), got shape {seg.shape}")
+        return seg > 0
+
+    def _prepare_volume(self, volume, device, dtype):
+        """Small volumes become one device tensor; large / lazy ones are read per batch."""
+        nbytes = int(np.prod(volume.shape)) * 4
+        if isinstance(volume, xr.DataArray):
+            if volume.chunks is None or nbytes <= 2 * 2**30:
+                return torch.as_tensor(np.asarray(volume.values), dtype=dtype, device=device)
+            return volume
+        if isinstance(volume, torch.Tensor):
+            return volume.to(device=device, dtype=dtype)
+        if isinstance(volume, np.ndarray) or nbytes <= 2 * 2**30:
+            return torch.as_tensor(np.asarray(volume), dtype=dtype, device=device)
+        return volume
+
+    # ------------------------------------------------------------------ forward
+    def _stim_batch(self, stimulus, starts, leads, device, dtype):
+        if not self.stimulus:
+            return None
+        s = np.asarray(starts, np.int64)
+        idx = np.concatenate([s[:, None] + np.arange(self.context)[None],
+                              (s + self.context - 1 + np.asarray(leads, np.int64))[:, None]], 1)
+        st = (stimulus[torch.as_tensor(idx, device=stimulus.device)] - self.stim_mean_) / self.stim_scale_
+        return st.reshape(len(s), -1).to(device=device, dtype=dtype)
+
+    def _lowres(self, x):
+        s = int(self.input_downsample)
+        if s == 1:
+            return x
+        b, c, z, y, xx = x.shape
+        x = F.pad(x, (0, (-xx) % s, 0, (-y) % s), mode="replicate") if (y % s or xx % s) else x
+        return F.avg_pool3d(x, (1, s, s))
+
+    def _upsample(self, v, shape):
+        """(B, k, z', y', x') -> (B, k, *shape): linear in ``v`` and preserving constants."""
+        if tuple(v.shape[2:]) == tuple(shape):
+            return v
+        return F.interpolate(v, size=tuple(shape), mode="trilinear", align_corners=False)
+
+    def _forward(self, model, ctx, lead, stim, return_features=False):
+        """Forecast on the full grid: ``offset + scale * (up(base) + up(readout(phi)))``."""
+        x = self._lowres((ctx - self.offset_) / self.scale_).contiguous(memory_format=torch.channels_last_3d)
+        shape = ctx.shape[2:]
+        base = self._upsample(x[:, -1:], shape)[:, 0]
+        if return_features:
+            net = getattr(model, "module", model)
+            phi = self._upsample(net.features(x, lead, stim), shape)
+            res = net.readout(phi)[:, 0]
+            return (base + res) * self.scale_ + self.offset_, base, phi
+        res = self._upsample(model(x, lead, stim)[:, None], shape)[:, 0]
+        return (base + res) * self.scale_ + self.offset_
+
+    @staticmethod
+    def masked_mae(pred, target, mask):
+        """Mean absolute error over voxels inside cells: per window, then over windows."""
+        m = mask.to(pred.dtype)
+        return ((pred - target).abs() * m).sum(dim=(-3, -2, -1)).div(m.sum().clamp_min(1)).mean()
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, ds: xr.Dataset, resume_from=None, stop_at_step: int | None = None):
+        """Train on the training windows of a ``workbench.forecast`` Dataset.
+
+        ``ds`` holds ``volume`` (time, z, y, x), ``segmentation`` (z, y, x) and, with
+        ``stimulus=True``, ``stimulus`` (time, feature); its attrs carry the condition offsets.
+        """
+        from ..protocol import windows
+        for name in ("volume", "segmentation") + (("stimulus",) if self.stimulus else ()):
+            if name not in ds:
+                raise ValueError(f"dataset lacks variable {name!r} (has {list(ds.data_vars)})")
+        starts = windows(ds, "train", context=int(self.context), horizon=int(self.horizon))["start"].values
+        return self.fit_arrays(ds["volume"].transpose("time", "z", "y", "x"), ds["segmentation"].values,
+                               starts, ds["stimulus"].values if self.stimulus else None,
+                               resume_from=resume_from, stop_at_step=stop_at_step)
+
+    def fit_arrays(self, volume, segmentation, starts, stimulus=None, resume_from=None,
+                   stop_at_step: int | None = None):
+        """Train on raw arrays: volume (time, z, y, x), segmentation (z, y, x), window starts."""
+        with torch_threads(self.num_threads):
+            return self._fit_arrays(volume, segmentation, starts, stimulus, resume_from, stop_at_step)
+
+    def _fit_arrays(self, volume, segmentation, starts, stimulus, resume_from, stop_at_step):
+        self._validate()
+        t, z, y, x = volume_shape(volume)
+        mask_np = self._mask_from(segmentation)
+        if mask_np.shape != (z, y, x):
+            raise ValueError(f"segmentation shape {mask_np.shape} != volume's spatial shape {(z, y, x)}")
+        if not mask_np.any():
+            raise ValueError("segmentation has no labelled voxels (all zero)")
+        starts = np.asarray(starts, np.int64).reshape(-1)
+        if starts.size == 0:
+            raise ValueError("no training windows (starts is empty)")
+        if starts.min() < 0 or starts.max() + self.context + self.horizon > t:
+            raise ValueError(f"training windows reach outside the volume's {t} frames")
+        if self.stimulus:
+            if stimulus is None or np.ndim(stimulus) != 2 or np.shape(stimulus)[0] != t:
+                raise ValueError(f"stimulus must be (time={t}, feature), got "
+                                 f"{None if stimulus is None else np.shape(stimulus)}")
+        device, dtype = self._torch_device(), _DTYPES[self.dtype]
+        rank, world = rank_world()
+        self.spatial_shape_ = (z, y, x)
+        self.n_stimulus_features_ = int(np.shape(stimulus)[1]) if self.stimulus else 0
+        self.train_starts_ = starts
+        vol = self._prepare_volume(volume, device, dtype)
+        mask = torch.as_tensor(mask_np, device=device)
+        # normalisation from up to 64 training frames spread over the training windows
+        sample_t = np.unique(starts[np.linspace(0, starts.size - 1, min(64, starts.size)).astype(int)])
+        frames = take_frames(vol, sample_t, device=device, dtype=torch.float64)
+        inside = frames[:, mask]
+        self.offset_ = float(inside.mean())
+        self.scale_ = float(inside.std().clamp_min(1e-6))
+        if self.stimulus:
+            st_np = np.asarray(stimulus, np.float64)
+            self.stim_mean_ = torch.as_tensor(st_np.mean(0), dtype=dtype, device=device)
+            self.stim_scale_ = torch.as_tensor(st_np.std(0) + 1e-6, dtype=dtype, device=device)
+            stim_t = torch.as_tensor(st_np, dtype=dtype, device=device)
+        else:
+            stim_t = None
+        model = self._build_model().to(device=device, dtype=dtype, memory_format=torch.channels_last_3d)
+        net = model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        opt = torch.optim.AdamW(model.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
+        n_total = int(self.n_steps)
+        warm = int(self.warmup_steps) if self.warmup_steps is not None else max(1, min(100, n_total // 10))
+
+        def schedule(step):
+            if step < warm:
+                return (step + 1) / warm
+            frac = (step - warm) / max(1, n_total - warm)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        gen = torch.Generator().manual_seed(int(self.seed) + 7919)
+        step, losses = 0, []
+        if resume_from is not None:
+            ck = load_checkpoint(resume_from, map_location=device)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            if ck["scheduler"] is not None:
+                sched.load_state_dict(ck["scheduler"])
+            set_rng_state(ck["rng"], gen)
+            step = int(ck["step"])
+            losses = list(ck["extra"].get("losses", []))
+            if ck["extra"].get("params", {}).get("context", self.context) != self.context:
+                raise ValueError(f"checkpoint {resume_from!r} was trained with another context")
+        stop = n_total if stop_at_step is None else min(int(stop_at_step), n_total)
+        b, bg = int(self.batch_size), int(self.batch_size) * world
+        lead_p = torch.ones(int(self.horizon), dtype=torch.float64)
+        if self.lead_sampling == "inverse":
+            lead_p = 1.0 / torch.arange(1, int(self.horizon) + 1, dtype=torch.float64)
+        self.model_ = model
+        bar = tqdm(total=stop - step, disable=not (self.progress and rank == 0), desc="video forecaster")
+        model.train()
+        while step < stop:
+            i = torch.randint(starts.size, (bg,), generator=gen)[rank * b:(rank + 1) * b].numpy()
+            lead = (torch.multinomial(lead_p, bg, replacement=True, generator=gen) + 1)[rank * b:(rank + 1) * b]
+            ctx, target = gather_video(vol, starts[i], lead.numpy(), int(self.context), device, dtype)
+            stim = self._stim_batch(stim_t, starts[i], lead.numpy(), device, dtype) if self.stimulus else None
+            pred = self._forward(net, ctx, lead.to(device), stim)
+            loss = self.masked_mae(pred, target, mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(self.grad_clip))
+            opt.step()
+            sched.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            if bar.n % 10 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
+            if self.checkpoint_path and self.checkpoint_every and step % int(self.checkpoint_every) == 0:
+                self._save(self.checkpoint_path, model, opt, sched, step, gen, losses)
+        bar.close()
+        model.eval()
+        self._opt, self._sched, self._gen, self.step_ = opt, sched, gen, step
+        self.mask_ = mask_np
+        self.history_ = xr.Dataset({"loss": ("step", np.asarray(losses, np.float64))},
+                                   coords={"step": np.arange(1, len(losses) + 1)},
+                                   attrs=dict(description="training loss (masked MAE) per step, this rank"))
+        if self.checkpoint_path and (not self.checkpoint_every or step % int(self.checkpoint_every)):
+            self._save(self.checkpoint_path, model, opt, sched, step, gen, losses)
+        return self
+
+    def _save(self, path, model, opt, sched, step, gen, losses):
+        if rank_world()[0] != 0:
+            return None
+        extra = dict(losses=list(losses), params=self.get_params(), offset=self.offset_, scale=self.scale_,
+                     spatial_shape=self.spatial_shape_, n_stimulus_features=self.n_stimulus_features_)
+        return save_checkpoint(path, model=model, optimizer=opt, scheduler=sched, step=step,
+                               generator=gen, extra=extra)
+
+    def save_checkpoint(self, path) -> Path | None:
+        """Write a resumable checkpoint of the current training state (rank 0 only; atomic)."""
+        _check_fitted(self)
+        return self._save(path, self.model_, self._opt, self._sched, self.step_, self._gen,
+                          self.history_["loss"].values.tolist())
+
+    @classmethod
+    def from_checkpoint(cls, path, device=None) -> VideoForecaster:
+        """An estimator ready to predict from a checkpoint (parameters, weights, normalisation)."""
+        ck = load_checkpoint(path)
+        ex = ck["extra"]
+        est = cls(**{**ex["params"], "device": device})
+        est.spatial_shape_ = tuple(ex["spatial_shape"])
+        est.n_stimulus_features_ = int(ex["n_stimulus_features"])
+        est.offset_, est.scale_ = float(ex["offset"]), float(ex["scale"])
+        if est.stimulus:
+            raise ValueError("from_checkpoint does not restore stimulus statistics; refit with the data")
+        dev, dtype = est._torch_device(), _DTYPES[est.dtype]
+        est.model_ = est._build_model().to(device=dev, dtype=dtype, memory_format=torch.channels_last_3d)
+        est.model_.load_state_dict(ck["model"])
+        est.model_.eval()
+        est.step_ = int(ck["step"])
+        est.history_ = xr.Dataset({"loss": ("step", np.asarray(ex.get("losses", []), np.float64))})
+        return est
+
+    # ------------------------------------------------------------------ predict
+    def _model_device_dtype(self):
+        p = next(self.model_.parameters())
+        return p.device, p.dtype
+
+    def predict_arrays(self, volume, starts, leads=None, stimulus=None, batch_size: int = 16,
+                       return_features: bool = False):
+        """Forecasts ``(W, L, z, y, x)`` for window ``starts`` and ``leads`` (default 1..H).
+
+        With ``return_features`` also the full-grid read-out features ``phi`` (W, L, width, z, y, x)
+        and the persistence base (W, L, z, y, x) used by the last-layer Laplace.
+        """
+        _check_fitted(self)
+        with torch_threads(self.num_threads), torch.no_grad():
+            return self._predict_arrays(volume, starts, leads, stimulus, batch_size, return_features)
+
+    def _predict_arrays(self, volume, starts, leads, stimulus, batch_size, return_features):
+        device, dtype = self._model_device_dtype()
+        starts = np.asarray(starts, np.int64).reshape(-1)
+        leads = np.arange(1, int(self.horizon) + 1) if leads is None else np.asarray(leads, np.int64).reshape(-1)
+        if leads.size == 0 or leads.min() < 1:
+            raise ValueError(f"leads must be >= 1, got {leads.tolist()}")
+        if self.stimulus:
+            if stimulus is None:
+                raise ValueError("this forecaster was trained with stimulus=True; pass stimulus")
+            stimulus = torch.as_tensor(np.asarray(stimulus), dtype=dtype, device=device)
+        vol = volume
+        if self.context > 0 and starts.size and starts.min() < 0:
+            raise ValueError(f"window starts must be >= 0, got min {starts.min()}")
+        s_all = np.repeat(starts, leads.size)
+        l_all = np.tile(leads, starts.size)
+        outs, phis, bases = [], [], []
+        for lo in range(0, s_all.size, int(batch_size)):
+            s, lead = s_all[lo:lo + batch_size], l_all[lo:lo + batch_size]
+            ctx = take_frames(vol, s[:, None] + np.arange(int(self.context))[None], device, dtype)
+            stim = self._stim_batch(stimulus, s, lead, device, dtype) if self.stimulus else None
+            lt = torch.as_tensor(lead, device=device)
+            if return_features:
+                out, base, phi = self._forward(self.model_, ctx, lt, stim, return_features=True)
+                phis.append(phi.cpu())
+                bases.append(base.cpu())
+            else:
+                out = self._forward(self.model_, ctx, lt, stim)
+            outs.append(out.cpu())
+        shape = (starts.size, leads.size)
+        pred = torch.cat(outs).reshape(*shape, *outs[0].shape[1:]).numpy()
+        if not return_features:
+            return pred
+        phi = torch.cat(phis)
+        return pred, phi.reshape(*shape, *phi.shape[1:]), torch.cat(bases).reshape(*shape, *bases[0].shape[1:])
+
+    def forecast(self, ds: xr.Dataset, split: str = "test", windows: xr.Dataset | None = None,
+                 leads=None, batch_size: int = 16) -> xr.DataArray:
+        """Forecast volumes as ``xr.DataArray`` (window, lead, z, y, x) for a split's windows."""
+        from ..protocol import windows as make_windows
+        _check_fitted(self)
+        win = make_windows(ds, split, context=int(self.context), horizon=int(self.horizon)) \
+            if windows is None else windows
+        leads = np.arange(1, int(self.horizon) + 1) if leads is None else np.asarray(leads, np.int64)
+        vol = ds["volume"].transpose("time", "z", "y", "x")
+        pred = self.predict_arrays(vol.values if vol.chunks is None else vol, win["start"].values, leads,
+                                   ds["stimulus"].values if self.stimulus else None, batch_size)
+        coords = {"window": win["window"].values, "lead": leads,
+                  "start": ("window", win["start"].values)}
+        if "condition" in win.coords:
+            coords["condition"] = ("window", win["condition"].values)
+        for d in ("z", "y", "x"):
+            if d in ds.coords:
+                coords[d] = ds[d].values
+        return xr.DataArray(pred, dims=("window", "lead", "z", "y", "x"), coords=coords, name="forecast",
+                            attrs=dict(method="video", context=int(self.context)))
