@@ -4,9 +4,6 @@ import torch
 
 from workbench.sparsify import SpaM, cached_sparsity_curve, load_task, sparsity_curve
 
-# marglik training and OPD use the Laplace core (own commits); wait for it to be in the tree
-pytest.importorskip("workbench.laplace")
-
 FAST = dict(n_epochs=4, n_epochs_burnin=1, marglik_frequency=2, n_hypersteps=5)
 
 

@@ -5,10 +5,8 @@ import torch
 from torch.func import functional_call, jacrev
 from torch.utils.data import DataLoader, TensorDataset
 
+from workbench.laplace import Laplace
 from workbench.sparsify import mlp, prunable_parameters, score_parameters
-
-# the Laplace core lands in its own commits; until it is in the tree these tests wait for it
-Laplace = pytest.importorskip("workbench.laplace").Laplace
 
 
 def _dense_ggn(model, X):
