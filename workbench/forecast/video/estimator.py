@@ -366,6 +366,31 @@ class VideoForecaster(BaseEstimator):
         est.history_ = xr.Dataset({"loss": ("step", np.asarray(ex.get("losses", []), np.float64))})
         return est
 
+    # ------------------------------------------------------------------ Forecaster protocol
+    name = "video"
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """Dataset variables :func:`workbench.forecast.evaluate.evaluate` must hand to ``predict``."""
+        return ("volume", "segmentation") + (("stimulus",) if self.stimulus else ())
+
+    def predict(self, ds: xr.Dataset, starts, batch_size: int = 16) -> np.ndarray:
+        """Trace forecasts ``(len(starts), horizon, neuron)`` by segment means of the volume forecasts.
+
+        ``starts`` are positional indices into ``ds.time`` of each window's first context frame
+        (the part-1 Forecaster protocol, so ``evaluate`` scores this model beside the baselines).
+        """
+        from ..segments import segment_means
+        _check_fitted(self)
+        for v in self.requires:
+            if v not in ds:
+                raise ValueError(f"dataset lacks variable {v!r} needed by the video forecaster")
+        vol = ds["volume"].transpose("time", "z", "y", "x")
+        vol = vol.values if vol.chunks is None else vol
+        pred = self.predict_arrays(vol, starts, None, ds["stimulus"].values if self.stimulus else None,
+                                   batch_size)
+        return segment_means(pred, ds["segmentation"].values, int(ds.sizes["neuron"]))
+
     # ------------------------------------------------------------------ predict
     def _model_device_dtype(self):
         p = next(self.model_.parameters())
