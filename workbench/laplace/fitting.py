@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from ._validation import check_finite, unpack_batch
 from .curvature.jacobians import jac_t_products
-from .curvature.kfac import exact_diag, kfac_terms
+from .curvature.kfac import exact_diag, full_from_ag, kfac_terms
 from .curvature.modules import capture, collect, module_grads, out_in, weight_order
 from .posteriors import DiagBlock, FullBlock, KronBlock
 
@@ -32,9 +32,6 @@ def plan_blocks(spec, groups, structures, fallback):
     for gname, names in groups.items():
         struct = structures[gname]
         gset = set(names)
-        if struct == "full":
-            plans.append({"kind": "full", "group": gname, "names": list(names)})
-            continue
         mods = []
         for mname, (mod, w, b) in spec.modules.items():
             wg = w if w in gset else None
@@ -43,6 +40,11 @@ def plan_blocks(spec, groups, structures, fallback):
                 mods.append((mname, mod, wg, bg))
         covered = {n for (_, _, w, b) in mods for n in (w, b) if n}
         rest = [n for n in names if n not in covered]
+        if struct == "full":
+            # all parameters in supported layers: per-sample gradients from (a, g), no torch.func pass
+            plans.append({"kind": "full", "group": gname, "names": list(names),
+                          "modules": mods if not rest else []})
+            continue
         if struct == "diag":
             plans.append({"kind": "diag", "group": gname, "names": list(names), "modules": mods, "generic": rest})
             continue
@@ -67,6 +69,9 @@ def plan_blocks(spec, groups, structures, fallback):
     for p in plans:
         if p["kind"] == "kron":
             p["idx"] = module_idx(spec, p["mod"], p["w"], p["b"])
+        elif p["kind"] == "full" and p["modules"]:
+            p["idx"] = torch.cat([module_idx(spec, mod, w, b) for (_, mod, w, b) in p["modules"]])
+            p["names"] = [n for (_, _, w, b) in p["modules"] for n in (w, b) if n]
         else:
             p["idx"] = torch.cat([torch.arange(spec.slices[n].start, spec.slices[n].stop) for n in p["names"]])
     return plans
@@ -93,11 +98,14 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
     params = dict(model.named_parameters())
     need_mod = {p["module"]: p["mod"] for p in plans if p["kind"] == "kron"}
     for p in plans:
-        if p["kind"] == "diag":
+        if p["kind"] in ("diag", "full"):
             need_mod.update({m: mod for (m, mod, _, _) in p["modules"]})
     generic = []
     for p in plans:
-        generic += p["names"] if p["kind"] == "full" else (p["generic"] if p["kind"] == "diag" else [])
+        if p["kind"] == "full" and not p["modules"]:
+            generic += p["names"]
+        elif p["kind"] == "diag":
+            generic += p["generic"]
     generic_set = set(generic)
     generic = [n for n in spec.names if n in generic_set]
     gpos = {}
@@ -158,6 +166,10 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
                     a, g = collect(p["mod"], store[p["module"]], grads[p["module"]], p["w"] is not None, p["b"] is not None)
                     A, B, cnt = kfac_terms(a, g, la.kfac)
                     acc[i] = [A, B, cnt] if acc[i] is None else [acc[i][0] + A, acc[i][1] + B, acc[i][2] + cnt]
+                elif p["kind"] == "full" and p["modules"]:
+                    ag = [collect(mod, store[m], grads[m], w is not None, b is not None) for (m, mod, w, b) in p["modules"]]
+                    H = full_from_ag(ag, la.chunk_budget)
+                    acc[i] = H if acc[i] is None else acc[i] + H
                 elif p["kind"] == "diag":
                     for mname, mod, w, b in p["modules"]:
                         a, g = collect(mod, store[mname], grads[mname], w is not None, b is not None)
@@ -172,7 +184,7 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
             if not keep:
                 Jt = Jt.detach()
             for i, p in enumerate(plans):
-                if p["kind"] == "full":
+                if p["kind"] == "full" and not p["modules"]:
                     cols = torch.cat([torch.arange(*gpos[n]) for n in p["names"]]).to(ref.device)
                     Jb = Jt[:, :, cols].reshape(-1, cols.numel())
                     H = Jb.T @ Jb

@@ -217,6 +217,8 @@ class Laplace:
         if self._fitted and self._sigma_curv() is not None and s.shape != self._sigma.shape:
             raise ValueError(f"sigma_noise has shape {tuple(s.shape)}, expected {tuple(self._sigma.shape)}")
         self._sigma = s
+        for b in getattr(self, "blocks_", []):
+            b.invalidate()
 
     def _lik_scale(self, sigma):
         """Likelihood factor s multiplying the stored curvature."""

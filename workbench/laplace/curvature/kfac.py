@@ -38,3 +38,29 @@ def exact_diag(a, g, budget=2**24):
         G = torch.einsum("cnso,nsi->cnoi", g[:, i : i + step], a[i : i + step])
         out = out + (G**2).sum((0, 1))
     return out
+
+
+def full_from_ag(ag, budget=2**25):
+    """Exact curvature block Σ_{n,c} r_{nc} r_{nc}ᵀ of several layers, r the per-sample gradient
+    rows vec(Σ_s g aᵀ) of each layer concatenated (block order: layer by layer, (out, in') row-major).
+
+    One layer without weight sharing uses Σ_n (Σ_c g gᵀ) ⊗ a aᵀ, which avoids forming the rows."""
+    if len(ag) == 1 and ag[0][0].shape[1] == 1:
+        a, g = ag[0]
+        a, g = a[:, 0], g[:, :, 0]
+        N, ia = a.shape
+        ob = g.shape[-1]
+        if N * ia * ia <= budget and ob * ob <= 4 * N:
+            G = torch.einsum("cno,cnp->nop", g, g).reshape(N, ob * ob)
+            H = G.T @ (a[:, :, None] * a[:, None, :]).reshape(N, -1)  # (ob², ia²)
+            return H.reshape(ob, ob, ia, ia).permute(0, 2, 1, 3).reshape(ob * ia, ob * ia)
+    N = ag[0][0].shape[0]
+    C = ag[0][1].shape[0]
+    d = sum(g.shape[-1] * a.shape[-1] for a, g in ag)
+    step = max(1, budget // max(1, C * d))
+    H = 0
+    for i in range(0, N, step):
+        rows = [torch.einsum("cnso,nsi->cnoi", g[:, i : i + step], a[i : i + step]).flatten(2) for a, g in ag]
+        R = torch.cat(rows, -1).reshape(-1, d)
+        H = H + R.T @ R
+    return H

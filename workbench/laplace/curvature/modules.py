@@ -87,8 +87,22 @@ def module_grads(out, cotangents, store, keep_graph):
     names = [n for n in store for _ in store[n]]
     outs = [o for n in store for (_, o) in store[n]]
     res = {n: [] for n in store}
+    C = cotangents.shape[0]
+    batched = None
+    if C > 1 and not keep_graph:
+        try:  # one vmapped backward over all columns
+            gs = torch.autograd.grad(out, outs, cotangents, retain_graph=True, allow_unused=True,
+                                     is_grads_batched=True)
+            batched = [torch.zeros(C, *o.shape, dtype=o.dtype, device=o.device) if g is None else g
+                       for g, o in zip(gs, outs)]
+        except RuntimeError:
+            batched = None
+    if batched is not None:
+        for j, n in enumerate(names):
+            res[n].append(batched[j])
+        return res
     cols = []
-    for c in range(cotangents.shape[0]):
+    for c in range(C):
         gs = torch.autograd.grad(
             out, outs, cotangents[c], retain_graph=True, create_graph=keep_graph, allow_unused=True
         )
