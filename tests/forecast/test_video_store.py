@@ -1,0 +1,76 @@
+"""Forecast stores: region-by-region zarr writes, atomic swap, slice reads, trace painting."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from workbench.forecast.baselines import MeanBaseline
+from workbench.forecast.protocol import windows
+from workbench.forecast.segments import segment_means
+from workbench.forecast.video import VideoForecaster
+from workbench.forecast.video.store import (
+    open_forecast_store,
+    paint_traces,
+    read_plane,
+    write_forecast_store,
+)
+
+
+@pytest.fixture(scope="module")
+def video(tiny):
+    return VideoForecaster(context=2, horizon=3, widths=(4, 8), emb_dim=8, batch_size=2, n_steps=2,
+                           num_threads=1).fit(tiny)
+
+
+def test_paint_traces_round_trips_through_segment_means(tiny):
+    seg = tiny["segmentation"].values
+    n = tiny.sizes["neuron"]
+    tr = np.random.default_rng(0).normal(size=(2, 3, n)).astype(np.float32)
+    vol = paint_traces(tr, seg)
+    assert vol.shape == (2, 3, *seg.shape) and np.isnan(vol[..., seg == 0]).all()
+    np.testing.assert_allclose(segment_means(vol, seg, n), tr, rtol=1e-6)
+    with pytest.raises(ValueError, match="neurons"):
+        paint_traces(tr[..., :3], seg)
+
+
+def test_video_store_matches_direct_prediction(tiny, video, tmp_path):
+    path = tmp_path / "fc.zarr"
+    w = windows(tiny, "test", context=2, horizon=3)
+    write_forecast_store(path, video, tiny, max_windows=5, block_windows=2)
+    st = open_forecast_store(path)
+    assert st["forecast"].dims == ("window", "lead", "z", "y", "x")
+    assert st.sizes["window"] == 5 and st.attrs["kind"] == "video"
+    assert set(st["condition"].values) <= set(w["condition"].values)
+    direct = video.predict_arrays(tiny["volume"].values, st["start"].values)
+    np.testing.assert_allclose(st["forecast"].values, direct, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(read_plane(st, "forecast", 3, 2, 1), direct[3, 1, 1], rtol=1e-6)
+    np.testing.assert_allclose(st["trace_forecast"].values,
+                               segment_means(direct, tiny["segmentation"].values, tiny.sizes["neuron"]),
+                               rtol=1e-5, atol=1e-6)
+    # rewriting swaps the store atomically and leaves no temporary siblings behind
+    write_forecast_store(path, video, tiny, max_windows=3, block_windows=2)
+    assert open_forecast_store(path).sizes["window"] == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["fc.zarr"]
+
+
+def test_trace_baseline_store_is_labelled(tiny, tmp_path):
+    mean = MeanBaseline(context=4).fit(tiny)
+    path = write_forecast_store(tmp_path / "mean.zarr", mean, tiny, max_windows=2)
+    st = open_forecast_store(path)
+    assert st.attrs["kind"] == "trace rendered as video" and "mean" in st.attrs["label"]
+    expect = mean.predict(tiny, st["start"].values)
+    np.testing.assert_allclose(st["trace_forecast"].values, expect, rtol=1e-6)
+
+
+def test_failed_write_leaves_old_store(tiny, video, tmp_path):
+    path = write_forecast_store(tmp_path / "fc.zarr", video, tiny, max_windows=2)
+    with pytest.raises(TypeError, match="source"):
+        write_forecast_store(path, object(), tiny)
+    bad = tiny.drop_vars("volume")
+    with pytest.raises((KeyError, ValueError)):
+        write_forecast_store(path, video, bad, max_windows=2)
+    assert open_forecast_store(path).sizes["window"] == 2
+    assert len(list(tmp_path.iterdir())) == 1
+    with pytest.raises(FileNotFoundError, match="no forecast store"):
+        open_forecast_store(tmp_path / "nope.zarr")
+    assert isinstance(open_forecast_store(path), xr.Dataset)
