@@ -98,3 +98,17 @@ def test_estimator_api_and_errors():
     assert est.score(t.X_test, t.y_test) > 0.8
     with pytest.raises(ValueError, match="sparsity"):
         est.prune(-0.2, "magnitude")
+
+
+def test_finetune_keeps_mask_under_learned_prior():
+    t = load_task("breast_cancer")
+    est = SpaM(prior="diagonal", **FAST).fit(t.X_train, t.y_train)
+    prior = est._finetune_prior()
+    assert set(prior) == {n for n, _ in est.model_.named_parameters()}
+    pn = est.prune(0.9, "opd", finetune_epochs=2)
+    for k, m in pn.mask.masks.items():
+        w = dict(pn.model.named_parameters())[k]
+        assert torch.all(w[~m] == 0)
+    dense_w = dict(est.model_.named_parameters())["0.weight"]
+    kept = pn.mask.masks["0.weight"]
+    assert not torch.equal(dense_w[kept], pn.model[0].weight[kept])  # fine-tuning moved them

@@ -151,6 +151,14 @@ class SpaM:
             return torch.full((n,), float(self.prior_precision), dtype=torch.float64)
         return torch.as_tensor(self.la_.prior_precision_diag).detach().double().reshape(-1)
 
+    def _finetune_prior(self):
+        """The prior of training: fixed weight decay, or the learned per-parameter precisions."""
+        if self.prior == "map" or self.la_ is None:
+            return float(self.prior_precision)
+        diag = self.prior_precision_diag()
+        sl = self.la_.param_slices
+        return {n: diag[sl[n]].reshape(p.shape) for n, p in self.model_.named_parameters()}
+
     def scores(self, criterion: str = "opd", seed: int | None = None) -> dict[str, torch.Tensor]:
         """Per-parameter importances of the fitted network's prunable weights."""
         self._check_fitted()
@@ -177,7 +185,7 @@ class SpaM:
             masked, keep = mask.apply(copy.deepcopy(self.model_)), None
         if finetune_epochs:
             finetune(masked, mask, self._loader(self.X_train_, self.y_train_, True),
-                     finetune_epochs, finetune_lr, self.prior_precision)
+                     finetune_epochs, finetune_lr, self._finetune_prior())
         weights = prunable_parameters(masked)
         layer_sp = {k[: -len(".weight")]: float((w == 0).double().mean()) for k, w in weights.items()}
         if structured:

@@ -29,8 +29,27 @@ def _check_prior(prior: str) -> str:
     return prior
 
 
+def _prior_weights(model, prior_precision):
+    """``[(parameter, precision)]`` for a scalar or a ``{name: tensor}`` per-parameter prior."""
+    if isinstance(prior_precision, dict):
+        out = []
+        for n, p in model.named_parameters():
+            if n not in prior_precision:
+                raise ValueError(f"prior_precision has no entry for parameter {n!r}")
+            d = torch.as_tensor(prior_precision[n], dtype=p.dtype, device=p.device)
+            if d.numel() != 1 and d.shape != p.shape:
+                raise ValueError(f"prior_precision[{n!r}] has shape {tuple(d.shape)}, parameter "
+                                 f"has {tuple(p.shape)}")
+            out.append((p, d))
+        return out
+    if float(prior_precision) < 0:
+        raise ValueError(f"prior_precision must be >= 0, got {prior_precision}")
+    return [(p, float(prior_precision)) for p in model.parameters()]
+
+
 def _fit_loop(model, loader, n_epochs, lr, prior_precision, mask=None, progress=False, desc=""):
     N = len(loader.dataset)
+    prior = _prior_weights(model, prior_precision)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     handle = mask.attach(opt, model) if mask is not None else None
     model.train()
@@ -38,8 +57,8 @@ def _fit_loop(model, loader, n_epochs, lr, prior_precision, mask=None, progress=
         for _ in tqdm(range(n_epochs), disable=not progress, desc=desc, leave=False):
             for X, y in loader:
                 opt.zero_grad()
-                reg = sum(p.pow(2).sum() for p in model.parameters())
-                loss = F.cross_entropy(model(X), y) + 0.5 * prior_precision / N * reg
+                reg = sum((d * p.pow(2)).sum() for p, d in prior)
+                loss = F.cross_entropy(model(X), y) + 0.5 / N * reg
                 loss.backward()
                 opt.step()
     finally:
@@ -84,8 +103,12 @@ def fit_laplace(model: nn.Module, loader, hessian_structure: str = "kron",
 
 
 def finetune(model: nn.Module, mask: PruningMask, loader, n_epochs: int = 5, lr: float = 1e-3,
-             prior_precision: float = 1.0, progress: bool = False) -> nn.Module:
-    """Fine-tune ``model`` in place with ``mask`` re-applied after every optimiser step."""
+             prior_precision: float | dict = 1.0, progress: bool = False) -> nn.Module:
+    """Fine-tune ``model`` in place with ``mask`` re-applied after every optimiser step.
+
+    The objective is the MAP loss under the given prior: a scalar precision, or
+    ``{parameter name: precision tensor}`` (e.g. the learned SpaM prior).
+    """
     mask.apply(model)
     return _fit_loop(model, loader, n_epochs, lr, prior_precision, mask=mask, progress=progress,
                      desc="fine-tune")
