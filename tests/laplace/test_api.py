@@ -78,17 +78,30 @@ def test_posterior_samples_have_the_posterior_covariance():
         assert (emp - cov).abs().max() < 0.06 * cov.diagonal().max()
 
 
-def test_fast_linear_kfac_variance_equals_generic_route():
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.norm = nn.LayerNorm(18)
+        self.fc = nn.Linear(18, 3)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.norm(self.conv(x)[:, :, ::2, ::2].flatten(1))))
+
+
+@pytest.mark.parametrize("structure", ["kron", "full", "diag"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_layer_route_variance_equals_torch_func_jacobian_route(structure, arch):
     from workbench.laplace import predictive
 
-    model, dl, X = clf_setup()
-    la = Laplace(model, "classification", hessian_structure="kron", prior_structure="unitwise").fit(dl)
+    if arch == "mlp":
+        model, dl, X = clf_setup()
+    else:
+        X, y = torch.randn(12, 1, 5, 5), torch.randint(0, 3, (12,))
+        model, dl = SmallCNN(), DataLoader(TensorDataset(X, y), batch_size=6)
+    la = Laplace(model, "classification", hessian_structure=structure, prior_structure="unitwise").fit(dl)
     fast = la.functional_variance(X[:5])
-    predictive._fast_kron, orig = (lambda la, i: False), predictive._fast_kron
-    try:
-        slow = la.functional_variance(X[:5])
-    finally:
-        predictive._fast_kron = orig
+    slow = predictive._functional_variance(la, X[:5], None, route="jacobian")
     torch.testing.assert_close(fast, slow)
 
 

@@ -19,6 +19,9 @@ from torch.func import functional_call
 from ._validation import LINK_APPROX, PRED_TYPES, check_choice, check_finite
 from .curvature.jacobians import jac_t_chunks
 from .curvature.modules import capture, collect, module_grads
+from .fitting import module_idx
+from .posteriors import DiagBlock
+from .priors import BlockPrior, tensor_positions
 
 
 def _as_input(la, x):
@@ -51,17 +54,18 @@ def _select_blocks(la, group):
     return [i for i, p in enumerate(la.plans_) if p["group"] == group]
 
 
-def _fast_kron(la, i):
-    p = la.plans_[i]
-    return p["kind"] == "kron" and isinstance(p["mod"], nn.Linear)
-
-
 def functional_variance(la, x, group=None):
     x = _as_input(la, x)
     return _eval(la, lambda: _functional_variance(la, x, group))
 
 
-def _functional_variance(la, x, group):
+def _functional_variance(la, x, group, route="auto"):
+    """Σ over posterior blocks of J_b Σ_b J_bᵀ.
+
+    Blocks over supported layers (KFAC, module-based full, and the layer part of diagonal blocks)
+    use per-sample gradient rows built from layer inputs a and output Jacobians g (one batched
+    backward over the outputs); KFAC and diagonal blocks of unshared layers never form the rows.
+    Parameters outside supported layers use chunked torch.func Jacobians."""
     sel = _select_blocks(la, group)
     s = la._lik_scale(la._sigma)
     priors = la._block_priors()
@@ -71,12 +75,34 @@ def _functional_variance(la, x, group):
     N = x.shape[0]
     fvar = x.new_zeros(N, O, O, dtype=la._mean.dtype)
     theta = _theta(la)
-    fast = [i for i in sel if _fast_kron(la, i)]
-    slow = [i for i in sel if i not in fast]
+    fast, slow = [], []
+    for i in sel:
+        p, b, bp = la.plans_[i], la.blocks_[i], priors[i]
+        if route == "jacobian":  # reference route: torch.func Jacobians for every block
+            slow.append((b, bp))
+        elif p["kind"] == "kron":
+            fast.append(("kron", i, [(p["module"], p["mod"], p["w"], p["b"])], None))
+        elif p["kind"] == "full":
+            if p["modules"]:
+                fast.append(("full", i, p["modules"], None))
+            else:
+                slow.append((b, bp))
+        else:
+            pos = tensor_positions(b, la.spec_)
+            inv = torch.full((la.spec_.P,), -1, dtype=torch.long, device=b.idx.device)
+            inv[b.idx] = torch.arange(b.d, device=b.idx.device)
+            prec = b.precision_diag(s, bp)
+            for m, mod, w, bb in p["modules"]:
+                mpos = inv[module_idx(la.spec_, mod, w, bb).to(b.idx.device)]
+                fast.append(("diag", i, [(m, mod, w, bb)], prec[mpos]))
+            if p["generic"]:
+                gp = torch.cat([pos[n] for n in p["generic"]])
+                slow.append((DiagBlock(b.idx[gp], p["generic"], b.h[gp]),
+                             BlockPrior(diag=bp.diag[gp], iso=bp.iso, kron_ok=False)))
     if fast:
-        fvar = fvar + _fast_linear_variance(la, x, fast, s, priors, theta, O)
+        fvar = fvar + _module_variance(la, x, fast, s, priors, theta, O)
     if slow:
-        names_set = {n for i in slow for n in la.blocks_[i].names}
+        names_set = {n for b, _ in slow for n in b.names}
         names = [n for n in la.spec_.names if n in names_set]
         loc = torch.full((la.spec_.P,), -1, dtype=torch.long, device=la._mean.device)
         off = 0
@@ -86,42 +112,48 @@ def _functional_variance(la, x, group):
             off += sl.stop - sl.start
         with torch.no_grad():
             for sl, J in jac_t_chunks(la.model, theta, names, x, O, lambda f: f, la.chunk_budget):
-                for i in slow:
-                    b = la.blocks_[i]
+                for b, bp in slow:
                     Jb = J[:, :, loc[b.idx]]
                     n = Jb.shape[0]
-                    SJ = b.cov_apply(s, priors[i], Jb.reshape(-1, b.d)).reshape(n, O, b.d)
+                    SJ = b.cov_apply(s, bp, Jb.reshape(-1, b.d)).reshape(n, O, b.d)
                     fvar[sl] += torch.einsum("nod,npd->nop", Jb, SJ)
     return fvar.reshape(N, *la.output_shape_, *la.output_shape_) if len(la.output_shape_) > 1 else fvar
 
 
-def _fast_linear_variance(la, x, idxs, s, priors, theta, O):
-    """J Σ Jᵀ of KFAC blocks of Linear layers from layer inputs a and output Jacobians g."""
-    mods = {la.plans_[i]["module"]: la.plans_[i]["mod"] for i in idxs}
+def _module_variance(la, x, jobs, s, priors, theta, O):
+    mods = {m: mod for (_, _, ms, _) in jobs for (m, mod, _, _) in ms}
     th = {k: (v.detach().requires_grad_(True) if k in la.spec_.slices else v) for k, v in theta.items()}
     with torch.enable_grad(), capture(mods, False) as store:
         out = functional_call(la.model, th, (x,))
         N = out.shape[0]
-        flat = out.reshape(N, O)
-        eye = torch.eye(O, dtype=flat.dtype, device=flat.device)
+        eye = torch.eye(O, dtype=out.dtype, device=out.device)
         cot = eye[:, None, :].expand(O, N, O).reshape(O, *out.shape)
         grads = module_grads(out, cot, store, False)
-    fvar = flat.new_zeros(N, O, O)
-    for i in idxs:
-        p, b = la.plans_[i], la.blocks_[i]
-        a, g = collect(p["mod"], store[p["module"]], grads[p["module"]], p["w"] is not None, p["b"] is not None)
-        Qb, Qa, lam, su, sv = b._decomp(s, priors[i])
-        if su is not None:
-            g = g * su
-            a = a * sv
-        gt = g @ Qb  # (O, N, S, ob) in eigenbasis
-        at = a @ Qa  # (N, S, ia)
-        if a.shape[1] == 1:
-            W = (at[:, 0] ** 2) @ (1 / lam).T  # (N, ob): Σ_j ã_j² / λ_ij
-            g0 = gt[:, :, 0]
+    fvar = out.new_zeros(N, O, O)
+    for kind, i, ms, prec in jobs:
+        b = la.blocks_[i]
+        ags = [collect(mod, store[m], grads[m], w is not None, bb is not None) for (m, mod, w, bb) in ms]
+        if kind == "full":
+            R = torch.cat([torch.einsum("knso,nsi->knoi", g, a).flatten(2) for a, g in ags], -1)  # (O, N, d)
+            SR = b.cov_apply(s, priors[i], R.reshape(-1, b.d)).reshape(R.shape)
+            fvar += torch.einsum("knd,lnd->nkl", R, SR)
+            continue
+        ((a, g),) = ags
+        if kind == "kron":
+            Qb, Qa, lam, su, sv = b._decomp(s, priors[i])
+            if su is not None:
+                g = g * su
+                a = a * sv
+            g = g @ Qb  # eigenbasis coordinates
+            a = a @ Qa
+        else:
+            lam = prec.reshape(g.shape[-1], a.shape[-1])
+        if a.shape[1] == 1:  # no weight sharing: rows are g ⊗ a, never formed
+            W = (a[:, 0] ** 2) @ (1 / lam).T  # (N, ob): Σ_j a_j² / λ_ij
+            g0 = g[:, :, 0]
             fvar += torch.einsum("kni,lni->nkl", g0 * W, g0)
         else:
-            Gk = torch.einsum("knsi,nsj->knij", gt, at) * lam.rsqrt()
+            Gk = torch.einsum("knsi,nsj->knij", g, a) * lam.rsqrt()
             fvar += torch.einsum("knij,lnij->nkl", Gk, Gk)
     return fvar.detach()
 
