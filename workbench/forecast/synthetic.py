@@ -205,9 +205,7 @@ def stimulus_features(n_frames: int, rng: np.random.Generator):
             on = (ph >= onsets[k]) & (ph < onsets[k] + durations[k])
             stim[lo:hi, f] += (amps[k] * on).astype(np.float32)
         feat += 3
-    # feature 25: slow ramp inside each condition (time since condition start, in units of 1000 s)
-    cidx = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    stim[:, 25] = (np.arange(n_frames) - np.asarray(offsets)[cidx]) * FRAME_PERIOD_S / 1000.0
+    # feature 25 stays 0 (reserved, like unused columns of the release's feature table)
     return stim, phase
 
 
