@@ -22,6 +22,7 @@ import torch
 
 from workbench.sparsify import (
     DEFAULT_SPARSITIES,
+    TASK_DEFAULTS,
     SpaM,
     count_flops,
     count_parameters,
@@ -54,9 +55,9 @@ def claim_table(ds):
     return pd.DataFrame(rows)
 
 
-def structured_check(task, seed=0, prior="diagonal", n_epochs=None):
+def structured_check(task, seed=0, prior="diagonal", **train_kwargs):
     data = load_task(task, seed=seed)
-    kw = {} if n_epochs is None else dict(n_epochs=n_epochs)
+    kw = dict(TASK_DEFAULTS[task]) | train_kwargs  # the curve's training settings
     est = SpaM(make_model(task, seed=seed), prior=prior, seed=seed, **kw).fit(data.X_train,
                                                                                  data.y_train)
     scores = est.scores("opd")
@@ -86,10 +87,15 @@ def main():
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--tasks", nargs="+", default=["breast_cancer", "digits"])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--structured-only", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch threads: {args.threads}; machine shared with other jobs (timings are loaded)")
     for task in args.tasks:
+        if args.structured_only:
+            print(f"\n--- {task}: structured pruning (OPD, diagonal prior, seed 0) ---")
+            print(structured_check(task).to_string(index=False))
+            continue
         print(f"\n=== {task}: {args.seeds} seeds, priors {PRIORS}, criteria {CRITERIA} ===")
         t0 = time.perf_counter()
         ds = sparsity_curve(task, priors=PRIORS, criteria=CRITERIA,
