@@ -46,7 +46,9 @@ def main():
     X = torch.randn(1000, 784, device=dev)
     y = torch.randint(0, 10, (1000,), device=dev)
     dl = DataLoader(TensorDataset(X, y), batch_size=100)
-    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)).to(dev)
+    model = nn.Sequential(
+        nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)
+    ).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def epoch():
@@ -57,27 +59,43 @@ def main():
 
     epoch()  # warm-up
     t_epoch, _ = timed(epoch, args.repeats, sync)
-    print(f"device={dev}, threads={torch.get_num_threads()}, P={sum(p.numel() for p in model.parameters())}")
+    print(
+        f"device={dev}, threads={torch.get_num_threads()}, P={sum(p.numel() for p in model.parameters())}"
+    )
     print(f"one training epoch (1000 samples, batch 100): {t_epoch:.3f} s")
     rows = []
     las = {}
     for hs in ["kron", "diag"]:
-        t, la = timed(lambda hs=hs: Laplace(model, "classification", hessian_structure=hs).fit(dl), args.repeats, sync)
+        t, la = timed(
+            lambda hs=hs: Laplace(model, "classification", hessian_structure=hs).fit(dl),
+            args.repeats,
+            sync,
+        )
         las[hs] = la
         rows.append((f"{hs} fit", t, t / t_epoch))
     Xs = X[:100]
     for hs in ["kron", "diag"]:
         t, _ = timed(lambda hs=hs: las[hs](Xs, link_approx="probit"), args.repeats, sync)
         rows.append((f"GLM predictive, 100 inputs ({hs})", t, t / t_epoch))
-    t_fit, la = timed(lambda: Laplace(model, "classification", subset_of_weights="last_layer",
-                                      hessian_structure="full").fit(dl), 1, sync)
+    t_fit, la = timed(
+        lambda: Laplace(
+            model, "classification", subset_of_weights="last_layer", hessian_structure="full"
+        ).fit(dl),
+        1,
+        sync,
+    )
     rows.append(("full last-layer fit", t_fit, t_fit / t_epoch))
     t_eig, _ = timed(lambda: (la.blocks_[0]._cache.clear(), la.log_marginal_likelihood()), 1, sync)
     rows.append(("  first marglik (eigenvalues of the 2570x2570 GGN)", t_eig, t_eig / t_epoch))
     t_hyp, _ = timed(lambda: la.optimize_prior_precision(n_steps=100, lr=0.1), args.repeats, sync)
     rows.append(("100 marglik hyper-steps (full last layer)", t_hyp, t_hyp / t_epoch))
-    la_lw = Laplace(model, "classification", subset_of_weights="last_layer", hessian_structure="full",
-                    prior_structure="layerwise").fit(dl)
+    la_lw = Laplace(
+        model,
+        "classification",
+        subset_of_weights="last_layer",
+        hessian_structure="full",
+        prior_structure="layerwise",
+    ).fit(dl)
     la_lw.log_marginal_likelihood()
     t_lw, _ = timed(lambda: la_lw.optimize_prior_precision(n_steps=100, lr=0.1), args.repeats, sync)
     rows.append(("100 hyper-steps, full last layer, layerwise prior", t_lw, t_lw / t_epoch))

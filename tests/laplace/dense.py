@@ -54,7 +54,9 @@ def dense_ggn(model, X, y, likelihood, names=None, link=lambda f: f):
     J, eta = jacobian(model, X, names, link)
     G = 0
     for n in range(X.shape[0]):
-        H = torch.autograd.functional.hessian(lambda e: nll_single(likelihood, e, y[n]), eta[n])
+        H = torch.autograd.functional.hessian(
+            lambda e, n=n: nll_single(likelihood, e, y[n]), eta[n]
+        )
         G = G + J[n].T @ H @ J[n]
     return G
 

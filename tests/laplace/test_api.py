@@ -22,7 +22,9 @@ def test_readouts_and_predictives(structure):
     la = Laplace(model, "classification", hessian_structure=structure, prior_precision=0.5).fit(dl)
     P = sum(p.numel() for p in model.parameters())
     assert la.mean.shape == (P,) and la.prior_precision_diag.shape == (P,)
-    torch.testing.assert_close(la.mean, torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    torch.testing.assert_close(
+        la.mean, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    )
     assert la.param_names == ["0.weight", "0.bias", "2.weight", "2.bias"]
     assert la.param_slices["0.bias"] == slice(24, 30)
     ppd = la.posterior_precision_diagonal()
@@ -56,7 +58,9 @@ def test_functional_variance_equals_dense_j_sigma_jt_and_group_blocks(structure)
     torch.testing.assert_close(la.functional_variance(X[:4]), J @ Sigma @ J.transpose(1, 2))
     total = 0
     for gname, names in groups.items():
-        cols = torch.cat([torch.arange(la.param_slices[n].start, la.param_slices[n].stop) for n in names])
+        cols = torch.cat(
+            [torch.arange(la.param_slices[n].start, la.param_slices[n].stop) for n in names]
+        )
         Jg = J[:, :, cols]
         Sg = Sigma[cols][:, cols]
         fg = la.functional_variance(X[:4], group=gname)
@@ -70,8 +74,13 @@ def test_functional_variance_equals_dense_j_sigma_jt_and_group_blocks(structure)
 def test_posterior_samples_have_the_posterior_covariance():
     model, dl, X = clf_setup()
     for structure in ["full", "kron", "diag"]:
-        la = Laplace(model, "classification", hessian_structure=structure, prior_structure="layerwise",
-                     prior_precision=torch.tensor([1.0, 2.0, 3.0, 4.0])).fit(dl)
+        la = Laplace(
+            model,
+            "classification",
+            hessian_structure=structure,
+            prior_structure="layerwise",
+            prior_precision=torch.tensor([1.0, 2.0, 3.0, 4.0]),
+        ).fit(dl)
         S = la.sample(20000, generator=torch.Generator().manual_seed(0))
         emp = torch.cov(S.T)
         cov = la.posterior_covariance()
@@ -99,7 +108,9 @@ def test_layer_route_variance_equals_torch_func_jacobian_route(structure, arch):
     else:
         X, y = torch.randn(12, 1, 5, 5), torch.randint(0, 3, (12,))
         model, dl = SmallCNN(), DataLoader(TensorDataset(X, y), batch_size=6)
-    la = Laplace(model, "classification", hessian_structure=structure, prior_structure="unitwise").fit(dl)
+    la = Laplace(
+        model, "classification", hessian_structure=structure, prior_structure="unitwise"
+    ).fit(dl)
     fast = la.functional_variance(X[:5])
     slow = predictive._functional_variance(la, X[:5], None, route="jacobian")
     torch.testing.assert_close(fast, slow)
@@ -109,10 +120,15 @@ def test_layer_route_variance_equals_torch_func_jacobian_route(structure, arch):
 def test_other_likelihood_predictives(likelihood):
     X = torch.randn(20, 2)
     k = {"regression": 2, "binary": 1, "heteroscedastic": 2}[likelihood]
-    y = {"regression": torch.randn(20, 2), "binary": torch.randint(0, 2, (20,)).double(),
-         "heteroscedastic": torch.randn(20)}[likelihood]
+    y = {
+        "regression": torch.randn(20, 2),
+        "binary": torch.randint(0, 2, (20,)).double(),
+        "heteroscedastic": torch.randn(20),
+    }[likelihood]
     model = nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, k))
-    la = Laplace(model, likelihood, hessian_structure="kron").fit(DataLoader(TensorDataset(X, y), batch_size=8))
+    la = Laplace(model, likelihood, hessian_structure="kron").fit(
+        DataLoader(TensorDataset(X, y), batch_size=8)
+    )
     out = la(X[:3])
     if likelihood == "binary":
         assert out.shape == (3, 1) and ((out > 0) & (out < 1)).all()
@@ -127,9 +143,11 @@ def test_other_likelihood_predictives(likelihood):
 
 def test_state_dict_round_trip():
     model, dl, X = clf_setup()
-    for kw in [dict(hessian_structure="kron", prior_structure="unitwise"),
-               dict(hessian_structure="full", subset_of_weights="last_layer"),
-               dict(hessian_structure="diag", prior_structure="layerwise")]:
+    for kw in [
+        dict(hessian_structure="kron", prior_structure="unitwise"),
+        dict(hessian_structure="full", subset_of_weights="last_layer"),
+        dict(hessian_structure="diag", prior_structure="layerwise"),
+    ]:
         la = Laplace(model, "classification", **kw).fit(dl)
         la.optimize_prior_precision(n_steps=5)
         sd = la.state_dict()
@@ -138,8 +156,9 @@ def test_state_dict_round_trip():
         torch.testing.assert_close(la2(X[:4]), la(X[:4]))
         torch.testing.assert_close(la2.prior_precision, la.prior_precision)
     with pytest.raises(ValueError, match="hessian_structure"):
-        Laplace(model, "classification", hessian_structure="diag").load_state_dict(sd | {
-            "config": sd["config"] | {"hessian_structure": "kron"}})
+        Laplace(model, "classification", hessian_structure="diag").load_state_dict(
+            sd | {"config": sd["config"] | {"hessian_structure": "kron"}}
+        )
 
 
 def test_float64_in_float64_out_and_float32_works():
@@ -149,7 +168,9 @@ def test_float64_in_float64_out_and_float32_works():
     assert la.log_marginal_likelihood().dtype == torch.float64
     m32 = nn.Sequential(nn.Linear(4, 3)).float()
     X32, y = torch.randn(10, 4, dtype=torch.float32), torch.randint(0, 3, (10,))
-    la32 = Laplace(m32, "classification", hessian_structure="kron").fit(DataLoader(TensorDataset(X32, y), batch_size=5))
+    la32 = Laplace(m32, "classification", hessian_structure="kron").fit(
+        DataLoader(TensorDataset(X32, y), batch_size=5)
+    )
     assert la32(X32[:2]).dtype == torch.float32 and la32.mean.dtype == torch.float32
 
 
@@ -170,26 +191,38 @@ def test_bad_input_errors():
         la.log_marginal_likelihood()
     # targets that do not match the likelihood
     with pytest.raises(TypeError, match="integer class targets"):
-        Laplace(model, "classification").fit(DataLoader(TensorDataset(X, torch.randn(30)), batch_size=10))
+        Laplace(model, "classification").fit(
+            DataLoader(TensorDataset(X, torch.randn(30)), batch_size=10)
+        )
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
-        Laplace(model, "classification").fit(DataLoader(TensorDataset(X, torch.full((30,), 5)), batch_size=10))
+        Laplace(model, "classification").fit(
+            DataLoader(TensorDataset(X, torch.full((30,), 5)), batch_size=10)
+        )
     with pytest.raises(ValueError, match="targets y of shape"):
-        Laplace(model, "regression").fit(DataLoader(TensorDataset(X, torch.randn(30, 2)), batch_size=10))
+        Laplace(model, "regression").fit(
+            DataLoader(TensorDataset(X, torch.randn(30, 2)), batch_size=10)
+        )
     with pytest.raises(TypeError, match="floating-point"):
-        Laplace(model, "regression").fit(DataLoader(TensorDataset(X, torch.ones(30, 3, dtype=torch.long)), batch_size=10))
+        Laplace(model, "regression").fit(
+            DataLoader(TensorDataset(X, torch.ones(30, 3, dtype=torch.long)), batch_size=10)
+        )
     with pytest.raises(ValueError, match="one output logit"):
         Laplace(model, "binary").fit(DataLoader(TensorDataset(X, torch.ones(30)), batch_size=10))
     # NaN in inputs / targets names the batch
     Xn = X.clone()
     Xn[25, 1] = math.nan
     with pytest.raises(ValueError, match="X of batch 2 contains NaN.*rows \\[5\\]"):
-        Laplace(model, "classification").fit(DataLoader(TensorDataset(Xn, torch.zeros(30, dtype=torch.long)), batch_size=10))
+        Laplace(model, "classification").fit(
+            DataLoader(TensorDataset(Xn, torch.zeros(30, dtype=torch.long)), batch_size=10)
+        )
     yn = torch.randn(30, 3)
     yn[3, 0] = math.inf
     with pytest.raises(ValueError, match="y of batch 0"):
         Laplace(model, "regression").fit(DataLoader(TensorDataset(X, yn), batch_size=10))
     # prior precision of the wrong shape says the expected shape
-    la = Laplace(model, "classification", prior_structure="layerwise", prior_precision=torch.ones(3))
+    la = Laplace(
+        model, "classification", prior_structure="layerwise", prior_precision=torch.ones(3)
+    )
     with pytest.raises(ValueError, match=r"shape \(3,\), expected \(\) or \(4,\).*layerwise"):
         la.fit(dl)
     la = Laplace(model, "classification", prior_structure="layerwise").fit(dl)

@@ -62,7 +62,9 @@ def test_full_and_diag_ggn_equal_dense(likelihood, arch):
     la = Laplace(model, likelihood, hessian_structure="full").fit(dl)
     torch.testing.assert_close(la.blocks_[0].H, sub(G, la.blocks_[0]), rtol=1e-9, atol=1e-10)
     lad = Laplace(model, likelihood, hessian_structure="diag").fit(dl)
-    torch.testing.assert_close(lad.blocks_[0].h, torch.diagonal(G)[lad.blocks_[0].idx], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(
+        lad.blocks_[0].h, torch.diagonal(G)[lad.blocks_[0].idx], rtol=1e-9, atol=1e-10
+    )
 
 
 @pytest.mark.parametrize("likelihood", LIKS)
@@ -74,7 +76,9 @@ def test_empirical_fisher_equals_sum_of_per_sample_gradient_outer_products(likel
     la = Laplace(model, likelihood, hessian_structure="full", curvature="ef").fit(dl)
     torch.testing.assert_close(la.blocks_[0].H, sub(E, la.blocks_[0]), rtol=1e-9, atol=1e-10)
     lad = Laplace(model, likelihood, hessian_structure="diag", curvature="ef").fit(dl)
-    torch.testing.assert_close(lad.blocks_[0].h, torch.diagonal(E)[lad.blocks_[0].idx], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(
+        lad.blocks_[0].h, torch.diagonal(E)[lad.blocks_[0].idx], rtol=1e-9, atol=1e-10
+    )
 
 
 class WithNorm(nn.Module):
@@ -97,7 +101,9 @@ def test_any_module_generic_and_module_routes_agree_with_dense():
     G = dense_ggn(model, X, y, "classification")
     dl = DataLoader(TensorDataset(X, y), batch_size=4)
     lad = Laplace(model, "classification", hessian_structure="diag").fit(dl)
-    torch.testing.assert_close(lad.blocks_[0].h, torch.diagonal(G)[lad.blocks_[0].idx], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(
+        lad.blocks_[0].h, torch.diagonal(G)[lad.blocks_[0].idx], rtol=1e-9, atol=1e-10
+    )
     laf = Laplace(model, "classification", hessian_structure="full").fit(dl)
     torch.testing.assert_close(laf.blocks_[0].H, sub(G, laf.blocks_[0]), rtol=1e-9, atol=1e-10)
 
@@ -108,7 +114,8 @@ def test_last_layer_full_ggn_equals_dense_block():
     names = ["2.weight", "2.bias"]
     G = dense_ggn(model, X, y, "classification", names=names)
     la = Laplace(model, "classification", subset_of_weights="last_layer").fit(
-        DataLoader(TensorDataset(X, y), batch_size=4))
+        DataLoader(TensorDataset(X, y), batch_size=4)
+    )
     assert la.param_names == names
     torch.testing.assert_close(la.blocks_[0].H, sub(G, la.blocks_[0]), rtol=1e-9, atol=1e-10)
 
@@ -117,12 +124,22 @@ def test_last_layer_full_ggn_equals_dense_block():
 def test_conv1d_conv3d_diag_equals_dense(conv):
     if conv == "1d":
         X = torch.randn(6, 2, 5)
-        model = nn.Sequential(nn.Conv1d(2, 3, 3, padding=1, stride=2), nn.Tanh(), nn.Flatten(), nn.Linear(9, 2))
+        model = nn.Sequential(
+            nn.Conv1d(2, 3, 3, padding=1, stride=2), nn.Tanh(), nn.Flatten(), nn.Linear(9, 2)
+        )
     else:
         X = torch.randn(5, 1, 3, 3, 3)
-        model = nn.Sequential(nn.Conv3d(1, 2, 2, dilation=1, padding="same"), nn.Tanh(), nn.Flatten(),
-                              nn.Linear(54, 2))
+        model = nn.Sequential(
+            nn.Conv3d(1, 2, 2, dilation=1, padding="same"),
+            nn.Tanh(),
+            nn.Flatten(),
+            nn.Linear(54, 2),
+        )
     y = torch.randn(X.shape[0], 2)
     G = dense_ggn(model, X, y, "regression")
-    la = Laplace(model, "regression", hessian_structure="diag").fit(DataLoader(TensorDataset(X, y), batch_size=4))
-    torch.testing.assert_close(la.blocks_[0].h, torch.diagonal(G)[la.blocks_[0].idx], rtol=1e-9, atol=1e-10)
+    la = Laplace(model, "regression", hessian_structure="diag").fit(
+        DataLoader(TensorDataset(X, y), batch_size=4)
+    )
+    torch.testing.assert_close(
+        la.blocks_[0].h, torch.diagonal(G)[la.blocks_[0].idx], rtol=1e-9, atol=1e-10
+    )

@@ -78,7 +78,9 @@ def test_conv_kfac_expand_exact_for_pointwise_deep_linear_conv():
     X, y = torch.randn(4, 3, 5), torch.randn(4, 5, 2)
     model = ConvSeq()
     G = dense_ggn(model, X, y.reshape(4, -1), "regression")
-    la = Laplace(model, "regression", hessian_structure="kron").fit(DataLoader(TensorDataset(X, y), batch_size=2))
+    la = Laplace(model, "regression", hessian_structure="kron").fit(
+        DataLoader(TensorDataset(X, y), batch_size=2)
+    )
     assert max(block_errors(la, G)) < 1e-9
 
 
@@ -88,7 +90,9 @@ def test_single_layer_kfac_is_exact_for_classification_last_layer():
     X, y = torch.randn(20, 3), torch.randint(0, 3, (20,))
     model = nn.Linear(3, 3)
     G = dense_ggn(model, X, y, "classification")
-    la = Laplace(model, "classification", hessian_structure="kron").fit(DataLoader(TensorDataset(X, y), batch_size=7))
+    la = Laplace(model, "classification", hessian_structure="kron").fit(
+        DataLoader(TensorDataset(X, y), batch_size=7)
+    )
     K = kron_dense(la.blocks_[0])
     assert torch.linalg.eigvalsh(K).min() > -1e-10
     idx = la.blocks_[0].idx
@@ -131,6 +135,8 @@ def test_embedding_kfac_matches_dense_block():
     X, y = torch.randint(0, 5, (12, 1)), torch.randn(12, 1)
     model = Emb()
     G = dense_ggn(model, X, y, "regression")
-    la = Laplace(model, "regression", hessian_structure="kron").fit(DataLoader(TensorDataset(X, y), batch_size=4))
+    la = Laplace(model, "regression", hessian_structure="kron").fit(
+        DataLoader(TensorDataset(X, y), batch_size=4)
+    )
     # single-output linear read-out: both factors exact (rank-one output gradient, one-hot inputs)
     assert max(block_errors(la, G)) < 1e-9

@@ -55,11 +55,22 @@ def test_linear_model_marglik_equals_closed_form_evidence(structure, prior):
         a, b, c = prec[:2], prec[2:5], prec[5]
         fn = lambda m: torch.cat([a[:, None] * b[None, :], (a * c)[:, None]], 1).reshape(-1)  # noqa: E731
     model, dl, Phi, y, p0, P = blr_setup(fn, sigma)
-    la = Laplace(model, "regression", hessian_structure=structure, prior_structure=prior,
-                 prior_precision=prec, sigma_noise=sigma).fit(dl)
-    torch.testing.assert_close(la.prior_precision_diag[la.blocks_[0].idx] if structure == "kron" else
-                               la.prior_precision_diag, p0 if structure == "kron" else
-                               torch.cat([p0.reshape(2, 4)[:, :3].reshape(-1), p0.reshape(2, 4)[:, 3]]))
+    la = Laplace(
+        model,
+        "regression",
+        hessian_structure=structure,
+        prior_structure=prior,
+        prior_precision=prec,
+        sigma_noise=sigma,
+    ).fit(dl)
+    torch.testing.assert_close(
+        la.prior_precision_diag[la.blocks_[0].idx]
+        if structure == "kron"
+        else la.prior_precision_diag,
+        p0
+        if structure == "kron"
+        else torch.cat([p0.reshape(2, 4)[:, :3].reshape(-1), p0.reshape(2, 4)[:, 3]]),
+    )
     lml = la.log_marginal_likelihood()
     torch.testing.assert_close(lml, blr_evidence(Phi, y, p0, sigma), rtol=1e-10, atol=1e-8)
 
@@ -67,7 +78,9 @@ def test_linear_model_marglik_equals_closed_form_evidence(structure, prior):
 @pytest.mark.parametrize("structure", ["full", "kron"])
 def test_glm_predictive_equals_closed_form(structure):
     model, dl, Phi, y, p0, P = blr_setup(lambda m: torch.full((8,), 2.0), 0.5)
-    la = Laplace(model, "regression", hessian_structure=structure, prior_precision=2.0, sigma_noise=0.5).fit(dl)
+    la = Laplace(
+        model, "regression", hessian_structure=structure, prior_precision=2.0, sigma_noise=0.5
+    ).fit(dl)
     Xs = torch.randn(6, 3)
     f_mu, f_var = la(Xs)
     phi = torch.cat([Xs, torch.ones(6, 1)], 1)
@@ -81,8 +94,14 @@ def mlp_fit(structure, prior, likelihood="regression", curvature="ggn"):
     X = torch.randn(20, 3)
     y = torch.randn(20, 2) if likelihood == "regression" else torch.randint(0, 2, (20,))
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
-    return Laplace(model, likelihood, hessian_structure=structure, prior_structure=prior,
-                   curvature=curvature, sigma_noise=0.7).fit(DataLoader(TensorDataset(X, y), batch_size=8))
+    return Laplace(
+        model,
+        likelihood,
+        hessian_structure=structure,
+        prior_structure=prior,
+        curvature=curvature,
+        sigma_noise=0.7,
+    ).fit(DataLoader(TensorDataset(X, y), batch_size=8))
 
 
 @pytest.mark.parametrize("structure", ["full", "diag", "kron"])
@@ -115,7 +134,9 @@ def test_kron_logdet_routes_against_dense():
     for b in la.blocks_:
         bp = la.layout_.block_prior(prec, diag, b)
         dense = s * torch.kron(b.B, b.A) + torch.diag(bp.diag)
-        torch.testing.assert_close(b.logdet(s, bp), torch.logdet(dense))  # exact Kronecker-prior route
+        torch.testing.assert_close(
+            b.logdet(s, bp), torch.logdet(dense)
+        )  # exact Kronecker-prior route
     lad = mlp_fit("kron", "diagonal")
     prec = torch.rand(lad.layout_.n_hyper) + 0.5
     diag = lad.layout_.to_diag(prec)
@@ -123,10 +144,14 @@ def test_kron_logdet_routes_against_dense():
         bp = lad.layout_.block_prior(prec, diag, b)
         exact = torch.logdet(s * torch.kron(b.B, b.A) + torch.diag(bp.diag))
         approx = b.logdet(s, bp)
-        assert approx >= exact - 1e-10  # Hadamard: the eigenbasis-diagonal approximation is an upper bound
+        assert (
+            approx >= exact - 1e-10
+        )  # Hadamard: the eigenbasis-diagonal approximation is an upper bound
         assert approx - exact < 0.1 * abs(float(exact)) + 1.0
         bp_iso = lad.layout_.block_prior(torch.full_like(prec, 0.8), torch.full_like(diag, 0.8), b)
-        torch.testing.assert_close(b.logdet(s, bp_iso), torch.logdet(s * torch.kron(b.B, b.A) + 0.8 * torch.eye(b.d)))
+        torch.testing.assert_close(
+            b.logdet(s, bp_iso), torch.logdet(s * torch.kron(b.B, b.A) + 0.8 * torch.eye(b.d))
+        )
 
 
 class Augmented(nn.Module):
@@ -147,7 +172,9 @@ def test_differentiable_marglik_gradient_to_network_hyperparameter_matches_fd(st
     dl = DataLoader(TensorDataset(X, y), batch_size=6)
     model = Augmented()
     names = [n for n, _ in model.named_parameters() if n.startswith("net.")]
-    la = Laplace(model, "regression", hessian_structure=structure, params=names, prior_precision=0.5)
+    la = Laplace(
+        model, "regression", hessian_structure=structure, params=names, prior_precision=0.5
+    )
     la.fit(dl, create_graph=True)
     (g,) = torch.autograd.grad(la.log_marginal_likelihood(), [model.amp])
     eps = 1e-5
@@ -155,8 +182,19 @@ def test_differentiable_marglik_gradient_to_network_hyperparameter_matches_fd(st
     for sgn in (1, -1):
         with torch.no_grad():
             model.amp += sgn * eps
-        vals.append(float(Laplace(model, "regression", hessian_structure=structure, params=names,
-                                  prior_precision=0.5).fit(dl).log_marginal_likelihood()))
+        vals.append(
+            float(
+                Laplace(
+                    model,
+                    "regression",
+                    hessian_structure=structure,
+                    params=names,
+                    prior_precision=0.5,
+                )
+                .fit(dl)
+                .log_marginal_likelihood()
+            )
+        )
         with torch.no_grad():
             model.amp -= sgn * eps
     fd = (vals[0] - vals[1]) / (2 * eps)
@@ -185,3 +223,47 @@ def test_effective_dimensions_match_eigenvalue_formula():
         lam = torch.linalg.eigvalsh(H[sl, sl]) * s
         delta = la.prior_precision_diag[sl][0]
         assert math.isclose(ed[name], float((lam / (lam + delta)).sum()), rel_tol=1e-8)
+
+
+def test_per_output_sigma_full_and_diag_are_exact_and_differentiable():
+    sig = torch.tensor([0.4, 1.3])
+    model, dl, Phi, y, p0, P = blr_setup(lambda m: torch.full((8,), 2.0), 0.5)
+    # evidence with one σ per output: outputs independent, log N(y_k | 0, σ_k² I + Φ Φᵀ / δ)
+    ev = sum(
+        torch.distributions.MultivariateNormal(
+            torch.zeros(len(y)), sig[k] ** 2 * torch.eye(len(y)) + Phi @ Phi.T / 2.0
+        ).log_prob(y[:, k])
+        for k in range(2)
+    )
+    # the closed form needs the MAP under these σ: refit the weights per output
+    with torch.no_grad():
+        for k in range(2):
+            A = Phi.T @ Phi / sig[k] ** 2 + 2.0 * torch.eye(4)
+            w = torch.linalg.solve(A, Phi.T @ y[:, k] / sig[k] ** 2)
+            model.weight[k] = w[:3]
+            model.bias[k] = w[3]
+    for structure in ["full", "diag"]:
+        la = Laplace(
+            model,
+            "regression",
+            hessian_structure=structure,
+            prior_precision=2.0,
+            sigma_noise=torch.tensor([1.0, 1.0]),
+        ).fit(dl)
+        if structure == "full":
+            torch.testing.assert_close(la.log_marginal_likelihood(sigma_noise=sig), ev)
+        ls = sig.log().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(la.log_marginal_likelihood(sigma_noise=ls.exp()), [ls])
+        with torch.no_grad():
+            for k in range(2):
+                e = torch.zeros(2)
+                e[k] = 1e-6
+                fd = (
+                    la.log_marginal_likelihood(sigma_noise=(ls + e).exp())
+                    - la.log_marginal_likelihood(sigma_noise=(ls - e).exp())
+                ) / 2e-6
+                assert abs(float(fd - g[k])) < 1e-5 * max(1.0, abs(float(fd)))
+    lak = Laplace(model, "regression", hessian_structure="kron", sigma_noise=sig).fit(dl)
+    lak.log_marginal_likelihood(sigma_noise=2 * sig)  # a common rescaling is exact
+    with pytest.raises(ValueError, match="fit-time sigma"):
+        lak.log_marginal_likelihood(sigma_noise=torch.tensor([1.0, 2.0]))

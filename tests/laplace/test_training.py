@@ -22,8 +22,17 @@ def test_marglik_training_recovers_noise_level_and_keeps_best_model():
     model = nn.Sequential(nn.Linear(1, 24), nn.Tanh(), nn.Linear(24, 1))
     seen = []
     model, la, hist = marglik_training(
-        model, dl, "regression", hessian_structure="kron", prior_structure="layerwise", n_epochs=120,
-        lr=2e-2, n_epochs_burnin=20, marglik_frequency=10, n_hypersteps=30, progress=False,
+        model,
+        dl,
+        "regression",
+        hessian_structure="kron",
+        prior_structure="layerwise",
+        n_epochs=120,
+        lr=2e-2,
+        n_epochs_burnin=20,
+        marglik_frequency=10,
+        n_hypersteps=30,
+        progress=False,
         callback=lambda info: seen.append(info["epoch"]),
     )
     assert isinstance(la, Laplace)
@@ -45,9 +54,19 @@ def test_marglik_training_prior_structures_param_groups_and_stop(prior):
     model = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 3))
     groups = {"body": ["0.weight", "0.bias"], "head": ["2.weight", "2.bias"]}
     model, la, hist = marglik_training(
-        model, dl, "classification", hessian_structure="kron", prior_structure=prior, n_epochs=6,
-        lr=1e-2, n_epochs_burnin=1, marglik_frequency=2, n_hypersteps=5, progress=False,
-        param_groups=groups, group_structure={"head": "full"},
+        model,
+        dl,
+        "classification",
+        hessian_structure="kron",
+        prior_structure=prior,
+        n_epochs=6,
+        lr=1e-2,
+        n_epochs_burnin=1,
+        marglik_frequency=2,
+        n_hypersteps=5,
+        progress=False,
+        param_groups=groups,
+        group_structure={"head": "full"},
         callback=lambda info: info["epoch"] == 4,  # stop after epoch 4
     )
     assert hist.sizes["epoch"] == 4
@@ -71,8 +90,57 @@ def test_marglik_training_learns_extra_parameter_by_differentiable_marglik():
     model = Scaled()
     names = [n for n, _ in model.named_parameters() if n.startswith("net.")]
     before = float(model.amp)
-    model, la, hist = marglik_training(model, dl, "regression", params=names, extra_params=[model.amp],
-                                       n_epochs=3, n_epochs_burnin=1, n_hypersteps=2, lr=1e-2,
-                                       progress=False)
+    model, la, hist = marglik_training(
+        model,
+        dl,
+        "regression",
+        params=names,
+        extra_params=[model.amp],
+        n_epochs=3,
+        n_epochs_burnin=1,
+        n_hypersteps=2,
+        lr=1e-2,
+        progress=False,
+    )
     assert float(model.amp) != before
     assert la.param_names == names
+
+
+def test_marglik_training_per_output_sigma_history_has_output_dim():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(60, 2, generator=g)
+    y = torch.stack(
+        [
+            X[:, 0] + 0.1 * torch.randn(60, generator=g),
+            X[:, 1] + 1.0 * torch.randn(60, generator=g),
+        ],
+        1,
+    )
+    dl = DataLoader(TensorDataset(X, y), batch_size=30)
+    model = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2))
+    model, la, hist = marglik_training(
+        model,
+        dl,
+        "regression",
+        hessian_structure="diag",
+        sigma_noise_init=torch.ones(2),
+        n_epochs=40,
+        lr=3e-2,
+        n_epochs_burnin=5,
+        marglik_frequency=5,
+        n_hypersteps=20,
+        progress=False,
+    )
+    assert hist.sigma_noise.dims == ("epoch", "output")
+    s = la.sigma_noise
+    assert s.shape == (2,) and s[0] < s[1]  # the noisier output gets the larger σ
+    with pytest.raises(ValueError, match="per-output sigma_noise"):
+        marglik_training(
+            model,
+            dl,
+            "regression",
+            hessian_structure="kron",
+            sigma_noise_init=torch.ones(2),
+            n_epochs=1,
+            progress=False,
+        )

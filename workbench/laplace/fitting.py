@@ -42,15 +42,38 @@ def plan_blocks(spec, groups, structures, fallback):
         rest = [n for n in names if n not in covered]
         if struct == "full":
             # all parameters in supported layers: per-sample gradients from (a, g), no torch.func pass
-            plans.append({"kind": "full", "group": gname, "names": list(names),
-                          "modules": mods if not rest else []})
+            plans.append(
+                {
+                    "kind": "full",
+                    "group": gname,
+                    "names": list(names),
+                    "modules": mods if not rest else [],
+                }
+            )
             continue
         if struct == "diag":
-            plans.append({"kind": "diag", "group": gname, "names": list(names), "modules": mods, "generic": rest})
+            plans.append(
+                {
+                    "kind": "diag",
+                    "group": gname,
+                    "names": list(names),
+                    "modules": mods,
+                    "generic": rest,
+                }
+            )
             continue
         for mname, mod, wg, bg in mods:
-            plans.append({"kind": "kron", "group": gname, "module": mname, "mod": mod, "w": wg, "b": bg,
-                          "names": [n for n in (wg, bg) if n]})
+            plans.append(
+                {
+                    "kind": "kron",
+                    "group": gname,
+                    "module": mname,
+                    "mod": mod,
+                    "w": wg,
+                    "b": bg,
+                    "names": [n for n in (wg, bg) if n],
+                }
+            )
         if rest:
             owners = sorted({spec.owner.get(n, ("?", ""))[0] or "<model>" for n in rest})
             if fallback == "error":
@@ -65,7 +88,9 @@ def plan_blocks(spec, groups, structures, fallback):
                 "they get an exact diagonal block (kfac_fallback='diag')",
                 stacklevel=3,
             )
-            plans.append({"kind": "diag", "group": gname, "names": rest, "modules": [], "generic": rest})
+            plans.append(
+                {"kind": "diag", "group": gname, "names": rest, "modules": [], "generic": rest}
+            )
     for p in plans:
         if p["kind"] == "kron":
             p["idx"] = module_idx(spec, p["mod"], p["w"], p["b"])
@@ -73,7 +98,9 @@ def plan_blocks(spec, groups, structures, fallback):
             p["idx"] = torch.cat([module_idx(spec, mod, w, b) for (_, mod, w, b) in p["modules"]])
             p["names"] = [n for (_, _, w, b) in p["modules"] for n in (w, b) if n]
         else:
-            p["idx"] = torch.cat([torch.arange(spec.slices[n].start, spec.slices[n].stop) for n in p["names"]])
+            p["idx"] = torch.cat(
+                [torch.arange(spec.slices[n].start, spec.slices[n].stop) for n in p["names"]]
+            )
     return plans
 
 
@@ -120,7 +147,18 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
     stats = {"sse": None, "n_obs": 0, "ll": 0.0}
     n_data = 0
     out_shape = None
-    sigma_curv = la._sigma_curv()
+    comps = la._comps_mode()
+    sigma_curv = None if comps else la._sigma_curv()
+    K_out = la._sigma_fit.numel() if comps else 1
+    if comps:
+        hdiag = ref.new_zeros(K_out, spec.P)
+
+    def per_k(fn, g, colk):
+        """fn over the columns of each output k separately, stacked (K, ...), or fn(g) when not per output."""
+        if not comps:
+            return fn(g)
+        return torch.stack([fn(g[colk == k]) for k in range(K_out)])
+
     it = tqdm(loader, desc="Laplace fit", disable=not progress, leave=False)
     for bi, batch in enumerate(it):
         X, y = unpack_batch(batch, bi)
@@ -133,7 +171,10 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
         if keep:
             theta = dict(params)
         else:
-            theta = {k: (v.detach().requires_grad_(True) if k in spec.slices else v.detach()) for k, v in params.items()}
+            theta = {
+                k: (v.detach().requires_grad_(True) if k in spec.slices else v.detach())
+                for k, v in params.items()
+            }
         with torch.enable_grad(), capture(need_mod, keep) as store:
             out = functional_call(model, theta, (X,))
             if not isinstance(out, torch.Tensor) or out.ndim < 2:
@@ -147,7 +188,11 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
         N = eta.shape[0]
         out_shape = tuple(eta.shape[1:])
         eta3 = eta.reshape(N, -1, eta.shape[-1])
-        y3 = yy.reshape(N, eta3.shape[1]) if lik.name == "classification" else yy.reshape(N, eta3.shape[1], -1)
+        y3 = (
+            yy.reshape(N, eta3.shape[1])
+            if lik.name == "classification"
+            else yy.reshape(N, eta3.shape[1], -1)
+        )
         n_data += N
         if lik.has_sigma:
             r2 = ((y3 - eta3) ** 2).sum((0, 1))
@@ -159,43 +204,85 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
             stats["ll"] = stats["ll"] + (ll if keep else ll.detach())
         cot = _cotangents(lik, eta3, y3, la.curvature, sigma_curv, keep)
         C = cot.shape[0]
+        colk = (
+            torch.arange(C, device=ref.device) % K_out
+        )  # output index of every column (per-output σ)
         if need_mod:
             grads = module_grads(eta, cot.reshape(C, *eta.shape), store, keep)
             for i, p in enumerate(plans):
                 if p["kind"] == "kron":
-                    a, g = collect(p["mod"], store[p["module"]], grads[p["module"]], p["w"] is not None, p["b"] is not None)
+                    a, g = collect(
+                        p["mod"],
+                        store[p["module"]],
+                        grads[p["module"]],
+                        p["w"] is not None,
+                        p["b"] is not None,
+                    )
+                    if comps:  # KFAC keeps the fit-time σ inside its factors
+                        g = g / la._sigma_fit[colk][:, None, None, None]
                     A, B, cnt = kfac_terms(a, g, la.kfac)
-                    acc[i] = [A, B, cnt] if acc[i] is None else [acc[i][0] + A, acc[i][1] + B, acc[i][2] + cnt]
+                    acc[i] = (
+                        [A, B, cnt]
+                        if acc[i] is None
+                        else [acc[i][0] + A, acc[i][1] + B, acc[i][2] + cnt]
+                    )
                 elif p["kind"] == "full" and p["modules"]:
-                    ag = [collect(mod, store[m], grads[m], w is not None, b is not None) for (m, mod, w, b) in p["modules"]]
-                    H = full_from_ag(ag, la.chunk_budget)
+                    ag = [
+                        collect(mod, store[m], grads[m], w is not None, b is not None)
+                        for (m, mod, w, b) in p["modules"]
+                    ]
+                    H = (
+                        torch.stack(
+                            [
+                                full_from_ag([(a, g[colk == k]) for a, g in ag], la.chunk_budget)
+                                for k in range(K_out)
+                            ]
+                        )
+                        if comps
+                        else full_from_ag(ag, la.chunk_budget)
+                    )
                     acc[i] = H if acc[i] is None else acc[i] + H
                 elif p["kind"] == "diag":
                     for mname, mod, w, b in p["modules"]:
-                        a, g = collect(mod, store[mname], grads[mname], w is not None, b is not None)
-                        hdiag_parts.append((module_idx(spec, mod, w, b), exact_diag(a, g).reshape(-1)))
+                        a, g = collect(
+                            mod, store[mname], grads[mname], w is not None, b is not None
+                        )
+                        dg = per_k(lambda gg, a=a: exact_diag(a, gg).reshape(-1), g, colk)
+                        hdiag_parts.append((module_idx(spec, mod, w, b), dg))
         del store
         if generic:
             Lc = cot.reshape(C, N, -1).permute(1, 2, 0)
             if not keep:
                 Lc = Lc.detach()
             Xg = X if keep else X.detach()
-            Jt = jac_t_products(model, theta, generic, Xg, Lc, lik.link, budget=la.chunk_budget)  # (N, C, Pg)
+            Jt = jac_t_products(
+                model, theta, generic, Xg, Lc, lik.link, budget=la.chunk_budget
+            )  # (N, C, Pg)
             if not keep:
                 Jt = Jt.detach()
             for i, p in enumerate(plans):
                 if p["kind"] == "full" and not p["modules"]:
                     cols = torch.cat([torch.arange(*gpos[n]) for n in p["names"]]).to(ref.device)
-                    Jb = Jt[:, :, cols].reshape(-1, cols.numel())
-                    H = Jb.T @ Jb
+                    Jb = Jt[:, :, cols].transpose(0, 1)  # (C, N, d)
+                    H = per_k(
+                        lambda J: J.reshape(-1, J.shape[-1]).T @ J.reshape(-1, J.shape[-1]),
+                        Jb,
+                        colk,
+                    )
                     acc[i] = H if acc[i] is None else acc[i] + H
                 elif p["kind"] == "diag" and p["generic"]:
                     for n in p["generic"]:
-                        sq = (Jt[:, :, gpos[n][0] : gpos[n][1]] ** 2).sum((0, 1))
-                        hdiag_parts.append((torch.arange(spec.slices[n].start, spec.slices[n].stop), sq))
+                        sq = per_k(
+                            lambda J: (J**2).sum((0, 1)),
+                            Jt[:, :, gpos[n][0] : gpos[n][1]].transpose(0, 1),
+                            colk,
+                        )
+                        hdiag_parts.append(
+                            (torch.arange(spec.slices[n].start, spec.slices[n].stop), sq)
+                        )
         if hdiag_parts:
             for idx, v in hdiag_parts:
-                hdiag = hdiag.index_add(0, idx.to(ref.device), v)
+                hdiag = hdiag.index_add(hdiag.ndim - 1, idx.to(ref.device), v)
             hdiag_parts = []
     if n_data == 0:
         raise ValueError("train_loader is empty")
@@ -205,7 +292,7 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
         if p["kind"] == "full":
             blocks.append(FullBlock(idx, p["names"], acc[i]))
         elif p["kind"] == "diag":
-            blocks.append(DiagBlock(idx, p["names"], hdiag[idx]))
+            blocks.append(DiagBlock(idx, p["names"], hdiag[..., idx]))
         else:
             A, B, cnt = acc[i]
             blocks.append(KronBlock(idx, p["names"], A, B / cnt, p["module"]))

@@ -28,7 +28,7 @@ from ._validation import (
 from .fitting import fit_curvature, plan_blocks
 from .likelihoods import get_likelihood
 from .params import build_spec, last_layer_names
-from .posteriors import block_from_state
+from .posteriors import Scale, block_from_state
 from .priors import PriorLayout
 
 
@@ -57,17 +57,34 @@ class Laplace:
     chunk_budget : max numbers materialised at once for per-sample Jacobians
     """
 
-    def __init__(self, model, likelihood, subset_of_weights="all", hessian_structure="full",
-                 prior_precision=1.0, prior_structure="scalar", prior_mean=0.0, sigma_noise=1.0,
-                 temperature=1.0, curvature="ggn", kfac="expand", param_groups=None,
-                 group_structure=None, params=None, kfac_fallback="diag", chunk_budget=2**25):
+    def __init__(
+        self,
+        model,
+        likelihood,
+        subset_of_weights="all",
+        hessian_structure="full",
+        prior_precision=1.0,
+        prior_structure="scalar",
+        prior_mean=0.0,
+        sigma_noise=1.0,
+        temperature=1.0,
+        curvature="ggn",
+        kfac="expand",
+        param_groups=None,
+        group_structure=None,
+        params=None,
+        kfac_fallback="diag",
+        chunk_budget=2**25,
+    ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.likelihood = likelihood
         self.lik_ = get_likelihood(likelihood)
         self.subset_of_weights = check_choice("subset_of_weights", subset_of_weights, SUBSETS)
-        self.hessian_structure = check_choice("hessian_structure", hessian_structure, HESSIAN_STRUCTURES)
+        self.hessian_structure = check_choice(
+            "hessian_structure", hessian_structure, HESSIAN_STRUCTURES
+        )
         self.prior_structure = check_choice("prior_structure", prior_structure, PRIOR_STRUCTURES)
         self.curvature = check_choice("curvature", curvature, CURVATURES)
         self.kfac = check_choice("kfac", kfac, KFAC_FLAVOURS)
@@ -93,7 +110,9 @@ class Laplace:
             raise ValueError("model has no parameters")
         self._sigma = positive_tensor("sigma_noise", sigma_noise, ref).detach()
         if self._sigma.ndim > 1:
-            raise ValueError(f"sigma_noise must be a scalar or a 1-D tensor (one per output), got shape {tuple(self._sigma.shape)}")
+            raise ValueError(
+                f"sigma_noise must be a scalar or a 1-D tensor (one per output), got shape {tuple(self._sigma.shape)}"
+            )
         self._fitted = False
         self.spec_ = None
 
@@ -105,19 +124,29 @@ class Laplace:
         model = self.model
         if self.subset_of_weights == "last_layer":
             if first_X is None:
-                raise NotFittedError("last-layer Laplace needs data to find the last layer: call fit first")
+                raise NotFittedError(
+                    "last-layer Laplace needs data to find the last layer: call fit first"
+                )
             names = last_layer_names(model, first_X)
         else:
             names = self.params
         spec = build_spec(model, names)
         groups = self._groups(spec)
-        structures = {g: (self.group_structure or {}).get(g, self.hessian_structure) for g in groups}
+        structures = {
+            g: (self.group_structure or {}).get(g, self.hessian_structure) for g in groups
+        }
         self.spec_ = spec
         self.groups_ = groups
         self.plans_ = plan_blocks(spec, groups, structures, self.kfac_fallback)
-        self.layout_ = PriorLayout(self.prior_structure, spec, groups if self.param_groups else None, model)
+        self.layout_ = PriorLayout(
+            self.prior_structure, spec, groups if self.param_groups else None, model
+        )
         ref = self._ref()
-        if not hasattr(self, "_prior_prec") or self._prior_prec is None or self._prior_prec.shape != self.layout_.expected_shape:
+        if (
+            not hasattr(self, "_prior_prec")
+            or self._prior_prec is None
+            or self._prior_prec.shape != self.layout_.expected_shape
+        ):
             self._prior_prec = self.layout_.init(self._init_prior_precision, ref).detach()
         pm = torch.as_tensor(self._init_prior_mean, dtype=ref.dtype, device=ref.device)
         if pm.ndim > 0 and tuple(pm.shape) != (spec.P,):
@@ -131,10 +160,14 @@ class Laplace:
         seen, groups = {}, {}
         for g, names in self.param_groups.items():
             if isinstance(names, str):
-                raise TypeError(f"param_groups[{g!r}] must be a list of parameter names, got a string")
+                raise TypeError(
+                    f"param_groups[{g!r}] must be a list of parameter names, got a string"
+                )
             bad = [n for n in names if n not in sel]
             if bad:
-                raise ValueError(f"param_groups[{g!r}] names parameters not covered by the Laplace: {bad}")
+                raise ValueError(
+                    f"param_groups[{g!r}] names parameters not covered by the Laplace: {bad}"
+                )
             for n in names:
                 if n in seen:
                     raise ValueError(f"parameter {n!r} is in param groups {seen[n]!r} and {g!r}")
@@ -146,7 +179,9 @@ class Laplace:
         if self.group_structure:
             unknown = set(self.group_structure) - set(groups)
             if unknown:
-                raise ValueError(f"group_structure names unknown groups {sorted(unknown)}; groups are {list(groups)}")
+                raise ValueError(
+                    f"group_structure names unknown groups {sorted(unknown)}; groups are {list(groups)}"
+                )
         return groups
 
     def _check_fitted(self, what="this"):
@@ -173,7 +208,10 @@ class Laplace:
             self._setup(X0)
             self._sigma = self._sigma.to(self._ref())
             self._sigma_fit = self._sigma.clone()
-            blocks, stats, n_data, out_shape = fit_curvature(self, train_loader, create_graph, progress)
+            self.comps_ = self._comps_mode()
+            blocks, stats, n_data, out_shape = fit_curvature(
+                self, train_loader, create_graph, progress
+            )
         finally:
             self.model.train(was_training)
         self.blocks_ = blocks
@@ -185,6 +223,15 @@ class Laplace:
         self._mean = torch.cat([params[n].detach().reshape(-1) for n in self.spec_.names])
         self._fitted = True
         return self
+
+    def _comps_mode(self):
+        """Regression GGN with one σ per output: full/diag blocks are stored per output."""
+        return (
+            self.lik_.has_sigma
+            and self.curvature == "ggn"
+            and self._sigma.ndim == 1
+            and self._sigma.numel() > 1
+        )
 
     def _sigma_curv(self):
         """σ used inside the curvature: None (unit, rescaled later) for scalar σ, else per output."""
@@ -215,7 +262,9 @@ class Laplace:
     def sigma_noise(self, value):
         s = positive_tensor("sigma_noise", value, self._ref())
         if self._fitted and self._sigma_curv() is not None and s.shape != self._sigma.shape:
-            raise ValueError(f"sigma_noise has shape {tuple(s.shape)}, expected {tuple(self._sigma.shape)}")
+            raise ValueError(
+                f"sigma_noise has shape {tuple(s.shape)}, expected {tuple(self._sigma.shape)}"
+            )
         self._sigma = s
         for b in getattr(self, "blocks_", []):
             b.invalidate()
@@ -225,7 +274,15 @@ class Laplace:
         T = self.temperature
         if not self.lik_.has_sigma:
             return 1.0 / T
-        if self._sigma_curv() is None:
+        if getattr(self, "comps_", False):
+            K = self._sigma_fit.numel()
+            per_out = 1.0 / ((sigma.reshape(-1).expand(K)) ** 2 * T)
+            return Scale(lambda: self._proportional_scale(sigma), per_out)
+        return self._proportional_scale(sigma)
+
+    def _proportional_scale(self, sigma):
+        T = self.temperature
+        if self._sigma_curv() is None and not getattr(self, "comps_", False):
             if sigma.numel() > 1:
                 raise ValueError(
                     "sigma_noise was a scalar at fit time; refit with a per-output sigma_noise to use one"
@@ -236,8 +293,9 @@ class Laplace:
             sig = ratio.mean()
             if not torch.allclose(ratio, sig.expand_as(ratio), rtol=1e-6, atol=0):
                 raise ValueError(
-                    "per-output sigma_noise: the stored curvature is weighted by the fit-time sigma; "
-                    "only a common rescaling of it is exact -- refit the Laplace with the new sigma_noise"
+                    "per-output sigma_noise: KFAC / empirical-Fisher curvature keeps the fit-time sigma "
+                    "inside its factors, so only a common rescaling of it is exact -- refit the Laplace "
+                    "with the new sigma_noise, or use hessian_structure='full'/'diag' (stored per output)"
                 )
         p = 4 if self.curvature == "ef" else 2
         return 1.0 / (sig**p * T)
@@ -325,11 +383,14 @@ class Laplace:
         self._check_fitted("log_marginal_likelihood()")
         return _marglik.log_marginal_likelihood(self, prior_precision, sigma_noise)
 
-    def optimize_prior_precision(self, method="marglik", n_steps=100, lr=0.1, optimize_sigma=False,
-                                 progress=False):
+    def optimize_prior_precision(
+        self, method="marglik", n_steps=100, lr=0.1, optimize_sigma=False, progress=False
+    ):
         """Maximise the evidence w.r.t. log prior precision (and log σ if ``optimize_sigma``)."""
         self._check_fitted("optimize_prior_precision()")
-        return _marglik.optimize_prior_precision(self, method, n_steps, lr, optimize_sigma, progress)
+        return _marglik.optimize_prior_precision(
+            self, method, n_steps, lr, optimize_sigma, progress
+        )
 
     # ------------------------------------------------------------------ predictive
     def __call__(self, x, pred_type="glm", link_approx="probit", n_samples=100, generator=None):
@@ -362,10 +423,15 @@ class Laplace:
         det = lambda t: t.detach() if isinstance(t, torch.Tensor) else t  # noqa: E731
         return {
             "config": {
-                "likelihood": self.lik_.name, "subset_of_weights": self.subset_of_weights,
-                "hessian_structure": self.hessian_structure, "prior_structure": self.prior_structure,
-                "curvature": self.curvature, "kfac": self.kfac, "temperature": self.temperature,
-                "param_groups": self.param_groups, "group_structure": self.group_structure,
+                "likelihood": self.lik_.name,
+                "subset_of_weights": self.subset_of_weights,
+                "hessian_structure": self.hessian_structure,
+                "prior_structure": self.prior_structure,
+                "curvature": self.curvature,
+                "kfac": self.kfac,
+                "temperature": self.temperature,
+                "param_groups": self.param_groups,
+                "group_structure": self.group_structure,
             },
             "param_names": list(self.spec_.names),
             "mean": self._mean.detach(),
@@ -381,10 +447,19 @@ class Laplace:
 
     def load_state_dict(self, state):
         cfg = state["config"]
-        for key in ("likelihood", "hessian_structure", "prior_structure", "curvature", "kfac", "subset_of_weights"):
+        for key in (
+            "likelihood",
+            "hessian_structure",
+            "prior_structure",
+            "curvature",
+            "kfac",
+            "subset_of_weights",
+        ):
             mine = self.lik_.name if key == "likelihood" else getattr(self, key)
             if cfg[key] != mine:
-                raise ValueError(f"state_dict was saved with {key}={cfg[key]!r}, this Laplace has {mine!r}")
+                raise ValueError(
+                    f"state_dict was saved with {key}={cfg[key]!r}, this Laplace has {mine!r}"
+                )
         ref = self._ref()
         if self.subset_of_weights == "last_layer":
             self.params, restore = state["param_names"], True
@@ -409,10 +484,13 @@ class Laplace:
         self.loglik_stats_ = {k: to(v) for k, v in state["loglik_stats"].items()}
         self.blocks_ = [block_from_state({k: to(v) for k, v in b.items()}) for b in state["blocks"]]
         self.create_graph_ = False
+        self.comps_ = self._comps_mode()
         self._fitted = True
         return self
 
     def __repr__(self):
         fitted = f", P={self.spec_.P}" if self._fitted else ""
-        return (f"Laplace(likelihood={self.lik_.name!r}, subset_of_weights={self.subset_of_weights!r}, "
-                f"hessian_structure={self.hessian_structure!r}, prior_structure={self.prior_structure!r}{fitted})")
+        return (
+            f"Laplace(likelihood={self.lik_.name!r}, subset_of_weights={self.subset_of_weights!r}, "
+            f"hessian_structure={self.hessian_structure!r}, prior_structure={self.prior_structure!r}{fitted})"
+        )

@@ -62,7 +62,9 @@ class GaussianRegression(Likelihood):
             return y.to(f.dtype)
         if f.shape[-1] == 1 and y.shape == f.shape[:-1]:
             return y.unsqueeze(-1).to(f.dtype)
-        raise _shape_error(self.name, f, y, f"shape {tuple(f.shape)} (or {tuple(f.shape[:-1])} for one output)")
+        raise _shape_error(
+            self.name, f, y, f"shape {tuple(f.shape)} (or {tuple(f.shape[:-1])} for one output)"
+        )
 
     def log_lik(self, eta, y, sigma=None):
         sigma = torch.ones((), dtype=eta.dtype, device=eta.device) if sigma is None else sigma
@@ -131,7 +133,9 @@ class Binary(Likelihood):
         if y.shape != f.shape:
             raise _shape_error(self.name, f, y, f"0/1 targets of shape {tuple(f.shape[:-1])}")
         if not ((y == 0) | (y == 1)).all():
-            raise ValueError(f"likelihood='binary' needs targets in {{0, 1}}; batch {batch_index} has others")
+            raise ValueError(
+                f"likelihood='binary' needs targets in {{0, 1}}; batch {batch_index} has others"
+            )
         return y.to(f.dtype)
 
     def log_lik(self, eta, y, sigma=None):
@@ -184,7 +188,13 @@ class HeteroscedasticGaussian(Likelihood):
     def log_lik(self, eta, y, sigma=None):
         K = eta.shape[-1] // 2
         e1, e2 = eta[..., :K], eta[..., K:]
-        ll = e1 * y + e2 * y**2 + e1**2 / (4 * e2) + 0.5 * torch.log(-2 * e2) - 0.5 * math.log(2 * math.pi)
+        ll = (
+            e1 * y
+            + e2 * y**2
+            + e1**2 / (4 * e2)
+            + 0.5 * torch.log(-2 * e2)
+            - 0.5 * math.log(2 * math.pi)
+        )
         return ll.sum()
 
     def hessian_sqrt(self, eta, y, sigma=None):

@@ -18,8 +18,11 @@ def _hyper(la, prior_precision, sigma_noise):
     if prior_precision is None:
         prec = la._prior_prec
     else:
-        prec = torch.as_tensor(prior_precision, dtype=ref.dtype, device=ref.device) if not isinstance(
-            prior_precision, torch.Tensor) else prior_precision
+        prec = (
+            torch.as_tensor(prior_precision, dtype=ref.dtype, device=ref.device)
+            if not isinstance(prior_precision, torch.Tensor)
+            else prior_precision
+        )
         if prec.numel() == 1 and prec.ndim <= 1:
             prec = la.layout_.broadcast(prec.reshape(()))
         if tuple(prec.shape) != la.layout_.expected_shape:
@@ -30,8 +33,11 @@ def _hyper(la, prior_precision, sigma_noise):
     if sigma_noise is None:
         sigma = la._sigma
     else:
-        sigma = sigma_noise if isinstance(sigma_noise, torch.Tensor) else torch.as_tensor(
-            sigma_noise, dtype=ref.dtype, device=ref.device)
+        sigma = (
+            sigma_noise
+            if isinstance(sigma_noise, torch.Tensor)
+            else torch.as_tensor(sigma_noise, dtype=ref.dtype, device=ref.device)
+        )
         if la.lik_.has_sigma and sigma.numel() != la._sigma.numel() and sigma.numel() != 1:
             raise ValueError(
                 f"sigma_noise has shape {tuple(sigma.shape)}, expected () or {tuple(la._sigma.shape)}"
@@ -54,14 +60,18 @@ def log_marginal_likelihood(la, prior_precision=None, sigma_noise=None):
     return loglik - 0.5 * (logdet_post - logdet_prior + scatter)
 
 
-def optimize_prior_precision(la, method="marglik", n_steps=100, lr=0.1, optimize_sigma=False, progress=False):
+def optimize_prior_precision(
+    la, method="marglik", n_steps=100, lr=0.1, optimize_sigma=False, progress=False
+):
     check_choice("method", method, ("marglik",))
     log_prec = la._prior_prec.detach().log().clone().requires_grad_(True)
     params = [log_prec]
     log_sigma = None
     if optimize_sigma:
         if not la.lik_.has_sigma:
-            raise ValueError(f"optimize_sigma=True needs likelihood='regression', not {la.lik_.name!r}")
+            raise ValueError(
+                f"optimize_sigma=True needs likelihood='regression', not {la.lik_.name!r}"
+            )
         log_sigma = la._sigma.detach().log().clone().requires_grad_(True)
         params.append(log_sigma)
     opt = torch.optim.Adam(params, lr=lr)

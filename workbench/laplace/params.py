@@ -48,7 +48,11 @@ def last_layer_names(model: nn.Module, x: torch.Tensor) -> list:
         raise ValueError("subset_of_weights='last_layer': the model has no module with parameters")
     last = order[-1]
     mod = model.get_submodule(last)
-    return [f"{last}.{n}" if last else n for n, p in mod.named_parameters(recurse=False) if p.requires_grad]
+    return [
+        f"{last}.{n}" if last else n
+        for n, p in mod.named_parameters(recurse=False)
+        if p.requires_grad
+    ]
 
 
 def build_spec(model: nn.Module, names=None) -> ParamSpec:

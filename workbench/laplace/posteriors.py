@@ -23,6 +23,29 @@ from __future__ import annotations
 import torch
 
 
+class Scale:
+    """Likelihood scale: scalar s for ordinary blocks, per-output s_k for blocks stored per output.
+
+    ``scalar`` is computed lazily so that blocks that need it can raise a clear error."""
+
+    def __init__(self, scalar_fn, per_output):
+        self._scalar_fn, self.per_output = scalar_fn, per_output
+
+    @property
+    def scalar(self):
+        return self._scalar_fn()
+
+
+def _scaled(method):
+    def wrapper(self, s, *args, **kwargs):
+        if isinstance(s, Scale):
+            s = s.per_output if getattr(self, "comps", False) else s.scalar
+        return method(self, s, *args, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
+
+
 def _eigh(M):
     lam, Q = torch.linalg.eigh(M)
     return lam.clamp(min=0), Q
@@ -58,6 +81,16 @@ class FullBlock(Block):
     def _tensors(self):
         return {"H": self.H}
 
+    @property
+    def comps(self):
+        """H stored per output (K, d, d): regression with one σ per output, H(σ) = Σ_k H_k/σ_k²."""
+        return self.H.ndim == 3
+
+    def _Hs(self, s):
+        if self.comps:
+            return torch.einsum("k,kij->ij", s, self.H), 1.0
+        return self.H, s
+
     def _eig(self):
         if self.H.requires_grad:
             return torch.linalg.eigvalsh(self.H).clamp(min=0), None
@@ -75,14 +108,16 @@ class FullBlock(Block):
             self._cache["evals"] = torch.linalg.eigvalsh(self.H).clamp(min=0)
         return self._cache["evals"]
 
+    @_scaled
     def logdet(self, s, prior):
-        if prior.iso is not None:
+        if not self.comps and prior.iso is not None:
             return torch.log(s * self._evals() + prior.iso).sum()
-        if prior.pieces is not None and not self.H.requires_grad:
+        if not self.comps and prior.pieces is not None and not self.H.requires_grad:
             out = self._logdet_pieces(s, prior)
             if out is not None:
                 return out
-        P = s * self.H + torch.diag(prior.diag)
+        H, s = self._Hs(s)
+        P = s * H + torch.diag(prior.diag)
         return 2 * torch.log(torch.diagonal(torch.linalg.cholesky(P))).sum()
 
     def _logdet_pieces(self, s, prior):
@@ -103,37 +138,55 @@ class FullBlock(Block):
         M = torch.eye(r, dtype=K.dtype, device=K.device) + c[:, None] * K
         return torch.log(t).sum() + torch.linalg.slogdet(M)[1]
 
+    @_scaled
     def precision_diag(self, s, prior):
-        return s * torch.diagonal(self.H) + prior.diag
+        H, s = self._Hs(s)
+        return s * torch.diagonal(H) + prior.diag
 
     def _factor(self, s, prior):
         """('eig', Q, s λ + δ) when the eigendecomposition is cached and the prior isotropic, else
         ('chol', L, None) with L Lᵀ = s H + D (cached until the hyperparameters change)."""
-        if prior.iso is not None and "eig" in self._cache and not self.H.requires_grad:
+        if (
+            prior.iso is not None
+            and "eig" in self._cache
+            and not self.H.requires_grad
+            and not self.comps
+        ):
             lam, Q = self._cache["eig"]
             return ("eig", Q, s * lam + prior.iso)
-        key = (float(s), float(prior.diag.detach().sum()), float(prior.diag.detach()[0]))
+        st = torch.as_tensor(s).detach()
+        key = (
+            float(st.sum()),
+            float(st.reshape(-1)[0]),
+            float(prior.diag.detach().sum()),
+            float(prior.diag.detach()[0]),
+        )
         if self._cache.get("chol_key") != key:
-            P = s * self.H.detach() + torch.diag(prior.diag.detach())
+            H, s = self._Hs(s)
+            P = s * H.detach() + torch.diag(prior.diag.detach())
             self._cache["chol"] = torch.linalg.cholesky(P)
             self._cache["chol_key"] = key
         return ("chol", self._cache["chol"], None)
 
+    @_scaled
     def cov_apply(self, s, prior, V):
         kind, M, lam = self._factor(s, prior)
         if kind == "eig":
             return ((V @ M) / lam) @ M.T
         return torch.cholesky_solve(V.T, M).T
 
+    @_scaled
     def sample(self, s, prior, z):
         kind, M, lam = self._factor(s, prior)
         if kind == "eig":
             return (z / lam.sqrt()) @ M.T
         return torch.linalg.solve_triangular(M.T, z.T, upper=True).T
 
+    @_scaled
     def eff_dims(self, s, prior, sub):
         """Σ sλ/(sλ+δ) over the eigenvalues of the curvature restricted to ``sub`` (block positions)."""
-        Hs = self.H[sub][:, sub]
+        H, s = self._Hs(s)
+        Hs = H[sub][:, sub]
         lam, Q = _eigh(Hs.detach())
         dd = (Q**2).T @ prior.diag[sub]
         return (s * lam / (s * lam + dd)).sum()
@@ -149,20 +202,34 @@ class DiagBlock(Block):
     def _tensors(self):
         return {"h": self.h}
 
+    @property
+    def comps(self):
+        return self.h.ndim == 2
+
+    def _hs(self, s):
+        return (s @ self.h, 1.0) if self.comps else (self.h, s)
+
+    @_scaled
     def logdet(self, s, prior):
-        return torch.log(s * self.h + prior.diag).sum()
+        return torch.log(self.precision_diag(s, prior)).sum()
 
+    @_scaled
     def precision_diag(self, s, prior):
-        return s * self.h + prior.diag
+        h, s = self._hs(s)
+        return s * h + prior.diag
 
+    @_scaled
     def cov_apply(self, s, prior, V):
         return V / self.precision_diag(s, prior)
 
+    @_scaled
     def sample(self, s, prior, z):
         return z / self.precision_diag(s, prior).sqrt()
 
+    @_scaled
     def eff_dims(self, s, prior, sub):
-        h = s * self.h[sub]
+        h, s = self._hs(s)
+        h = s * h[sub]
         return (h / (h + prior.diag[sub])).sum()
 
 
@@ -184,12 +251,16 @@ class KronBlock(Block):
             self._cache["eig"] = (_eigh(self.A), _eigh(self.B))
         return self._cache["eig"]
 
+    @_scaled
     def _decomp(self, s, prior, need_vectors=True):
         """(Q_B, Q_A, lam (ob, ia), su, sv) with Σ = S Q diag(1/lam) Qᵀ S, S = diag(su) ⊗ diag(sv)."""
         grad_mode = self.A.requires_grad or self.B.requires_grad
         if prior.iso is not None:
             if grad_mode and not need_vectors:
-                la, lb = torch.linalg.eigvalsh(self.A).clamp(min=0), torch.linalg.eigvalsh(self.B).clamp(min=0)
+                la, lb = (
+                    torch.linalg.eigvalsh(self.A).clamp(min=0),
+                    torch.linalg.eigvalsh(self.B).clamp(min=0),
+                )
                 return None, None, s * lb[:, None] * la[None, :] + prior.iso, None, None
             (la, Qa), (lb, Qb) = (_eigh(self.A), _eigh(self.B)) if grad_mode else self._eigs()
             return Qb, Qa, s * lb[:, None] * la[None, :] + prior.iso, None, None
@@ -203,7 +274,12 @@ class KronBlock(Block):
             if need_vectors:
                 (nu, Qa), (mu, Qb) = _eigh(Av), _eigh(Bu)
             else:
-                nu, mu, Qa, Qb = torch.linalg.eigvalsh(Av).clamp(min=0), torch.linalg.eigvalsh(Bu).clamp(min=0), None, None
+                nu, mu, Qa, Qb = (
+                    torch.linalg.eigvalsh(Av).clamp(min=0),
+                    torch.linalg.eigvalsh(Bu).clamp(min=0),
+                    None,
+                    None,
+                )
             return Qb, Qa, 1 + s * mu[:, None] * nu[None, :], su, sv
         (la, Qa), (lb, Qb) = (_eigh(self.A), _eigh(self.B)) if grad_mode else self._eigs()
         dd = (Qb**2).T @ D @ (Qa**2)
@@ -231,9 +307,18 @@ class KronBlock(Block):
         q2 = Qa[-1] ** 2
         return torch.log(t).sum() + torch.log1p((db - dw) * (q2 / t).sum(1)).sum()
 
+    @_scaled
     def logdet(self, s, prior):
-        wb = None if (self.A.requires_grad or self.B.requires_grad or prior.iso is not None
-                      or not prior.kron_ok) else self._wb(prior)
+        wb = (
+            None
+            if (
+                self.A.requires_grad
+                or self.B.requires_grad
+                or prior.iso is not None
+                or not prior.kron_ok
+            )
+            else self._wb(prior)
+        )
         if wb is not None:
             return self._logdet_wb(s, wb[1], wb[2])
         Qb, Qa, lam, su, sv = self._decomp(s, prior, need_vectors=False)
@@ -242,9 +327,14 @@ class KronBlock(Block):
             out = out - 2 * (self.ia * torch.log(su).sum() + self.ob * torch.log(sv).sum())
         return out
 
+    @_scaled
     def precision_diag(self, s, prior):
-        return s * (torch.diagonal(self.B)[:, None] * torch.diagonal(self.A)[None, :]).reshape(-1) + prior.diag
+        return (
+            s * (torch.diagonal(self.B)[:, None] * torch.diagonal(self.A)[None, :]).reshape(-1)
+            + prior.diag
+        )
 
+    @_scaled
     def cov_apply(self, s, prior, V):
         Qb, Qa, lam, su, sv = self._decomp(s, prior)
         V = V.reshape(-1, self.ob, self.ia)
@@ -256,6 +346,7 @@ class KronBlock(Block):
             W = W * su[:, None] * sv[None, :]
         return W.reshape(-1, self.d)
 
+    @_scaled
     def sample(self, s, prior, z):
         Qb, Qa, lam, su, sv = self._decomp(s, prior)
         W = Qb @ (z.reshape(-1, self.ob, self.ia) / lam.sqrt()) @ Qa.T
@@ -263,11 +354,15 @@ class KronBlock(Block):
             W = W * su[:, None] * sv[None, :]
         return W.reshape(-1, self.d)
 
+    @_scaled
     def eff_dims(self, s, prior, sub):
         """Effective dimensions of the tensor at block positions ``sub`` (a set of columns of [W | b])."""
         cols = torch.unique(sub % self.ia)
         A = self.A.detach()[cols][:, cols]
-        (la, Qa), (lb, Qb) = _eigh(A), self._eigs()[1] if not self.B.requires_grad else _eigh(self.B.detach())
+        (la, Qa), (lb, Qb) = (
+            _eigh(A),
+            self._eigs()[1] if not self.B.requires_grad else _eigh(self.B.detach()),
+        )
         D = prior.diag.reshape(self.ob, self.ia)[:, cols]
         lam = s * lb[:, None] * la[None, :]
         dd = (Qb**2).T @ D @ (Qa**2)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 from torch.func import functional_call
 
 from ._validation import LINK_APPROX, PRED_TYPES, check_choice, check_finite
@@ -69,11 +68,11 @@ def _functional_variance(la, x, group, route="auto"):
     sel = _select_blocks(la, group)
     s = la._lik_scale(la._sigma)
     priors = la._block_priors()
-    O = 1
+    n_out = 1
     for d in la.output_shape_:
-        O *= d
+        n_out *= d
     N = x.shape[0]
-    fvar = x.new_zeros(N, O, O, dtype=la._mean.dtype)
+    fvar = x.new_zeros(N, n_out, n_out, dtype=la._mean.dtype)
     theta = _theta(la)
     fast, slow = [], []
     for i in sel:
@@ -97,10 +96,14 @@ def _functional_variance(la, x, group, route="auto"):
                 fast.append(("diag", i, [(m, mod, w, bb)], prec[mpos]))
             if p["generic"]:
                 gp = torch.cat([pos[n] for n in p["generic"]])
-                slow.append((DiagBlock(b.idx[gp], p["generic"], b.h[gp]),
-                             BlockPrior(diag=bp.diag[gp], iso=bp.iso, kron_ok=False)))
+                slow.append(
+                    (
+                        DiagBlock(b.idx[gp], p["generic"], b.h[..., gp]),
+                        BlockPrior(diag=bp.diag[gp], iso=bp.iso, kron_ok=False),
+                    )
+                )
     if fast:
-        fvar = fvar + _module_variance(la, x, fast, s, priors, theta, O)
+        fvar = fvar + _module_variance(la, x, fast, s, priors, theta, n_out)
     if slow:
         names_set = {n for b, _ in slow for n in b.names}
         names = [n for n in la.spec_.names if n in names_set]
@@ -111,30 +114,42 @@ def _functional_variance(la, x, group, route="auto"):
             loc[sl] = torch.arange(off, off + sl.stop - sl.start, device=loc.device)
             off += sl.stop - sl.start
         with torch.no_grad():
-            for sl, J in jac_t_chunks(la.model, theta, names, x, O, lambda f: f, la.chunk_budget):
+            for sl, J in jac_t_chunks(
+                la.model, theta, names, x, n_out, lambda f: f, la.chunk_budget
+            ):
                 for b, bp in slow:
                     Jb = J[:, :, loc[b.idx]]
                     n = Jb.shape[0]
-                    SJ = b.cov_apply(s, bp, Jb.reshape(-1, b.d)).reshape(n, O, b.d)
+                    SJ = b.cov_apply(s, bp, Jb.reshape(-1, b.d)).reshape(n, n_out, b.d)
                     fvar[sl] += torch.einsum("nod,npd->nop", Jb, SJ)
-    return fvar.reshape(N, *la.output_shape_, *la.output_shape_) if len(la.output_shape_) > 1 else fvar
+    return (
+        fvar.reshape(N, *la.output_shape_, *la.output_shape_) if len(la.output_shape_) > 1 else fvar
+    )
 
 
-def _module_variance(la, x, jobs, s, priors, theta, O):
+def _module_variance(la, x, jobs, s, priors, theta, n_out):
     mods = {m: mod for (_, _, ms, _) in jobs for (m, mod, _, _) in ms}
-    th = {k: (v.detach().requires_grad_(True) if k in la.spec_.slices else v) for k, v in theta.items()}
+    th = {
+        k: (v.detach().requires_grad_(True) if k in la.spec_.slices else v)
+        for k, v in theta.items()
+    }
     with torch.enable_grad(), capture(mods, False) as store:
         out = functional_call(la.model, th, (x,))
         N = out.shape[0]
-        eye = torch.eye(O, dtype=out.dtype, device=out.device)
-        cot = eye[:, None, :].expand(O, N, O).reshape(O, *out.shape)
+        eye = torch.eye(n_out, dtype=out.dtype, device=out.device)
+        cot = eye[:, None, :].expand(n_out, N, n_out).reshape(n_out, *out.shape)
         grads = module_grads(out, cot, store, False)
-    fvar = out.new_zeros(N, O, O)
+    fvar = out.new_zeros(N, n_out, n_out)
     for kind, i, ms, prec in jobs:
         b = la.blocks_[i]
-        ags = [collect(mod, store[m], grads[m], w is not None, bb is not None) for (m, mod, w, bb) in ms]
+        ags = [
+            collect(mod, store[m], grads[m], w is not None, bb is not None)
+            for (m, mod, w, bb) in ms
+        ]
         if kind == "full":
-            R = torch.cat([torch.einsum("knso,nsi->knoi", g, a).flatten(2) for a, g in ags], -1)  # (O, N, d)
+            R = torch.cat(
+                [torch.einsum("knso,nsi->knoi", g, a).flatten(2) for a, g in ags], -1
+            )  # (n_out, N, d)
             SR = b.cov_apply(s, priors[i], R.reshape(-1, b.d)).reshape(R.shape)
             fvar += torch.einsum("knd,lnd->nkl", R, SR)
             continue
@@ -177,7 +192,9 @@ def predict(la, x, pred_type="glm", link_approx="probit", n_samples=100, generat
         return f_mu, f_var
     if name == "heteroscedastic":
         return _hetero_predictive(f_mu, f_var)
-    var = torch.diagonal(f_var.reshape(x.shape[0], f_mu[0].numel(), -1), dim1=-2, dim2=-1).reshape(f_mu.shape)
+    var = torch.diagonal(f_var.reshape(x.shape[0], f_mu[0].numel(), -1), dim1=-2, dim2=-1).reshape(
+        f_mu.shape
+    )
     if link_approx == "probit":
         kappa = 1 / torch.sqrt(1 + math.pi / 8 * var)
         z = f_mu * kappa
@@ -210,16 +227,16 @@ def _hetero_predictive(f_mu, f_var):
 
 def _gaussian_samples(f_mu, f_var, n_samples, generator):
     N = f_mu.shape[0]
-    O = f_mu[0].numel()
-    cov = f_var.reshape(N, O, O)
+    n_out = f_mu[0].numel()
+    cov = f_var.reshape(N, n_out, n_out)
     jitter = 1e-10 * torch.diagonal(cov, dim1=-2, dim2=-1).mean(-1).clamp(min=1e-30)[:, None, None]
-    eye = torch.eye(O, dtype=cov.dtype, device=cov.device)
+    eye = torch.eye(n_out, dtype=cov.dtype, device=cov.device)
     for _ in range(6):
         Lc, info = torch.linalg.cholesky_ex(cov + jitter * eye)
         if not info.any():
             break
         jitter = jitter * 100
-    z = torch.randn(n_samples, N, O, 1, dtype=cov.dtype, device=cov.device, generator=generator)
+    z = torch.randn(n_samples, N, n_out, 1, dtype=cov.dtype, device=cov.device, generator=generator)
     return f_mu.unsqueeze(0) + (Lc @ z).reshape(n_samples, *f_mu.shape)
 
 
@@ -269,7 +286,9 @@ def dense_covariance(la, group=None):
     P = la.spec_.P
     m = la._mean
     if P > 20000:
-        raise ValueError(f"posterior_covariance() would build a dense {P}x{P} matrix; use a group or sample()")
+        raise ValueError(
+            f"posterior_covariance() would build a dense {P}x{P} matrix; use a group or sample()"
+        )
     cov = m.new_zeros(P, P)
     idx_all = []
     with torch.no_grad():

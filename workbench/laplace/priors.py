@@ -43,11 +43,16 @@ class PriorLayout:
         elif structure == "layerwise":
             self.labels = list(spec.names)
             self.index = torch.cat(
-                [torch.full((spec.numel(n),), i, dtype=torch.long) for i, n in enumerate(spec.names)]
+                [
+                    torch.full((spec.numel(n),), i, dtype=torch.long)
+                    for i, n in enumerate(spec.names)
+                ]
             )
         elif structure == "group":
             if not groups:
-                raise ValueError("prior_structure='group' needs param_groups={'name': [param names]}")
+                raise ValueError(
+                    "prior_structure='group' needs param_groups={'name': [param names]}"
+                )
             self.labels = list(groups)
             g_of = {n: i for i, (g, ns) in enumerate(groups.items()) for n in ns}
             self.index = torch.cat(
@@ -70,7 +75,7 @@ class PriorLayout:
         spec = self.spec
         self.labels, self._units = [], {}
         paired_bias = {}
-        for mname, (mod, w, b) in spec.modules.items():
+        for _mname, (_mod, w, b) in spec.modules.items():
             if w is not None and b is not None:
                 paired_bias[b] = w
         for n in spec.names:
@@ -85,7 +90,12 @@ class PriorLayout:
                 self.labels += [f"{n}:out{i}" for i in range(shape[out_ax])]
                 b0 = len(self.labels)
                 self.labels += [f"{n}:in{j}" for j in range(shape[in_ax])]
-                entry = {"kind": "matrix", "a": (a0, b0), "b": (b0, len(self.labels)), "axes": (out_ax, in_ax)}
+                entry = {
+                    "kind": "matrix",
+                    "a": (a0, b0),
+                    "b": (b0, len(self.labels)),
+                    "axes": (out_ax, in_ax),
+                }
                 bias = spec.modules.get(mname, (None, None, None))[2]
                 if bias is not None and n == spec.modules[mname][1]:
                     entry["bias"] = bias
@@ -94,7 +104,9 @@ class PriorLayout:
                 self._units[n] = entry
             else:
                 k0 = len(self.labels)
-                self.labels += [f"{n}[{i}]" for i in range(max(1, len(torch.empty(shape).flatten())))]
+                self.labels += [
+                    f"{n}[{i}]" for i in range(max(1, len(torch.empty(shape).flatten())))
+                ]
                 self._units[n] = {"kind": "vector", "k": (k0, len(self.labels))}
 
     # ------------------------------------------------------------------ values
@@ -153,8 +165,11 @@ class PriorLayout:
                 parts.append(None)
                 continue
             if e["kind"] == "vector":
-                parts.append(prec[slice(*e["k"])].expand(self.spec.numel(n)) if e["k"][1] - e["k"][0] == 1
-                             else prec[slice(*e["k"])])
+                parts.append(
+                    prec[slice(*e["k"])].expand(self.spec.numel(n))
+                    if e["k"][1] - e["k"][0] == 1
+                    else prec[slice(*e["k"])]
+                )
                 continue
             shape = self.spec.shapes[n]
             out_ax, in_ax = e["axes"]

@@ -30,12 +30,35 @@ def _n_data(loader):
         return sum(len(b[0]) for b in loader)
 
 
-def marglik_training(model, train_loader, likelihood, hessian_structure="kron", prior_structure="layerwise",
-                     subset_of_weights="all", n_epochs=100, lr=1e-3, lr_min=None, optimizer="adam",
-                     n_epochs_burnin=0, marglik_frequency=1, n_hypersteps=100, lr_hyp=0.1,
-                     prior_prec_init=1.0, sigma_noise_init=1.0, learn_sigma=True, temperature=1.0,
-                     param_groups=None, group_structure=None, params=None, extra_params=None,
-                     curvature="ggn", kfac="expand", callback=None, progress=True, laplace_kwargs=None):
+def marglik_training(
+    model,
+    train_loader,
+    likelihood,
+    hessian_structure="kron",
+    prior_structure="layerwise",
+    subset_of_weights="all",
+    n_epochs=100,
+    lr=1e-3,
+    lr_min=None,
+    optimizer="adam",
+    n_epochs_burnin=0,
+    marglik_frequency=1,
+    n_hypersteps=100,
+    lr_hyp=0.1,
+    prior_prec_init=1.0,
+    sigma_noise_init=1.0,
+    learn_sigma=True,
+    temperature=1.0,
+    param_groups=None,
+    group_structure=None,
+    params=None,
+    extra_params=None,
+    curvature="ggn",
+    kfac="expand",
+    callback=None,
+    progress=True,
+    laplace_kwargs=None,
+):
     """Train ``model`` and its hyperparameters by the Laplace marginal likelihood.
 
     Returns ``(model, la, history)``: the model with the best marglik (restored in place), its
@@ -54,21 +77,40 @@ def marglik_training(model, train_loader, likelihood, hessian_structure="kron", 
         raise ValueError(f"marglik_frequency must be >= 1, got {marglik_frequency}")
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer={optimizer!r} is not supported; expected 'adam' or 'sgd'")
-    la = Laplace(model, likelihood, subset_of_weights=subset_of_weights, hessian_structure=hessian_structure,
-                 prior_precision=prior_prec_init, prior_structure=prior_structure,
-                 sigma_noise=sigma_noise_init, temperature=temperature, curvature=curvature, kfac=kfac,
-                 param_groups=param_groups, group_structure=group_structure, params=params,
-                 **(laplace_kwargs or {}))
+    la = Laplace(
+        model,
+        likelihood,
+        subset_of_weights=subset_of_weights,
+        hessian_structure=hessian_structure,
+        prior_precision=prior_prec_init,
+        prior_structure=prior_structure,
+        sigma_noise=sigma_noise_init,
+        temperature=temperature,
+        curvature=curvature,
+        kfac=kfac,
+        param_groups=param_groups,
+        group_structure=group_structure,
+        params=params,
+        **(laplace_kwargs or {}),
+    )
     lik = la.lik_
     ref = la._ref()
-    if lik.has_sigma and la._sigma.numel() > 1 and learn_sigma:
-        raise ValueError("learning a per-output sigma_noise is not supported; pass a scalar sigma_noise_init "
-                         "or learn_sigma=False")
     first = next(iter(train_loader), None)
     if first is None:
         raise ValueError("train_loader is empty")
     X0 = torch.as_tensor(first[0], device=ref.device)
     la._setup(X0.to(ref.dtype) if X0.is_floating_point() else X0)
+    if (
+        lik.has_sigma
+        and la._sigma.numel() > 1
+        and learn_sigma
+        and (curvature != "ggn" or any(p["kind"] == "kron" for p in la.plans_))
+    ):
+        raise ValueError(
+            "learning a per-output sigma_noise needs curvature='ggn' and full/diag blocks "
+            "(KFAC keeps the fit-time sigma inside its factors); pass a scalar "
+            "sigma_noise_init or learn_sigma=False"
+        )
     N = _n_data(train_loader)
     log_prec = la._prior_prec.detach().log().clone().requires_grad_(True)
     log_sigma = la._sigma.detach().log().clone().requires_grad_(lik.has_sigma and learn_sigma)
@@ -79,7 +121,9 @@ def marglik_training(model, train_loader, likelihood, hessian_structure="kron", 
     opt = opt_cls(theta_params, lr=lr)
     sched = None
     if lr_min is not None:
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, n_epochs * max(1, len(train_loader)), eta_min=lr_min)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, n_epochs * max(1, len(train_loader)), eta_min=lr_min
+        )
     hyper = [log_prec] + ([log_sigma] if log_sigma.requires_grad else [])
     opt_hyp = torch.optim.Adam(hyper + extra, lr=lr_hyp)
     named = dict(model.named_parameters())
@@ -102,7 +146,11 @@ def marglik_training(model, train_loader, likelihood, hessian_structure="kron", 
             yy = lik.prepare_targets(eta, y, bi)
             B = eta.shape[0]
             eta3 = eta.reshape(B, -1, eta.shape[-1])
-            y3 = yy.reshape(B, eta3.shape[1]) if lik.name == "classification" else yy.reshape(B, eta3.shape[1], -1)
+            y3 = (
+                yy.reshape(B, eta3.shape[1])
+                if lik.name == "classification"
+                else yy.reshape(B, eta3.shape[1], -1)
+            )
             sigma = log_sigma.detach().exp() if lik.has_sigma else None
             nll = -lik.log_lik(eta3, y3, sigma) / (B * temperature)
             prec_diag = la.layout_.to_diag(log_prec.detach().exp())
@@ -121,13 +169,24 @@ def marglik_training(model, train_loader, likelihood, hessian_structure="kron", 
             if lml > best[0]:
                 best = (lml, copy.deepcopy(model.state_dict()), la.state_dict())
         rec["log_marglik"].append(lml)
-        rec["sigma_noise"].append(float(log_sigma.detach().exp().reshape(-1)[0]) if lik.has_sigma else math.nan)
+        rec["sigma_noise"].append(
+            log_sigma.detach().exp().reshape(-1).cpu().numpy().copy()
+            if lik.has_sigma
+            else np.full(1, math.nan)
+        )
         rec["prior_precision"].append(log_prec.detach().exp().cpu().numpy().copy())
         bar.set_postfix(loss=f"{rec['loss'][-1]:.4g}", lml=f"{lml:.4g}")
         if callback is not None:
-            info = {"epoch": epoch, "n_epochs": n_epochs, "loss": rec["loss"][-1], "log_marglik": lml,
-                    "sigma_noise": rec["sigma_noise"][-1], "prior_precision": rec["prior_precision"][-1],
-                    "history": _history(rec, la)}
+            sig = rec["sigma_noise"][-1]
+            info = {
+                "epoch": epoch,
+                "n_epochs": n_epochs,
+                "loss": rec["loss"][-1],
+                "log_marglik": lml,
+                "sigma_noise": float(sig[0]) if sig.size == 1 else sig,
+                "prior_precision": rec["prior_precision"][-1],
+                "history": _history(rec, la),
+            }
             if callback(info) is True:
                 break
     if best[1] is not None:
@@ -164,6 +223,14 @@ def _hyper_steps(la, loader, log_prec, log_sigma, opt_hyp, n_steps, extra):
         return float(la.log_marginal_likelihood())
 
 
+def _sigma_var(values, n):
+    """sigma_noise over epoch, or over (epoch, output) when there is one σ per output."""
+    arr = np.stack(values).astype(float) if n else np.zeros((0, 1))
+    if arr.shape[1] == 1:
+        return {"sigma_noise": ("epoch", arr[:, 0])}
+    return {"sigma_noise": (("epoch", "output"), arr)}
+
+
 def _history(rec, la):
     n = len(rec["loss"])
     epochs = np.arange(1, n + 1)
@@ -172,10 +239,13 @@ def _history(rec, la):
         {
             "loss": ("epoch", np.asarray(rec["loss"], dtype=float)),
             "log_marglik": ("epoch", np.asarray(rec["log_marglik"], dtype=float)),
-            "sigma_noise": ("epoch", np.asarray(rec["sigma_noise"], dtype=float)),
+            **_sigma_var(rec["sigma_noise"], n),
             "prior_precision": (("epoch", "prior"), prior),
         },
         coords={"epoch": epochs, "prior": list(la.layout_.labels)},
-        attrs={"likelihood": la.lik_.name, "hessian_structure": la.hessian_structure,
-               "prior_structure": la.prior_structure},
+        attrs={
+            "likelihood": la.lik_.name,
+            "hessian_structure": la.hessian_structure,
+            "prior_structure": la.prior_structure,
+        },
     )

@@ -13,8 +13,8 @@ from torch.func import functional_call, vjp, vmap
 
 
 def jac_t_products(model, theta, names, x, L, link, budget=2**25):
-    """theta: dict of all parameters to use (selected ones are differentiated); L: (N, O, C)."""
-    N, O, C = L.shape
+    """theta: dict of all parameters to use (selected ones are differentiated); L: (N, n_out, C)."""
+    N, n_out, C = L.shape
     P = sum(theta[n].numel() for n in names)
     sel = {n: theta[n] for n in names}
     rest = {k: v for k, v in theta.items() if k not in sel}
@@ -33,13 +33,16 @@ def jac_t_products(model, theta, names, x, L, link, budget=2**25):
     return torch.cat(outs, 0) if len(outs) > 1 else outs[0]
 
 
-def jac_t_chunks(model, theta, names, x, O, link, budget=2**25):
-    """Yield (slice, J (n, O, P)) chunks of per-sample Jacobians (for predictive variances)."""
+def jac_t_chunks(model, theta, names, x, n_out, link, budget=2**25):
+    """Yield (slice, J (n, n_out, P)) chunks of per-sample Jacobians (for predictive variances)."""
     N = x.shape[0]
     P = sum(theta[n].numel() for n in names)
-    step = max(1, budget // max(1, O * P))
-    eye = torch.eye(O, dtype=next(iter(theta.values())).dtype, device=x.device)
+    step = max(1, budget // max(1, n_out * P))
+    eye = torch.eye(n_out, dtype=next(iter(theta.values())).dtype, device=x.device)
     for i in range(0, N, step):
         xi = x[i : i + step]
-        L = eye.expand(xi.shape[0], O, O)
-        yield slice(i, i + xi.shape[0]), jac_t_products(model, theta, names, xi, L, link, budget=2**62)
+        L = eye.expand(xi.shape[0], n_out, n_out)
+        yield (
+            slice(i, i + xi.shape[0]),
+            jac_t_products(model, theta, names, xi, L, link, budget=2**62),
+        )

@@ -60,7 +60,10 @@ def full_from_ag(ag, budget=2**25):
     step = max(1, budget // max(1, C * d))
     H = 0
     for i in range(0, N, step):
-        rows = [torch.einsum("cnso,nsi->cnoi", g[:, i : i + step], a[i : i + step]).flatten(2) for a, g in ag]
+        rows = [
+            torch.einsum("cnso,nsi->cnoi", g[:, i : i + step], a[i : i + step]).flatten(2)
+            for a, g in ag
+        ]
         R = torch.cat(rows, -1).reshape(-1, d)
         H = H + R.T @ R
     return H

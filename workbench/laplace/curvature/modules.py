@@ -22,6 +22,7 @@ def capture(modules: dict, keep_graph: bool):
     store = {name: [] for name in modules}
     hooks = []
     for name, mod in modules.items():
+
         def hook(m, inp, out, name=name):
             x = inp[0]
             store[name].append((x if keep_graph else x.detach(), out))
@@ -91,10 +92,13 @@ def module_grads(out, cotangents, store, keep_graph):
     batched = None
     if C > 1 and not keep_graph:
         try:  # one vmapped backward over all columns
-            gs = torch.autograd.grad(out, outs, cotangents, retain_graph=True, allow_unused=True,
-                                     is_grads_batched=True)
-            batched = [torch.zeros(C, *o.shape, dtype=o.dtype, device=o.device) if g is None else g
-                       for g, o in zip(gs, outs)]
+            gs = torch.autograd.grad(
+                out, outs, cotangents, retain_graph=True, allow_unused=True, is_grads_batched=True
+            )
+            batched = [
+                torch.zeros(C, *o.shape, dtype=o.dtype, device=o.device) if g is None else g
+                for g, o in zip(gs, outs)
+            ]
         except RuntimeError:
             batched = None
     if batched is not None:
@@ -115,7 +119,9 @@ def module_grads(out, cotangents, store, keep_graph):
 def collect(mod, store_entry, grads_entry, with_weight, with_bias):
     """Concatenate the calls of one module along the position axis: a (N, S, ia), g (C, N, S, ob)."""
     a = torch.cat([layer_input(mod, x, with_weight, with_bias) for (x, _) in store_entry], 1)
-    g = torch.cat([output_to_nso(mod, gg.flatten(0, 1)).unflatten(0, gg.shape[:2]) for gg in grads_entry], 2)
+    g = torch.cat(
+        [output_to_nso(mod, gg.flatten(0, 1)).unflatten(0, gg.shape[:2]) for gg in grads_entry], 2
+    )
     return a, g
 
 
