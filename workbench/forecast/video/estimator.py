@@ -207,7 +207,7 @@ class VideoForecaster(BaseEstimator):
         return ((pred - target).abs() * m).sum(dim=(-3, -2, -1)).div(m.sum().clamp_min(1)).mean()
 
     # ------------------------------------------------------------------ fit
-    def fit(self, ds: xr.Dataset, resume_from=None, stop_at_step: int | None = None):
+    def fit(self, ds: xr.Dataset, resume_from=None, stop_at_step: int | None = None, callback=None):
         """Train on the training windows of a ``workbench.forecast`` Dataset.
 
         ``ds`` holds ``volume`` (time, z, y, x), ``segmentation`` (z, y, x) and, with
@@ -220,15 +220,19 @@ class VideoForecaster(BaseEstimator):
         starts = windows(ds, "train", context=int(self.context), horizon=int(self.horizon))["start"].values
         return self.fit_arrays(ds["volume"].transpose("time", "z", "y", "x"), ds["segmentation"].values,
                                starts, ds["stimulus"].values if self.stimulus else None,
-                               resume_from=resume_from, stop_at_step=stop_at_step)
+                               resume_from=resume_from, stop_at_step=stop_at_step, callback=callback)
 
     def fit_arrays(self, volume, segmentation, starts, stimulus=None, resume_from=None,
-                   stop_at_step: int | None = None):
-        """Train on raw arrays: volume (time, z, y, x), segmentation (z, y, x), window starts."""
-        with torch_threads(self.num_threads):
-            return self._fit_arrays(volume, segmentation, starts, stimulus, resume_from, stop_at_step)
+                   stop_at_step: int | None = None, callback=None):
+        """Train on raw arrays: volume (time, z, y, x), segmentation (z, y, x), window starts.
 
-    def _fit_arrays(self, volume, segmentation, starts, stimulus, resume_from, stop_at_step):
+        ``callback(step, n_steps, loss)`` is called after every step (e.g. a dashboard's progress).
+        """
+        with torch_threads(self.num_threads):
+            return self._fit_arrays(volume, segmentation, starts, stimulus, resume_from, stop_at_step,
+                                    callback)
+
+    def _fit_arrays(self, volume, segmentation, starts, stimulus, resume_from, stop_at_step, callback):
         self._validate()
         t, z, y, x = volume_shape(volume)
         mask_np = self._mask_from(segmentation)
@@ -318,6 +322,8 @@ class VideoForecaster(BaseEstimator):
             step += 1
             losses.append(float(loss.detach()))
             bar.update(1)
+            if callback is not None:
+                callback(step, stop, losses[-1])
             if bar.n % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
             if self.checkpoint_path and self.checkpoint_every and step % int(self.checkpoint_every) == 0:

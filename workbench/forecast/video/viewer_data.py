@@ -1,0 +1,118 @@
+"""Forecast stores for the viewer: build on first use, cache on disk, score from the stores.
+
+``<directory>`` holds one zarr store per method (``<method>.zarr``, see :mod:`.store`). A trace
+baseline store is seconds to build (its forecasts are painted onto the segmentation and labelled
+as such); the video store trains a small forecaster (plus the last-layer Laplace for bands).
+Scores are part 1's metrics (``window_errors`` + ``aggregate``) on the windows a store holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..metrics import aggregate, window_errors
+from ..protocol import gather, protocol_from
+from .store import open_forecast_store, write_forecast_store
+
+__all__ = ["forecast_directory", "available_stores", "ensure_baseline_store", "ensure_video_store",
+           "store_scores", "scores_by_method", "DEMO_VIDEO_PARAMS"]
+
+DEMO_VIDEO_PARAMS = dict(context=4, widths=(8, 16, 32), emb_dim=32, stimulus=True, batch_size=4,
+                         n_steps=150, lr=3e-3, num_threads=1)
+
+
+def forecast_directory(root, dataset_key: str) -> Path:
+    """``<root>/forecasts/<dataset_key>``: where a dataset's forecast stores live."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(dataset_key))
+    return Path(root) / "forecasts" / safe
+
+
+def available_stores(directory) -> dict[str, Path]:
+    """``{method: path}`` of the complete stores in ``directory`` (video first)."""
+    d = Path(directory)
+    if not d.is_dir():
+        return {}
+    found = {p.name[:-5]: p for p in sorted(d.glob("*.zarr")) if (p / "zarr.json").is_file()}
+    return dict(sorted(found.items(), key=lambda kv: (kv[0] != "video", kv[0])))
+
+
+def ensure_baseline_store(ds: xr.Dataset, directory, method: str = "linear", context: int = 4,
+                          max_windows: int = 32) -> Path:
+    """The store of a part-1 trace baseline (fit on the training split) rendered as video."""
+    from ..baselines import BASELINES
+    path = Path(directory) / f"{method}.zarr"
+    if (path / "zarr.json").is_file():
+        return path
+    if method not in BASELINES:
+        raise ValueError(f"unknown baseline {method!r}; known: {sorted(BASELINES)}")
+    f = BASELINES[method](context=context).fit(ds)
+    return write_forecast_store(path, f, ds, max_windows=max_windows)
+
+
+def ensure_video_store(ds: xr.Dataset, directory, max_windows: int = 32, uncertainty: bool = True,
+                       callback=None, **params) -> Path:
+    """Train the video forecaster (``DEMO_VIDEO_PARAMS`` updated by ``params``) and write its store.
+
+    ``callback(fraction, message)`` reports progress. The checkpoint is kept next to the store.
+    """
+    from .estimator import VideoForecaster
+    from .uncertainty import LastLayerLaplace
+    path = Path(directory) / "video.zarr"
+    if (path / "zarr.json").is_file():
+        return path
+    p = {**DEMO_VIDEO_PARAMS, **params}
+    est = VideoForecaster(**p)
+    cb = None if callback is None else (lambda step, n, loss: callback(0.85 * step / max(n, 1),
+                                                                       f"training step {step}/{n}, loss {loss:.4f}"))
+    est.fit(ds, callback=cb)
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    est.save_checkpoint(Path(directory) / "video_checkpoint.pt")
+    source = est
+    if uncertainty:
+        if callback:
+            callback(0.87, "fitting the last-layer Laplace")
+        source = LastLayerLaplace(est, n_fit_windows=16, n_noise_windows=16, max_voxels=100_000).fit(ds)
+    if callback:
+        callback(0.92, "writing the forecast store")
+    out = write_forecast_store(path, source, ds, max_windows=max_windows,
+                               attrs=dict(training=json.dumps({k: (list(v) if isinstance(v, tuple) else v)
+                                                               for k, v in p.items()})))
+    if callback:
+        callback(1.0, "done")
+    return out
+
+
+def store_scores(store, ds: xr.Dataset) -> xr.Dataset:
+    """MAE by (condition, lead) of a store's trace forecasts on its windows (part 1's metrics)."""
+    st = open_forecast_store(store) if not isinstance(store, xr.Dataset) else store
+    c, h = int(st.attrs["context"]), int(st.attrs["horizon"])
+    starts = st["start"].values
+    lo, hi = int(starts.min()), int(starts.max()) + c + h
+    traces = np.asarray(ds["traces"].isel(time=slice(lo, hi)).values)
+    _, target = gather(traces, starts - lo, c, h)
+    err = window_errors(np.asarray(st["trace_forecast"].values, np.float64), target)
+    win = xr.Dataset({"start": ("window", starts)},
+                     coords={"window": np.arange(starts.size),
+                             "condition": ("window", np.asarray(st["condition"].values.tolist(), dtype=str))},
+                     attrs={"heldout_conditions": list(protocol_from(ds)["heldout"])})
+    err = err.assign_coords(window=np.arange(starts.size), condition=("window", win["condition"].values))
+    res = aggregate(err, win, n_boot=0, condition_order=protocol_from(ds)["names"])
+    res.attrs.update(label=st.attrs.get("label", ""), n_windows_scored=int(starts.size))
+    return res
+
+
+def scores_by_method(stores: dict, ds: xr.Dataset) -> xr.Dataset:
+    """Scores of several stores stacked over ``method``: mae (method, condition, lead), ..."""
+    items = [store_scores(p, ds).expand_dims(method=[m]) for m, p in stores.items()]
+    if not items:
+        raise ValueError("no forecast stores to score")
+    return xr.concat(items, "method", join="outer", combine_attrs="drop")
+
+
+def data_key_for(path_or_preset: str | os.PathLike, seed: int | None = None) -> str:
+    return f"{path_or_preset}-seed{seed}" if seed is not None else Path(path_or_preset).name
