@@ -1,0 +1,7 @@
+"""``python -m workbench.forecast ...`` = ``workbench forecast ...``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
