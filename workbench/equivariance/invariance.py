@@ -1,0 +1,230 @@
+"""Learned invariance (LILA, Immer, van der Ouderaa, Rätsch, Fortuin, van der Wilk, NeurIPS 2022).
+
+``LearnedInvarianceClassifier`` trains ``f̄(x) = 1/S Σ_s net(T_s x)`` (see
+:mod:`workbench.equivariance.augmentation`). The network weights follow the MAP objective with
+the current prior precisions; after ``n_epochs_burnin`` epochs, every ``marglik_frequency`` epochs
+the augmentation amplitudes and the (log) prior precisions take ``n_hypersteps`` Adam steps on the
+negative log marginal likelihood of the Laplace core's KFAC Laplace in its differentiable mode:
+``Laplace(..., params=<network weights>)`` restricted to the network, ``la.fit(loader,
+create_graph=True)`` so that the log-likelihood and the curvature keep their graph to the
+amplitudes, then ``-la.log_marginal_likelihood(prior_precision).backward()``. A refit precedes
+every hyper step because the amplitudes change the curvature.
+
+With ``learn_invariance=False`` the same network is trained without augmentation and with its
+prior precision learned by the same marglik (the non-invariant baseline).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import xarray as xr
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from workbench.equivariance.augmentation import TRANSFORMS, AffineAugmentation, InvariantModel
+from workbench.equivariance.training import check_images, predict_logits
+
+
+def make_mlp(image_shape, n_classes, hidden=(128, 128)) -> nn.Sequential:
+    """Flatten + ReLU MLP."""
+    dims = [int(np.prod(image_shape)), *hidden]
+    layers: list[nn.Module] = [nn.Flatten()]
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    layers.append(nn.Linear(dims[-1], n_classes))
+    return nn.Sequential(*layers)
+
+
+class LearnedInvarianceClassifier:
+    """MLP made invariant by averaging over affine transforms whose amplitudes are learned.
+
+    Parameters
+    ----------
+    transforms : subset of :data:`TRANSFORMS` whose amplitudes are learned.
+    learn_invariance : False trains the plain network (no augmentation) as the baseline.
+    hidden : hidden widths of the MLP.
+    n_samples : transforms per image in training and in the marglik (S).
+    n_samples_eval : transforms per image at prediction time.
+    init_amplitude : initial amplitudes as a fraction of each transform's maximum.
+    n_epochs, batch_size, lr : MAP training (Adam).
+    n_epochs_burnin, marglik_frequency, n_hypersteps, lr_hyp : marglik schedule; ``lr_hyp`` is the
+        Adam step size of the log prior precisions and amplitude logits.
+    marglik_subset : fit the differentiable Laplace on a random subset of this many training
+        points per marglik step (a cheaper estimate: the marglik of a smaller data set, so the
+        prior weighs relatively more); None uses all training data.
+    prior_precision : initial prior precision (one per parameter tensor is learned).
+    seed, progress, callback : as in :class:`LearnedEquivarianceClassifier`.
+
+    Attributes: ``model_`` (:class:`InvariantModel`), ``history_`` (Dataset over ``epoch``;
+    ``amplitude`` over (epoch, transform)), ``amplitudes_`` (DataArray over transform),
+    ``fit_time_``.
+    """
+
+    def __init__(self, transforms=TRANSFORMS, learn_invariance=True, hidden=(128, 128),
+                 n_samples=8, n_samples_eval=16, init_amplitude=0.05, n_epochs=30,
+                 batch_size=100, lr=3e-3, n_epochs_burnin=3, marglik_frequency=1,
+                 n_hypersteps=2, lr_hyp=0.05, marglik_subset=None, prior_precision=1.0, seed=0,
+                 progress=False, callback=None):
+        self.transforms = transforms
+        self.learn_invariance = learn_invariance
+        self.hidden = hidden
+        self.n_samples = n_samples
+        self.n_samples_eval = n_samples_eval
+        self.init_amplitude = init_amplitude
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.n_epochs_burnin = n_epochs_burnin
+        self.marglik_frequency = marglik_frequency
+        self.n_hypersteps = n_hypersteps
+        self.lr_hyp = lr_hyp
+        self.marglik_subset = marglik_subset
+        self.prior_precision = prior_precision
+        self.seed = seed
+        self.progress = progress
+        self.callback = callback
+
+    def _is_marglik_epoch(self, epoch):
+        e = epoch - self.n_epochs_burnin
+        return e >= 0 and e % self.marglik_frequency == 0
+
+    def fit(self, X, y, X_val=None, y_val=None):
+        for name in ("n_epochs", "batch_size", "marglik_frequency", "n_samples", "n_samples_eval"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.prior_precision > 0:
+            raise ValueError(f"prior_precision must be > 0, got {self.prior_precision}")
+        X, y = check_images(X, y)
+        if X_val is not None:
+            X_val, y_val = check_images(X_val, y_val, X.shape[1:], name="X_val")
+        torch.manual_seed(self.seed)
+        n_classes = int(y.max()) + 1
+        net = make_mlp(tuple(X.shape[1:]), n_classes, self.hidden).to(X.dtype)
+        aug = (AffineAugmentation(self.transforms, self.n_samples, self.init_amplitude).to(X.dtype)
+               if self.learn_invariance else None)
+        model = InvariantModel(net, aug)
+        model.n_samples_eval = self.n_samples_eval
+        self.model_ = model
+        self.image_shape_ = tuple(X.shape[1:])
+        self.transforms_ = aug.transforms if aug is not None else tuple(
+            TRANSFORMS if self.transforms is None else self.transforms)
+        N = len(X)
+        gen = torch.Generator().manual_seed(self.seed)
+        loader = DataLoader(TensorDataset(X, y), batch_size=self.batch_size, shuffle=True,
+                            generator=gen)
+        net_names = [f"net.{n}" for n, _ in net.named_parameters()]
+        log_prior = torch.full((len(net_names),), math.log(self.prior_precision), dtype=X.dtype,
+                               requires_grad=True)
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        hyper = [log_prior] + ([aug.raw_amplitude] if aug is not None else [])
+        hyper_opt = torch.optim.Adam(hyper, lr=self.lr_hyp)
+        records, t0 = [], time.perf_counter()
+        epochs = range(self.n_epochs)
+        if self.progress:
+            epochs = tqdm(epochs, desc="LILA training", unit="epoch")
+        for epoch in epochs:
+            model.train()
+            total = 0.0
+            delta = log_prior.detach().exp()
+            for xb, yb in loader:
+                opt.zero_grad()
+                nll = F.cross_entropy(model(xb), yb)
+                penalty = sum(0.5 * d * p.pow(2).sum() for d, p in zip(delta, net.parameters()))
+                loss = nll + penalty / N
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(xb)
+            rec = {"epoch": epoch, "loss": total / N, "log_marglik": math.nan}
+            if self._is_marglik_epoch(epoch):
+                rec["log_marglik"] = self._hyper_steps(model, X, y, net_names, log_prior,
+                                                       hyper_opt, epoch)
+            rec["amplitude"] = (aug.amplitudes.detach().cpu().numpy().astype(float)
+                                if aug is not None else np.zeros(len(self.transforms_)))
+            rec["prior_precision"] = log_prior.detach().exp().cpu().numpy().astype(float)
+            rec["train_accuracy"] = self._accuracy(X, y)
+            rec["val_accuracy"] = self._accuracy(X_val, y_val) if X_val is not None else math.nan
+            rec["time"] = time.perf_counter() - t0
+            records.append(rec)
+            if self.progress:
+                epochs.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_accuracy']:.3f}")
+            if self.callback is not None:
+                self.callback(epoch, self.n_epochs, self._history(records, net_names))
+        self.fit_time_ = time.perf_counter() - t0
+        self.history_ = self._history(records, net_names)
+        self.amplitudes_ = self.history_["amplitude"].isel(epoch=-1)
+        self.prior_precision_ = log_prior.detach().exp()
+        return self
+
+    def _hyper_steps(self, model, X, y, net_names, log_prior, hyper_opt, epoch) -> float:
+        from workbench.laplace import Laplace
+
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        if self.marglik_subset is not None and self.marglik_subset < len(X):
+            idx = torch.randperm(len(X), generator=gen)[: int(self.marglik_subset)]
+            Xm, ym = X[idx], y[idx]
+        else:
+            Xm, ym = X, y
+        loader = DataLoader(TensorDataset(Xm, ym), batch_size=max(self.batch_size, 250))
+        model.train()  # sample transforms like in training
+        value = math.nan
+        for _ in range(max(1, self.n_hypersteps)):
+            hyper_opt.zero_grad()
+            delta = log_prior.exp()
+            la = Laplace(model, "classification", hessian_structure="kron",
+                         prior_structure="layerwise", prior_precision=delta.detach(),
+                         params=net_names)
+            la.fit(loader, create_graph=model.augmentation is not None)
+            lml = la.log_marginal_likelihood(prior_precision=delta)
+            (-lml).backward()
+            hyper_opt.step()
+            value = float(lml.detach())
+        return value
+
+    def _history(self, records, net_names) -> xr.Dataset:
+        epoch = [r["epoch"] for r in records]
+        ds = xr.Dataset(
+            {
+                "amplitude": (("epoch", "transform"), np.stack([r["amplitude"] for r in records]),
+                              {"long_name": "learned augmentation amplitude",
+                               "units": "translate: half image; rotate: rad; scale: log factor"}),
+                "prior_precision": (("epoch", "param"),
+                                    np.stack([r["prior_precision"] for r in records]),
+                                    {"long_name": "learned prior precision"}),
+                **{k: ("epoch", np.array([r[k] for r in records]))
+                   for k in ("loss", "log_marglik", "train_accuracy", "val_accuracy", "time")},
+            },
+            coords={"epoch": epoch, "transform": list(self.transforms_), "param": net_names},
+        )
+        ds.attrs.update(model="LearnedInvarianceClassifier",
+                        learn_invariance=int(bool(self.learn_invariance)), seed=int(self.seed),
+                        n_samples=int(self.n_samples))
+        return ds
+
+    # ------------------------------------------------------------------ predict
+    def _check_fitted(self):
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this LearnedInvarianceClassifier is not fitted yet; call fit")
+
+    def _accuracy(self, X, y) -> float:
+        return float((predict_logits(self.model_, X).argmax(-1) == y).double().mean())
+
+    def decision_function(self, X) -> np.ndarray:
+        self._check_fitted()
+        X = check_images(X, image_shape=self.image_shape_)
+        return predict_logits(self.model_, X.to(next(self.model_.parameters()).dtype)).numpy()
+
+    def predict(self, X) -> np.ndarray:
+        return self.decision_function(X).argmax(-1)
+
+    def predict_proba(self, X) -> np.ndarray:
+        return torch.softmax(torch.as_tensor(self.decision_function(X)), -1).numpy()
+
+    def score(self, X, y) -> float:
+        X, y = check_images(X, y)
+        return float((self.predict(X) == y.numpy()).mean())

@@ -1,0 +1,121 @@
+"""Experiment runs: train on a task, return one xarray Dataset, save/load it atomically (netCDF).
+
+A run Dataset is the estimator's ``history_`` plus the test accuracy, the task and the settings in
+``attrs``; dashboards, the notebook and the benchmark all plot / tabulate these same objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import xarray as xr
+
+from workbench.equivariance.tasks import TASKS, make_task
+
+MODELS = {"soft": ("conv", "free"), "cnn": "conv", "fc": "free"}
+DEFAULT_DIR = Path(os.environ.get("WORKBENCH_DATA", Path(__file__).resolve().parents[2] / "data"))
+RUN_DIR = DEFAULT_DIR / "equivariance"
+
+
+def run_equivariance(task: str = "translated", model: str = "soft", seed: int = 0,
+                     n_train: int = 1000, n_test: int = 500, canvas: int = 16,
+                     **estimator_kwargs) -> xr.Dataset:
+    """Train a :class:`LearnedEquivarianceClassifier` (``model`` = soft / cnn / fc) on ``task``."""
+    from workbench.equivariance.training import LearnedEquivarianceClassifier
+
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; expected one of {tuple(MODELS)}")
+    if task not in ("translated", "quadrant"):
+        raise ValueError(f"learned equivariance runs on 'translated' or 'quadrant', got {task!r}")
+    data = make_task(task, n_train, n_test, canvas, seed=seed)
+    est = LearnedEquivarianceClassifier(pathways=MODELS[model], seed=seed, **estimator_kwargs)
+    est.fit(data.X_train, data.y_train, data.X_test, data.y_test)
+    ds = est.history_.copy()
+    ds.attrs.update(task=task, model=model, n_train=n_train, n_test=n_test, canvas=canvas,
+                    test_accuracy=est.score(data.X_test, data.y_test), fit_time=est.fit_time_,
+                    settings=json.dumps({k: _jsonable(v) for k, v in estimator_kwargs.items()
+                                         if k != "callback"}))
+    return ds
+
+
+def run_invariance(learn_invariance: bool = True, seed: int = 0, n_train: int = 1000,
+                   n_test: int = 500, canvas: int = 16, max_rotation: float = 1.5707963267948966,
+                   **estimator_kwargs) -> xr.Dataset:
+    """Train a :class:`LearnedInvarianceClassifier` on the rotated-digits task."""
+    from workbench.equivariance.invariance import LearnedInvarianceClassifier
+
+    data = make_task("rotated", n_train, n_test, canvas, seed=seed, max_rotation=max_rotation)
+    est = LearnedInvarianceClassifier(learn_invariance=learn_invariance, seed=seed,
+                                      **estimator_kwargs)
+    est.fit(data.X_train, data.y_train, data.X_test, data.y_test)
+    ds = est.history_.copy()
+    ds.attrs.update(task="rotated", model="lila" if learn_invariance else "plain",
+                    n_train=n_train, n_test=n_test, canvas=canvas, max_rotation=max_rotation,
+                    test_accuracy=est.score(data.X_test, data.y_test), fit_time=est.fit_time_,
+                    settings=json.dumps({k: _jsonable(v) for k, v in estimator_kwargs.items()
+                                         if k != "callback"}))
+    return ds
+
+
+def _jsonable(v):
+    if isinstance(v, tuple | list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, int | float | str | bool) or v is None:
+        return v
+    return repr(v)
+
+
+def run_key(**settings) -> str:
+    """Stable short file name for a run's settings."""
+    blob = json.dumps({k: _jsonable(v) for k, v in sorted(settings.items())}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def save_run(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` to netCDF atomically (temporary sibling, then ``os.replace``)."""
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"save_run needs an xarray.Dataset, got {type(ds).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = ds.copy()
+    for name, var in out.variables.items():  # netCDF3 has no bool
+        if var.dtype == bool:
+            out[name] = var.astype("int8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        out.to_netcdf(tmp, engine="scipy")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_run(path: str | os.PathLike) -> xr.Dataset:
+    """Load a run saved by :func:`save_run` into memory."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved run at {path}")
+    with xr.open_dataset(path, engine="scipy") as ds:
+        ds = ds.load()
+    if "marglik_step" in ds:
+        ds["marglik_step"] = ds["marglik_step"].astype(bool)
+    return ds
+
+
+def list_runs(directory: str | os.PathLike = RUN_DIR) -> list[Path]:
+    """Saved runs under ``directory``, newest first."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    return sorted(d.glob("*.nc"), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+__all__ = ["MODELS", "TASKS", "RUN_DIR", "run_equivariance", "run_invariance", "run_key",
+           "save_run", "load_run", "list_runs"]
