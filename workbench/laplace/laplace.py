@@ -221,6 +221,7 @@ class Laplace:
         self.create_graph_ = bool(create_graph)
         params = dict(self.model.named_parameters())
         self._mean = torch.cat([params[n].detach().reshape(-1) for n in self.spec_.names])
+        self._hstats = None
         self._fitted = True
         return self
 
@@ -253,6 +254,15 @@ class Laplace:
         self._prior_prec = self.layout_.init(value, ref)
         for b in getattr(self, "blocks_", []):
             b.invalidate()
+
+    @property
+    def prior_mean(self):
+        return self._prior_mean
+
+    @prior_mean.setter
+    def prior_mean(self, value):
+        self._prior_mean = value
+        self._hstats = None
 
     @property
     def sigma_noise(self):
@@ -340,6 +350,15 @@ class Laplace:
     def n_params(self):
         self._check_fitted()
         return self.spec_.P
+
+    def _hyper_stats(self):
+        """(Σ (θ-μ0)², number of parameters) per hyperparameter; cached until the next fit."""
+        st = getattr(self, "_hstats", None)
+        if st is None:
+            delta2 = (self._mean - self.prior_mean) ** 2
+            st = (self.layout_.hyper_sums(delta2), self.layout_.hyper_sums(torch.ones_like(delta2)))
+            self._hstats = st
+        return st
 
     def _block_priors(self, prior_precision=None):
         prec = self._prior_prec if prior_precision is None else prior_precision
@@ -477,6 +496,7 @@ class Laplace:
         self._mean = to(state["mean"])
         self._prior_prec = self.layout_.check(to(state["prior_precision"]))
         self.prior_mean = to(state["prior_mean"])
+        self._hstats = None
         self._sigma = to(state["sigma_noise"])
         self._sigma_fit = to(state["sigma_fit"])
         self.n_data = state["n_data"]

@@ -49,10 +49,21 @@ def log_marginal_likelihood(la, prior_precision=None, sigma_noise=None):
     prec, sigma = _hyper(la, prior_precision, sigma_noise)
     s = la._lik_scale(sigma)
     loglik = la._loglik(sigma)
-    diag = la.layout_.to_diag(prec)
-    delta = la._mean - la.prior_mean
-    scatter = (delta**2 * diag).sum()
-    logdet_prior = torch.log(diag).sum()
+    cache = {}
+
+    def diag():
+        if "d" not in cache:
+            cache["d"] = la.layout_.to_diag(prec)
+        return cache["d"]
+
+    if la.layout_.structure == "unitwise":
+        delta = la._mean - la.prior_mean
+        scatter = (delta**2 * diag()).sum()
+        logdet_prior = torch.log(diag()).sum()
+    else:  # per-hyperparameter sums, cached per fit: no (P,)-sized work per hyper-step
+        sq, cnt = la._hyper_stats()
+        scatter = (prec * sq).sum()
+        logdet_prior = (cnt * torch.log(prec)).sum()
     logdet_post = 0.0
     for b in la.blocks_:
         bp = la.layout_.block_prior(prec, diag, b)

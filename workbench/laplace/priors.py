@@ -15,20 +15,26 @@ KFAC use an exact log-determinant (see ``posteriors.KronBlock``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from ._validation import PRIOR_STRUCTURES, check_choice
 
 
-@dataclass
 class BlockPrior:
-    diag: torch.Tensor  # (d,) in block order
-    iso: torch.Tensor | None  # scalar when one hyperparameter covers the block
-    kron_ok: bool  # diag reshaped (out, in') is an outer product
-    pieces: list | None = None  # [(block positions, scalar precision)] when constant per tensor
+    """Prior of one block: ``diag`` (d,) in block order (computed lazily: isotropic blocks never need
+    it), ``iso`` the scalar when one hyperparameter covers the block, ``kron_ok`` whether the diag
+    reshaped (out, in') is an outer product, ``pieces`` [(positions, precision)] when constant per tensor."""
+
+    def __init__(self, diag=None, iso=None, kron_ok=False, pieces=None, diag_fn=None):
+        self._diag, self._diag_fn = diag, diag_fn
+        self.iso, self.kron_ok, self.pieces = iso, kron_ok, pieces
+
+    @property
+    def diag(self):
+        if self._diag is None:
+            self._diag = self._diag_fn()
+        return self._diag
 
 
 class PriorLayout:
@@ -184,8 +190,17 @@ class PriorLayout:
         out = [p if p is not None else bias_of[n] for p, n in zip(parts, self.spec.names)]
         return torch.cat([o.reshape(-1) for o in out])
 
+    def hyper_sums(self, values: torch.Tensor):
+        """Σ of ``values`` (P,) over the parameters of each hyperparameter (not for unitwise)."""
+        idx = self.index.to(values.device)
+        return values.new_zeros(self.n_hyper).index_add(0, idx, values)
+
     def block_prior(self, prec, diag_full, block) -> BlockPrior:
-        diag = diag_full[block.idx]
+        """``diag_full``: (P,) per-parameter precisions or a callable returning them (lazy)."""
+        if callable(diag_full):
+            diag, diag_fn = None, (lambda: diag_full()[block.idx])
+        else:
+            diag, diag_fn = diag_full[block.idx], None
         iso = None
         if self.structure == "scalar":
             iso = prec.reshape(-1)[0]
@@ -201,7 +216,9 @@ class PriorLayout:
                     (h,) = self._tensor_hyper[n]
                     by_h.setdefault(h, []).append(pos[n])
                 pieces = [(torch.cat(p), prec[h]) for h, p in by_h.items()]
-        return BlockPrior(diag=diag, iso=iso, kron_ok=self.structure != "diagonal", pieces=pieces)
+        return BlockPrior(
+            diag=diag, iso=iso, kron_ok=self.structure != "diagonal", pieces=pieces, diag_fn=diag_fn
+        )
 
 
 def tensor_positions(block, spec):

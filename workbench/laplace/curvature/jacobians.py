@@ -29,7 +29,11 @@ def jac_t_products(model, theta, names, x, L, link, budget=2**25):
         return torch.cat([g[n].reshape(C, -1) for n in names], 1)
 
     step = max(1, budget // max(1, C * P))
-    outs = [vmap(one)(x[i : i + step], L[i : i + step]) for i in range(0, N, step)]
+    # randomness="different": models that sample inside forward (e.g. augmentation) still work
+    outs = [
+        vmap(one, randomness="different")(x[i : i + step], L[i : i + step])
+        for i in range(0, N, step)
+    ]
     return torch.cat(outs, 0) if len(outs) > 1 else outs[0]
 
 
