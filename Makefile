@@ -26,7 +26,7 @@ browser:
 	bash scripts/ensure_chromium.sh
 
 test: setup browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900 --nbmake
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900 --nbmake -n 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check workbench tests benchmarks apps
