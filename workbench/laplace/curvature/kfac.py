@@ -18,12 +18,12 @@ import torch
 def kfac_terms(a, g, flavour):
     """(A, B, count) contributions of one batch."""
     if flavour == "expand":
-        A = torch.einsum("nsi,nsj->ij", a, a)
-        B = torch.einsum("cnso,cnsp->op", g, g)
-        return A, B, a.shape[0] * a.shape[1]
+        a2 = a.reshape(-1, a.shape[-1])
+        g2 = g.reshape(-1, g.shape[-1])
+        return a2.T @ a2, g2.T @ g2, a.shape[0] * a.shape[1]
     am = a.mean(1)
-    gs = g.sum(2)
-    return am.T @ am, torch.einsum("cno,cnp->op", gs, gs), a.shape[0]
+    gs = g.sum(2).reshape(-1, g.shape[-1])
+    return am.T @ am, gs.T @ gs, a.shape[0]
 
 
 def exact_diag(a, g, budget=2**24):
@@ -31,7 +31,7 @@ def exact_diag(a, g, budget=2**24):
     C, N, S, ob = g.shape
     ia = a.shape[-1]
     if S == 1:
-        return torch.einsum("cno,ni->oi", g[:, :, 0] ** 2, a[:, 0] ** 2)
+        return (g[:, :, 0] ** 2).sum(0).T @ (a[:, 0] ** 2)
     out = a.new_zeros(ob, ia)
     step = max(1, budget // max(1, C * ob * ia))
     for i in range(0, N, step):
