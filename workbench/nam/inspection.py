@@ -274,7 +274,7 @@ class InspectionMixin:
         post = self.posterior_
         mean = group(inp)[:, q].double() - post.curv.mean_out["pair"][q]
         jac = group.jacobian(inp)[:, q : q + 1].double() - post.curv.mean_jac["pair"][q : q + 1]
-        var = post.functional_variance("pair", jac.contiguous())[:, 0].diagonal(dim1=-2, dim2=-1)
+        var = post.functional_variance("pair", jac, subnets=slice(q, q + 1))[:, 0].diagonal(dim1=-2, dim2=-1)
         scale = self._output_scale()
         K = self.model_.n_out
         m = (mean.numpy() * scale).reshape(n_points, n_points, K)

@@ -148,9 +148,11 @@ class BlockPosterior:
         """(S, P, P) posterior covariance blocks of a group."""
         return torch.cholesky_inverse(self.chol[group])
 
-    def functional_variance(self, group: str, jac: torch.Tensor) -> torch.Tensor:
-        """``J_s Sigma_s J_s^T`` for every sample and subnetwork: jac (N, S, K, P) -> (N, S, K, K)."""
+    def functional_variance(self, group: str, jac: torch.Tensor, subnets: slice | None = None) -> torch.Tensor:
+        """``J_s Sigma_s J_s^T`` for every sample and subnetwork: jac (N, S, K, P) -> (N, S, K, K);
+        ``subnets`` selects which of the group's subnetworks ``jac`` belongs to (default: all)."""
         n, s, k, p = jac.shape
+        chol = self.chol[group] if subnets is None else self.chol[group][subnets]
         rhs = jac.double().permute(1, 3, 0, 2).reshape(s, p, n * k)
-        z = torch.linalg.solve_triangular(self.chol[group], rhs, upper=False).reshape(s, p, n, k)
+        z = torch.linalg.solve_triangular(chol, rhs, upper=False).reshape(s, p, n, k)
         return torch.einsum("spnk,spnl->nskl", z, z)

@@ -135,7 +135,7 @@ def train_marglik(
                 best_state = copy.deepcopy(model.state_dict())
             bar.set_postfix(loss=f"{epoch_loss:.4f}", log_marglik=f"{lml:.1f}")
         if regression:
-            record["sigma"] = float(log_sigma.exp())
+            record["sigma"] = float(log_sigma.detach().exp())
         record["mean_log_prior"] = float(torch.cat([lp.detach().ravel() for lp in log_prior.values()]).mean())
         history.append(record)
         if callback is not None:
