@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 serve: setup
-	$(BIN)/panel serve apps/ --port $(PORT) --allow-websocket-origin='*'
+	$(BIN)/panel serve apps/ --port $(PORT) --allow-websocket-origin=localhost:$(PORT) --allow-websocket-origin=127.0.0.1:$(PORT)
 
 browser:
 	bash scripts/ensure_chromium.sh
