@@ -21,7 +21,7 @@ import xarray as xr
 from . import protocol
 from .metrics import aggregate, window_errors
 
-__all__ = ["evaluate", "score_forecaster", "evaluate_loop", "forecaster_name"]
+__all__ = ["evaluate", "score_forecaster", "evaluate_loop", "forecaster_name", "results_from_errors"]
 
 
 def forecaster_name(f) -> str:
@@ -115,28 +115,38 @@ def evaluate(forecasters, ds: xr.Dataset, split: str = "test", n_boot: int = 100
     ``mae_upper``, ``n_windows``, ``n_missing``, ``mae_train_conditions(_lower/_upper)`` and
     ``seconds`` (scoring wall time per method and context).
     """
-    items = []
     fs = forecasters if isinstance(forecasters, list | tuple) else _as_dict(forecasters).items()
     if isinstance(forecasters, list | tuple):
         fs = [(forecaster_name(f), f) for f in forecasters]
-    names = protocol.protocol_from(ds)["names"]
+    scored = []
     for name, f in fs:
         t0 = _time.perf_counter()
         errors, w = score_forecaster(f, ds, split=split, batch_size=batch_size,
                                      block_frames=block_frames, progress=progress)
+        scored.append((name, int(f.context), errors, w, _time.perf_counter() - t0))
+    return results_from_errors(scored, ds, n_boot=n_boot, block_length=block_length, ci=ci, seed=seed)
+
+
+def results_from_errors(scored, ds: xr.Dataset, n_boot: int = 1000, block_length: int = 16,
+                        ci: float = 0.95, seed: int | None = 0) -> xr.Dataset:
+    """Combine ``[(method, context, errors, windows, seconds), ...]`` into the results Dataset."""
+    p = protocol.protocol_from(ds)
+    items = []
+    for name, context, errors, w, seconds in scored:
         res = aggregate(errors, w, n_boot=n_boot, block_length=block_length, ci=ci, seed=seed,
-                        condition_order=names)
-        res["seconds"] = ((), _time.perf_counter() - t0)
-        items.append(res.expand_dims(method=[name], context=[int(f.context)]))
+                        condition_order=p["names"])
+        res["seconds"] = ((), float(seconds))
+        items.append(res.expand_dims(method=[name], context=[int(context)]))
     if not items:
         raise ValueError("no forecasters given")
     keys = [(str(i["method"].item()), int(i["context"].item())) for i in items]
     if len(set(keys)) != len(keys):
         raise ValueError(f"duplicate (method, context) pairs among the forecasters: {keys}")
     out = xr.merge(items, join="outer", combine_attrs="drop_conflicts", compat="no_conflicts")
-    out["heldout"] = ("condition", np.isin(out["condition"].values, list(protocol.protocol_from(ds)["heldout"])))
+    out["heldout"] = ("condition", np.isin(out["condition"].values, list(p["heldout"])))
     out = out.set_coords("heldout")
-    out.attrs.update(split=split, metric="ZAPBench MAE: mean over neurons, then windows, per condition")
+    out.attrs.update(split=str(scored[0][3].attrs.get("split", "test")),
+                     metric="ZAPBench MAE: mean over neurons, then windows, per condition")
     return out
 
 

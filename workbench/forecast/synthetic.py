@@ -29,7 +29,7 @@ from scipy.signal import lfilter
 from . import protocol
 from .dff import CLIP_RANGE, delta_f_over_f, radius_for_length
 
-__all__ = ["SyntheticConfig", "PRESETS", "get_config", "simulate", "brain_mask",
+__all__ = ["SyntheticConfig", "PRESETS", "get_config", "simulate", "brain_mask", "in_brain",
            "place_nuclei", "stimulus_features", "N_FEATURES", "TRIAL_PERIODS"]
 
 N_FEATURES = 26
@@ -124,36 +124,43 @@ def condition_offsets(n_frames: int) -> list[int]:
     return [int(v) for v in np.round(off / off[-1] * n_frames).astype(np.int64)]
 
 
-def brain_mask(shape, voxel_size) -> np.ndarray:
-    """Boolean (z, y, x) mask: three lobes along x (fore-, mid-, hindbrain), symmetric in y."""
-    zz, yy, xx = [(np.arange(n) + 0.5) / n * 2.0 - 1.0 for n in shape]
-    zz = zz.reshape(-1, 1, 1)
-    yy = yy.reshape(1, -1, 1)
-    xx = xx.reshape(1, 1, -1)
-    lobes = [(-0.55, 0.40, 0.55, 0.95), (0.0, 0.45, 0.80, 1.0), (0.55, 0.50, 0.65, 0.9)]
-    mask = np.zeros(shape, dtype=bool)
-    for cx, rx, ry, rz in lobes:          # three lobes x two hemispheres
-        for sy in (-1, 1):
-            cy = 0.35 * sy
-            mask |= ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 + (zz / rz) ** 2 <= 1.0
-    return mask
+_LOBES = [(-0.55, 0.40, 0.55, 0.95), (0.0, 0.45, 0.80, 1.0), (0.55, 0.50, 0.65, 0.9)]
 
 
-def place_nuclei(mask: np.ndarray, radius, rng: np.random.Generator, n_neurons=None):
-    """Nucleus centres (N, 3) in voxel units on a jittered lattice inside ``mask``.
+def in_brain(points, shape) -> np.ndarray:
+    """Whether voxel-index points (P, 3) lie in the brain: three lobes along x (fore-, mid-,
+    hindbrain) per hemisphere (symmetric in y), in coordinates normalised to [-1, 1] per axis."""
+    u = (np.asarray(points, dtype=float) + 0.5) / np.asarray(shape, dtype=float) * 2.0 - 1.0
+    zz, yy, xx = u[..., 0], u[..., 1], u[..., 2]
+    inside = np.zeros(u.shape[:-1], dtype=bool)
+    for cx, rx, ry, rz in _LOBES:          # three lobes x two hemispheres
+        for cy in (-0.35, 0.35):
+            inside |= ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 + (zz / rz) ** 2 <= 1.0
+    return inside
+
+
+def brain_mask(shape, voxel_size=None) -> np.ndarray:
+    """Boolean (z, y, x) brain mask on the voxel grid (see :func:`in_brain`)."""
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    return in_brain(grid, shape)
+
+
+def place_nuclei(shape, radius, rng: np.random.Generator, n_neurons=None):
+    """Nucleus centres (N, 3) in voxel units on a jittered lattice inside the brain.
 
     Lattice spacing is ``ceil(2 radius) + 1`` per axis, the jitter is at most the slack, so
-    nuclei never overlap. Returns centres sorted by (z, y, x) after random subsampling.
+    nuclei never overlap. Only lattice points are tested against the brain shape, so this works
+    for the release-sized grid without materialising its mask.
     """
     r = np.asarray(radius, dtype=float)
     spacing = np.ceil(2 * r).astype(int) + 1
-    grids = [np.arange(s // 2, n, s) for s, n in zip(spacing, mask.shape)]
+    grids = [np.arange(s // 2, n, s) for s, n in zip(spacing, shape)]
     lattice = np.stack(np.meshgrid(*grids, indexing="ij"), -1).reshape(-1, 3)
-    lattice = lattice[mask[tuple(lattice.T)]]
+    lattice = lattice[in_brain(lattice, shape)]
     if n_neurons is not None:
         if n_neurons > lattice.shape[0]:
             raise ValueError(f"n_neurons={n_neurons} exceeds the {lattice.shape[0]} lattice sites "
-                             f"that fit in the mask of shape {mask.shape}")
+                             f"that fit in the brain of grid shape {tuple(shape)}")
         keep = np.sort(rng.choice(lattice.shape[0], n_neurons, replace=False))
         lattice = lattice[keep]
     slack = np.maximum(0.0, spacing / 2.0 - r - 0.5)
@@ -260,8 +267,8 @@ def simulate(cfg: SyntheticConfig, seed: int = 0, neuron_block: int = 2048, prog
     vs = np.asarray(cfg.voxel_size, float)
     shape = tuple(int(v) for v in cfg.shape)
     extent = np.asarray(shape) * vs
-    mask = brain_mask(shape, vs)
-    centres = place_nuclei(mask, cfg.nucleus_radius, r_layout, cfg.n_neurons)
+    mask = None if cfg.traces_only else brain_mask(shape)
+    centres = place_nuclei(shape, cfg.nucleus_radius, r_layout, cfg.n_neurons)
     n = centres.shape[0]
     if n == 0:
         raise ValueError(f"no nuclei fit in shape {shape} with radius {cfg.nucleus_radius}")

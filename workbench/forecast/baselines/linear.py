@@ -15,7 +15,7 @@ class LinearBaseline(TraceForecaster):
     """``y[h] = sum_c W[c, h] x[c] + b[h]`` per neuron, one ``W`` shared by all neurons.
 
     Fitted on the training windows of the non-held-out conditions by least squares via the normal
-    equations, accumulated over batches of windows (one einsum per batch). ``center="last"``
+    equations, accumulated over batches of windows (one BLAS product per batch). ``center="last"``
     subtracts each window's last context value from inputs and targets first (NLinear).
     ``max_windows`` / ``max_neurons`` subsample the training rows (random, ``seed``) for large
     recordings; ``None`` uses all of them. ``alpha`` is a ridge penalty relative to the mean
@@ -25,7 +25,7 @@ class LinearBaseline(TraceForecaster):
     name = "linear"
 
     def __init__(self, context: int = 4, center: str | None = "last", alpha: float = 1e-6,
-                 max_windows: int | None = 4096, max_neurons: int | None = 2048, seed: int = 0):
+                 max_windows: int | None = 2048, max_neurons: int | None = 1024, seed: int = 0):
         self.context = context
         self.center = center
         self.alpha = alpha
@@ -57,9 +57,10 @@ class LinearBaseline(TraceForecaster):
                 last = x[:, -1:, :]
                 x = x - last
                 y = y - last
-            x1 = np.concatenate([x, np.ones((x.shape[0], 1, x.shape[2]))], axis=1)
-            xtx += np.einsum("wcn,wdn->cd", x1, x1)
-            xty += np.einsum("wcn,whn->ch", x1, y)
+            rows = np.concatenate([x, np.ones((x.shape[0], 1, x.shape[2]))], axis=1)
+            rows = rows.transpose(0, 2, 1).reshape(-1, c + 1)          # (W * N, C + 1)
+            xtx += rows.T @ rows                                       # BLAS
+            xty += rows.T @ y.transpose(0, 2, 1).reshape(-1, h)
         ridge = self.alpha * np.trace(xtx) / (c + 1) * np.eye(c + 1)
         ridge[-1, -1] = 0.0
         coef = np.linalg.lstsq(xtx + ridge, xty, rcond=None)[0]
@@ -70,5 +71,8 @@ class LinearBaseline(TraceForecaster):
     def _predict(self, ctx, ds, starts):
         x = ctx.astype(np.float64)
         last = x[:, -1:, :] if self.center == "last" else 0.0
-        y = np.einsum("wcn,ch->whn", x - last, self.coef_) + self.intercept_[None, :, None] + last
+        w, c, n = x.shape
+        rows = (x - last).transpose(0, 2, 1).reshape(w * n, c)          # contiguous -> one BLAS call
+        y = (rows @ self.coef_).reshape(w, n, self.horizon).transpose(0, 2, 1)   # (W, H, N)
+        y = y + self.intercept_[None, :, None] + last
         return y.astype(np.float32)
