@@ -193,10 +193,11 @@ class SparsityExplorer(pn.viewable.Viewer):
     @staticmethod
     def layer_plot(ds: xr.Dataset, level: float):
         d = ds.layer_sparsity.sel(sparsity=level).mean("seed").to_dataframe().reset_index()
-        return d.hvplot.bar(x="layer", y="layer_sparsity", by="criterion", ylim=(0, 1),
-                            ylabel="fraction of weights pruned",
-                            title=f"per-layer sparsity at {level:.0%} (mean over seeds)",
-                            responsive=True, height=300, legend="top_left")
+        colors = hv.dim("criterion").categorize(COLORS, default="#333333")
+        return hv.Bars(d, ["layer", "criterion"], "layer_sparsity").opts(
+            color=colors, ylim=(0, 1), ylabel="fraction of weights pruned", xlabel="layer (criteria coloured as above)",
+            title=f"per-layer sparsity at {level:.0%} (mean over seeds)", responsive=True,
+            height=300, tools=["hover"], multi_level=False)
 
     @staticmethod
     def precision_plot(ds: xr.Dataset):
@@ -204,7 +205,7 @@ class SparsityExplorer(pn.viewable.Viewer):
         d = lp.to_dataframe().reset_index()[["log10_prior_precision", "parameter_layer"]]
         return d.hvplot.hist("log10_prior_precision", by="parameter_layer", bins=40, alpha=0.5,
                              xlabel="log10 prior precision", ylabel="parameters",
-                             title="learned prior precisions by layer (high = switched off)",
+                             title="learned prior precisions (high = switched off)",
                              responsive=True, height=300, legend="top_right")
 
     def __panel__(self):
