@@ -144,3 +144,27 @@ def test_marglik_training_per_output_sigma_history_has_output_dim():
             n_epochs=1,
             progress=False,
         )
+
+
+def test_marglik_training_heteroscedastic_learns_input_dependent_noise():
+    g = torch.Generator().manual_seed(1)
+    X = torch.rand(120, 1, generator=g) * 4 - 2
+    y = X[:, 0] + (0.05 + 0.5 * (X[:, 0] > 0)) * torch.randn(120, generator=g)
+    dl = DataLoader(TensorDataset(X, y), batch_size=60)
+    model = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 2))
+    model, la, hist = marglik_training(
+        model,
+        dl,
+        "heteroscedastic",
+        hessian_structure="kron",
+        n_epochs=100,
+        lr=3e-2,
+        n_epochs_burnin=20,
+        marglik_frequency=20,
+        n_hypersteps=10,
+        progress=False,
+    )
+    assert np.isnan(hist.sigma_noise.values).all()
+    mu, var = la(torch.tensor([[-1.0], [1.0]]))
+    assert var[1, 0, 0] > 2 * var[0, 0, 0]  # noisy half has the larger predictive variance
+    assert abs(float(mu[0, 0]) + 1) < 0.3 and abs(float(mu[1, 0]) - 1) < 0.5
