@@ -126,6 +126,27 @@ def test_marglik_gradients_match_finite_differences(structure, prior):
         assert abs(float(fd - gs)) < 1e-5 * max(1, abs(float(fd)))
 
 
+def test_kron_unitwise_logdet_on_conv_layers_is_exact():
+    X, y = torch.randn(10, 2, 5, 5), torch.randint(0, 3, (10,))
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(27, 3))
+    la = Laplace(model, "classification", hessian_structure="kron", prior_structure="unitwise").fit(
+        DataLoader(TensorDataset(X, y), batch_size=5)
+    )
+    prec = torch.rand(la.layout_.n_hyper) + 0.5
+    diag = la.layout_.to_diag(prec)
+    conv_w = diag[la.param_slices["0.weight"]].reshape(3, 2, 3, 3)
+    # log-additive per output / input channel: every kernel position shares δ_oc = a_o b_c
+    torch.testing.assert_close(
+        conv_w,
+        prec[:3].reshape(3, 1, 1, 1) * prec[3:5].reshape(1, 2, 1, 1) * torch.ones(1, 1, 3, 3),
+    )
+    for b in la.blocks_:
+        bp = la.layout_.block_prior(prec, diag, b)
+        torch.testing.assert_close(
+            b.logdet(1.0, bp), torch.logdet(torch.kron(b.B, b.A) + torch.diag(bp.diag))
+        )
+
+
 def test_kron_logdet_routes_against_dense():
     la = mlp_fit("kron", "unitwise")
     s = la._lik_scale(la.sigma_noise)
