@@ -190,12 +190,21 @@ class Laplace:
 
     # ------------------------------------------------------------------ fit
     def fit(self, train_loader, create_graph=False, progress=False):
-        """Fit the curvature on ``train_loader`` (an iterable of (X, y)); returns self.
+        """Fit the curvature on ``train_loader`` (an iterable of (X, y), e.g. a DataLoader, a list
+        of batches, or one ``(X, y)`` tuple of tensors); returns self.
 
-        ``create_graph=True`` keeps the autograd graph of the curvature and log-likelihood so
-        that the log marginal likelihood is differentiable w.r.t. quantities that enter the
-        network (e.g. augmentation parameters not covered by the Laplace, see ``params``).
+        The model is put in eval mode while the curvature is computed (its mode is restored);
+        the MAP is the model's current parameters. ``create_graph=True`` keeps the autograd graph
+        of the curvature and log-likelihood so that the log marginal likelihood is
+        differentiable w.r.t. quantities that enter the network (e.g. augmentation parameters
+        not covered by the Laplace, see ``params``).
         """
+        if (
+            isinstance(train_loader, tuple)
+            and len(train_loader) == 2
+            and all(isinstance(t, torch.Tensor) for t in train_loader)
+        ):
+            train_loader = [train_loader]
         first = next(iter(train_loader), None)
         if first is None:
             raise ValueError("train_loader is empty")

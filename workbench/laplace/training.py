@@ -70,6 +70,11 @@ def marglik_training(
     log_marglik, sigma_noise, prior_precision, history); returning ``True`` stops training.
     ``extra_params``: iterable of tensors (not covered by the Laplace; see ``params``) learned by
     the differentiable marglik together with the hyperparameters.
+
+    The MAP objective is ``-log p(y|θ)/(B·T) + ½ Σ δ (θ-μ0)² / N`` per batch, with the prior on the
+    parameters the Laplace covers (trainable parameters outside it, e.g. the body with
+    ``subset_of_weights="last_layer"``, are trained without a prior). ``lr_min`` enables cosine
+    annealing of the parameter learning rate.
     """
     if n_epochs < 1:
         raise ValueError(f"n_epochs must be >= 1, got {n_epochs}")
