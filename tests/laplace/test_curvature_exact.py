@@ -143,3 +143,33 @@ def test_conv1d_conv3d_diag_equals_dense(conv):
     torch.testing.assert_close(
         la.blocks_[0].h, torch.diagonal(G)[la.blocks_[0].idx], rtol=1e-9, atol=1e-10
     )
+
+
+class Tied(nn.Module):
+    """The same Linear applied twice (weight tying): its gradient sums over both calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.shared = nn.Linear(3, 3)
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.shared(torch.tanh(self.shared(x)))))
+
+
+@pytest.mark.parametrize("structure", ["diag", "full"])
+def test_module_called_twice_equals_dense(structure):
+    X, y = torch.randn(9, 3), torch.randn(9, 2)
+    model = Tied()
+    G = dense_ggn(model, X, y, "regression")
+    was = model.training
+    before = [p.detach().clone() for p in model.parameters()]
+    la = Laplace(model, "regression", hessian_structure=structure).fit(
+        DataLoader(TensorDataset(X, y), batch_size=4)
+    )
+    b = la.blocks_[0]
+    ref = torch.diagonal(G)[b.idx] if structure == "diag" else sub(G, b)
+    torch.testing.assert_close(b.h if structure == "diag" else b.H, ref, rtol=1e-9, atol=1e-10)
+    assert model.training == was and all(
+        torch.equal(p, q) for p, q in zip(model.parameters(), before)
+    )
