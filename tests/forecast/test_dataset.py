@@ -59,3 +59,24 @@ def test_bad_preset_and_length():
         generate("huge")
     with pytest.raises(ValueError, match="n_frames"):
         generate("tiny", n_frames=500)
+
+
+def test_neighbouring_cells_correlate_more(tiny):
+    x = tiny["traces"].values
+    c = np.corrcoef(x.T)
+    pos = tiny["centroid_zyx"].values
+    d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    iu = np.triu_indices_from(d, 1)
+    near = c[iu][d[iu] < np.quantile(d[iu], 0.1)].mean()
+    far = c[iu][d[iu] > np.quantile(d[iu], 0.9)].mean()
+    assert near > far + 0.05
+
+
+def test_failed_write_leaves_nothing(tiny, tmp_path, monkeypatch):
+    def boom(self, *a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_dataset(tiny, tmp_path / "x.zarr")
+    assert list(tmp_path.iterdir()) == []

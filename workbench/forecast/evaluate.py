@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from . import protocol
-from .metrics import aggregate, window_errors
+from .metrics import aggregate, lead_errors
 
 __all__ = ["evaluate", "score_forecaster", "evaluate_loop", "forecaster_name", "results_from_errors"]
 
@@ -48,14 +48,24 @@ def _block_plan(starts: np.ndarray, span: int, block_frames: int):
     return groups
 
 
+def _target_source(traces: np.ndarray, first_target: np.ndarray):
+    """``h -> (window, neuron)`` targets; a slice view (no copy) when the windows are consecutive."""
+    if first_target.size > 1 and np.all(np.diff(first_target) == 1):
+        t0, w = int(first_target[0]), first_target.size
+        return lambda h: traces[t0 + h:t0 + h + w]
+    return lambda h: traces[first_target + h]
+
+
 def score_forecaster(forecaster, ds: xr.Dataset, split: str = "test", windows: xr.Dataset | None = None,
                      batch_size: int | None = None, block_frames: int = 1024,
-                     memory_budget: float = 2.5e8, progress: bool = False) -> tuple[xr.Dataset, xr.Dataset]:
+                     memory_budget: float = 5e8, progress: bool = False) -> tuple[xr.Dataset, xr.Dataset]:
     """Per-window errors of one forecaster: ``(errors (window, lead), windows)``.
 
     The recording is read in time blocks of about ``block_frames`` frames (one read per block,
     dask/zarr friendly); inside a block, windows are predicted in batches of ``batch_size``
-    (default: as many as fit ``memory_budget`` bytes of float64 (window, C + H, neuron) data).
+    (default: as many as fit ``memory_budget`` bytes of float32 (window, H, neuron) predictions
+    and temporaries; forecasters bound their own context memory). Errors are computed one lead at
+    a time over all windows of a batch (targets are slice views of the block, no copies).
     """
     c = int(forecaster.context)
     h = int(getattr(forecaster, "horizon", protocol.HORIZON))
@@ -66,7 +76,7 @@ def score_forecaster(forecaster, ds: xr.Dataset, split: str = "test", windows: x
     n = ds.sizes["neuron"]
     span = c + h
     if batch_size is None:
-        batch_size = max(1, int(memory_budget // (span * n * 8)))
+        batch_size = max(1, int(memory_budget // (h * n * 4 * 3)))
     need = tuple(getattr(forecaster, "requires", ("traces",)))
     keep = sorted(set(need) | {"traces"})
     missing = [v for v in keep if v not in ds]
@@ -88,8 +98,7 @@ def score_forecaster(forecaster, ds: xr.Dataset, split: str = "test", windows: x
             if pred.shape != (rel.size, h, n):
                 raise ValueError(f"{forecaster_name(forecaster)}.predict returned shape {pred.shape}, "
                                  f"expected (window, lead, neuron) = {(rel.size, h, n)}")
-            _, target = protocol.gather(traces, rel, c, h)
-            e = window_errors(pred, target)
+            e = lead_errors(pred, _target_source(traces, rel + c))
             parts_abs.append(e["abs_err"].values)
             parts_sq.append(e["sq_err"].values)
             parts_miss.append(e["n_missing"].values)

@@ -60,5 +60,19 @@ class TraceForecaster(BaseEstimator):
         if lo < 0 or hi > ds.sizes["time"]:
             raise ValueError(f"context frames [{lo}, {hi}) outside the dataset's {ds.sizes['time']} frames")
         block = np.asarray(ds["traces"].isel(time=slice(lo, hi)).values)
-        ctx, _ = protocol.gather(block, starts - lo, self.context, 0)
-        return self._predict(ctx, ds, starts)
+        return self._predict_block(block, starts - lo, ds, starts)
+
+    # bound on the gathered (window, C, neuron) context per call of _predict (bytes)
+    context_budget = 2.5e8
+
+    def _predict_block(self, block, rel, ds, starts):
+        """Predict from the traces ``block`` covering all context frames; sub-batched gathers."""
+        per = max(1, int(self.context_budget // (self.context * block.shape[1] * block.itemsize)))
+        if rel.size <= per:
+            ctx, _ = protocol.gather(block, rel, self.context, 0)
+            return self._predict(ctx, ds, starts)
+        out = np.empty((rel.size, self.horizon, block.shape[1]), np.float32)
+        for b0 in range(0, rel.size, per):                            # batches of windows
+            ctx, _ = protocol.gather(block, rel[b0:b0 + per], self.context, 0)
+            out[b0:b0 + per] = self._predict(ctx, ds, starts[b0:b0 + per])
+        return out

@@ -75,4 +75,4 @@ class LinearBaseline(TraceForecaster):
         rows = (x - last).transpose(0, 2, 1).reshape(w * n, c)          # contiguous -> one BLAS call
         y = (rows @ self.coef_).reshape(w, n, self.horizon).transpose(0, 2, 1)   # (W, H, N)
         y = y + self.intercept_[None, :, None] + last
-        return y.astype(np.float32)
+        return np.ascontiguousarray(y, dtype=np.float32)
