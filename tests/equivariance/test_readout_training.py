@@ -100,6 +100,7 @@ def test_equivariance_score_edge_cases():
         layer_readout(torch.nn.Linear(2, 2))
 
 
+@pytest.mark.slow
 def test_marglik_training_history_and_predictions(tiny_data, tmp_path):
     calls = []
     est = LearnedEquivarianceClassifier(**TINY, callback=lambda e, n, h: calls.append((e, n)))

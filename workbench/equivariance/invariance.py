@@ -41,6 +41,18 @@ def make_mlp(image_shape, n_classes, hidden=(128, 128)) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def marglik(model: InvariantModel, loader, param_names, prior_precision) -> torch.Tensor:
+    """Log marginal likelihood of the KFAC Laplace over ``param_names`` (one prior precision per
+    tensor), differentiable w.r.t. ``prior_precision`` and, through the core's
+    ``fit(create_graph=True)``, w.r.t. the augmentation amplitudes of ``model``."""
+    from workbench.laplace import Laplace
+
+    la = Laplace(model, "classification", hessian_structure="kron", prior_structure="layerwise",
+                 prior_precision=prior_precision.detach(), params=list(param_names))
+    la.fit(loader, create_graph=model.augmentation is not None)
+    return la.log_marginal_likelihood(prior_precision=prior_precision)
+
+
 class LearnedInvarianceClassifier:
     """MLP made invariant by averaging over affine transforms whose amplitudes are learned.
 
@@ -162,8 +174,6 @@ class LearnedInvarianceClassifier:
         return self
 
     def _hyper_steps(self, model, X, y, net_names, log_prior, hyper_opt, epoch) -> float:
-        from workbench.laplace import Laplace
-
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         if self.marglik_subset is not None and self.marglik_subset < len(X):
             idx = torch.randperm(len(X), generator=gen)[: int(self.marglik_subset)]
@@ -171,16 +181,18 @@ class LearnedInvarianceClassifier:
         else:
             Xm, ym = X, y
         loader = DataLoader(TensorDataset(Xm, ym), batch_size=max(self.batch_size, 250))
-        model.train()  # sample transforms like in training
+        n_eval, model.n_samples_eval = model.n_samples_eval, None  # S as in training
+        try:
+            value = self._hyper_loop(model, loader, net_names, log_prior, hyper_opt)
+        finally:
+            model.n_samples_eval = n_eval
+        return value
+
+    def _hyper_loop(self, model, loader, net_names, log_prior, hyper_opt) -> float:
         value = math.nan
         for _ in range(max(1, self.n_hypersteps)):
             hyper_opt.zero_grad()
-            delta = log_prior.exp()
-            la = Laplace(model, "classification", hessian_structure="kron",
-                         prior_structure="layerwise", prior_precision=delta.detach(),
-                         params=net_names)
-            la.fit(loader, create_graph=model.augmentation is not None)
-            lml = la.log_marginal_likelihood(prior_precision=delta)
+            lml = marglik(model, loader, net_names, log_prior.exp())
             (-lml).backward()
             hyper_opt.step()
             value = float(lml.detach())

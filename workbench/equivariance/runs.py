@@ -117,5 +117,22 @@ def list_runs(directory: str | os.PathLike = RUN_DIR) -> list[Path]:
     return sorted(d.glob("*.nc"), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-__all__ = ["MODELS", "TASKS", "RUN_DIR", "run_equivariance", "run_invariance", "run_key",
+__all__ = ["MODELS", "TASKS", "RUN_DIR", "run_equivariance", "run_invariance", "run_key", "cached_run",
            "save_run", "load_run", "list_runs"]
+
+
+def cached_run(kind: str, directory: str | os.PathLike | None = None, **settings) -> xr.Dataset:
+    """Load the run of ``kind`` ("equivariance" | "invariance") with ``settings`` from disk, or
+    train it and save it atomically under ``directory`` (default ``data/equivariance``)."""
+    if kind not in ("equivariance", "invariance"):
+        raise ValueError(f"kind must be 'equivariance' or 'invariance', got {kind!r}")
+    directory = Path(directory) if directory is not None else RUN_DIR
+    key_settings = {k: v for k, v in settings.items() if k not in ("callback", "progress")}
+    path = directory / f"{kind}_{run_key(kind=kind, **key_settings)}.nc"
+    if path.is_file():
+        return load_run(path)
+    run = run_equivariance if kind == "equivariance" else run_invariance
+    ds = run(**settings)
+    ds.attrs["kind"] = kind
+    save_run(ds, path)
+    return ds

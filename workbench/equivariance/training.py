@@ -113,6 +113,7 @@ class LearnedEquivarianceClassifier:
     n_epochs, batch_size, lr : MAP training (Adam).
     n_epochs_burnin, marglik_frequency, n_hypersteps, lr_hyp : online marglik schedule.
     prior_precision : initial prior precision.
+    free_init : initial scale of the free pathways relative to the convolutions (soft layers).
     seed : seeds the weight initialisation and the batch order.
     progress : tqdm progress bar over epochs.
     callback : optional ``callback(epoch, n_epochs, history)`` after every epoch (dashboards).
@@ -125,7 +126,7 @@ class LearnedEquivarianceClassifier:
     def __init__(self, channels=(16, 16, 16, 16), strides=(1, 2, 1, 2), kernel_size=3,
                  pathways=PATHWAYS, prior_structure="pathway", n_epochs=30, batch_size=100,
                  lr=3e-3, n_epochs_burnin=5, marglik_frequency=5, n_hypersteps=50, lr_hyp=0.1,
-                 prior_precision=1.0, seed=0, progress=False, callback=None):
+                 prior_precision=1.0, free_init=0.1, seed=0, progress=False, callback=None):
         self.channels = channels
         self.strides = strides
         self.kernel_size = kernel_size
@@ -139,6 +140,7 @@ class LearnedEquivarianceClassifier:
         self.n_hypersteps = n_hypersteps
         self.lr_hyp = lr_hyp
         self.prior_precision = prior_precision
+        self.free_init = free_init
         self.seed = seed
         self.progress = progress
         self.callback = callback
@@ -170,7 +172,7 @@ class LearnedEquivarianceClassifier:
         n_classes = int(y.max()) + 1
         torch.manual_seed(self.seed)
         model = SoftEquivariantNet(tuple(X.shape[1:]), n_classes, self.channels, self.strides,
-                                   self.kernel_size, self.pathways).to(X.dtype)
+                                   self.kernel_size, self.pathways, self.free_init).to(X.dtype)
         self.model_ = model
         N = len(X)
         gen = torch.Generator().manual_seed(self.seed)
