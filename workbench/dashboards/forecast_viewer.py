@@ -55,11 +55,12 @@ def open_viewer_dataset(data=None, preset: str = "small", seed: int = 0, root=No
         if not path.exists():
             raise FileNotFoundError(f"forecast data directory {str(path)!r} does not exist")
         if (path / "zarr.json").is_file() and (path / "traces").exists() and (path / "time").exists():
-            return open_dataset(path, chunks="frame"), path.name
+            return open_dataset(path, chunks=None), path.name
         return open_release(path), f"release-{path.name}"
     with _DATA_LOCK:
         load_or_generate(preset, seed=seed, root=root)
-    return open_dataset(store_path(preset, seed, root), chunks="frame"), f"{preset}-seed{seed}"
+    # chunks=None: lazy indexing without dask, one plane read is one zarr chunk read (~6x faster)
+    return open_dataset(store_path(preset, seed, root), chunks=None), f"{preset}-seed{seed}"
 
 
 def outline(seg_plane: np.ndarray) -> np.ndarray:
@@ -195,10 +196,13 @@ class ForecastViewer(pn.viewable.Viewer):
         self._set_stores(stores, scores)
         self.neuron = int(np.argmax(cnt))
         self._images.object = self._image_layout()
+        # the lead marker is its own DynamicMap, so a lead step does not redraw the traces
+        marker = hv.DynamicMap(lambda lead: hv.VLine(lead).opts(color="#888888", line_dash="dashed"),
+                               streams=dict(lead=self.param.lead))
         self._trace.object = hv.DynamicMap(self._trace_plot, streams=dict(
-            window=self.param.window, neuron=self.param.neuron, lead=self.param.lead, v=self.param.version))
+            window=self.param.window, neuron=self.param.neuron, v=self.param.version)) * marker
         self._mae.object = hv.DynamicMap(self._mae_plot, streams=dict(
-            condition=self.param.condition, v=self.param.version, lead=self.param.lead))
+            condition=self.param.condition, v=self.param.version))
         self._progress.value, self._progress.active = 100, False
         self._status.object = self._status_text()
         self._on_info()
@@ -268,43 +272,56 @@ class ForecastViewer(pn.viewable.Viewer):
     def _clim(self):
         return self._clim_v
 
-    def _img(self, arr, title, cmap, clim):
-        return hv.Image((self._xc, self._yc, arr), kdims=["x", "y"], vdims=[hv.Dimension("v", label=title)]) \
-            .opts(cmap=cmap, clim=clim, title=title, colorbar=True, responsive=True, height=320,
-                  aspect=None, tools=["hover", "tap"], xlabel="x (µm)", ylabel="y (µm)",
-                  clipping_colors={"NaN": "#f2f2f2"})
+    def _img(self, arr, title):
+        return hv.Image((self._xc, self._yc, arr), kdims=["x", "y"], vdims=[hv.Dimension("v", label=title)])
 
-    def _truth_img(self, window, lead, z, v):
-        return self._img(self.planes(window, lead, z)[0], "ground truth", "viridis", self._clim())
+    def _img_opts(self, title, cmap, clim):
+        """Options set once on the DynamicMap (not per update: that would clone every frame)."""
+        return dict(cmap=cmap, clim=clim, title=title, colorbar=True, responsive=True, height=320,
+                    aspect=None, tools=["hover", "tap"], xlabel="x (µm)", ylabel="y (µm)",
+                    clipping_colors={"NaN": "#f2f2f2"}, framewise=False, axiswise=False)
+
+    def _truth_img(self, window, lead, z, v, neuron, show_outline):
+        """Truth with the segmentation outline and the picked neuron's marker (one inner overlay:
+        several DynamicMaps multiplied together cost ~4x more per update)."""
+        img = self._img(self.planes(window, lead, z)[0], "truth")
+        return img * self._outline_img(z, show_outline) * self._marker(z, neuron)
 
     def _fc_img(self, window, lead, z, v):
-        return self._img(self.planes(window, lead, z)[1], f"forecast ({self.method})", "viridis", self._clim())
+        return self._img(self.planes(window, lead, z)[1], "forecast")
 
     def _err_img(self, window, lead, z, v):
         t, f = self.planes(window, lead, z)
-        e = max(abs(c) for c in self._clim()) / 2
-        return self._img(f - t, "error = forecast − truth (|error| = colour strength)", "RdBu_r", (-e, e))
+        return self._img(f - t, "error")
 
-    def _overlay(self, z, neuron, show_outline):
+    def _outline_img(self, z, show_outline):
         o = outline(self._seg[int(z)]) if show_outline else np.full(self._seg.shape[1:], np.nan)
-        img = hv.Image((self._xc, self._yc, o), kdims=["x", "y"]).opts(
-            cmap=["#ffffff"], alpha=0.55, clipping_colors={"NaN": (0, 0, 0, 0)}, colorbar=False,
-            tools=[])
+        return hv.Image((self._xc, self._yc, o), kdims=["x", "y"], vdims=["outline"], group="Outline")
+
+    def _marker(self, z, neuron):
         cz, cy, cx = self._centroid[int(neuron)]
         here = abs(cz - z) < 1.0
-        pts = hv.Points(([np.interp(cx, np.arange(self._xc.size), self._xc)] if here else [],
-                         [np.interp(cy, np.arange(self._yc.size), self._yc)] if here else []))
-        return img * pts.opts(marker="circle", size=14, fill_alpha=0, line_color="#ff00ff", line_width=2)
+        return hv.Points(([np.interp(cx, np.arange(self._xc.size), self._xc)] if here else [],
+                          [np.interp(cy, np.arange(self._yc.size), self._yc)] if here else []))
 
     def _image_layout(self):
         streams = dict(window=self.param.window, lead=self.param.lead, z=self.param.z, v=self.param.version)
-        ov = hv.DynamicMap(self._overlay, streams=dict(z=self.param.z, neuron=self.param.neuron,
-                                                       show_outline=self.param.show_outline))
-        maps = [hv.DynamicMap(fn, streams=streams) for fn in (self._truth_img, self._fc_img, self._err_img)]
+        clim = self._clim()
+        e = max(abs(c) for c in clim) / 2
+        truth = hv.DynamicMap(self._truth_img, streams=dict(
+            streams, neuron=self.param.neuron, show_outline=self.param.show_outline)).opts({
+                "Image": self._img_opts("ground truth (outline: segmentation, circle: neuron)", "viridis", clim),
+                "Image.Outline": dict(cmap=["#ffffff"], alpha=0.6, colorbar=False, tools=[],
+                                      clipping_colors={"NaN": (0, 0, 0, 0)}),
+                "Points": dict(marker="circle", size=14, fill_alpha=0, line_color="#ff00ff", line_width=2)})
+        fc = hv.DynamicMap(self._fc_img, streams=streams).opts(**self._img_opts("forecast", "viridis", clim))
+        err = hv.DynamicMap(self._err_img, streams=streams).opts(
+            **self._img_opts("error = forecast − truth (|error| = colour strength)", "RdBu_r", (-e, e)))
+        maps = [truth, fc, err]
         self._taps = [hv.streams.Tap(source=m, x=None, y=None) for m in maps]
         for tap in self._taps:
             tap.add_subscriber(self._on_tap)
-        return hv.Layout([m * ov for m in maps]).cols(3).opts(shared_axes=True)
+        return hv.Layout(maps).cols(3).opts(shared_axes=True)
 
     def _on_tap(self, x=None, y=None):
         if x is None or y is None or self.ds is None:
@@ -321,7 +338,7 @@ class ForecastViewer(pn.viewable.Viewer):
             self.neuron = int(plane[ys[k], xs[k]]) - 1
 
     # -- neuron and MAE panels ---------------------------------------------------------------------
-    def _trace_plot(self, window, neuron, lead, v):
+    def _trace_plot(self, window, neuron, v):
         st = self._store
         c, h = int(st.attrs["context"]), int(st.attrs["horizon"])
         s = int(st["start"].values[window])
@@ -337,13 +354,12 @@ class ForecastViewer(pn.viewable.Viewer):
                                  label="95% band (Laplace)").opts(color=col, alpha=0.2, line_alpha=0))
         parts += [hv.Curve((rel, truth), "frame relative to forecast origin", "dF/F", label="truth")
                   .opts(color="black", line_width=2),
-                  hv.Curve((leads, fc), label=f"forecast ({self.method})").opts(color=col, line_width=2),
-                  hv.VLine(lead).opts(color="#888888", line_dash="dashed")]
+                  hv.Curve((leads, fc), label=f"forecast ({self.method})").opts(color=col, line_width=2)]
         return hv.Overlay(parts).opts(title=f"neuron {neuron}: context (grey) + truth + forecast, window {window}",
                                       responsive=True, height=300, legend_position="top_left",
                                       show_legend=True)
 
-    def _mae_plot(self, condition, v, lead):
+    def _mae_plot(self, condition, v):
         sc = self._scores
         curves = []
         for m in sc["method"].values:
@@ -351,7 +367,6 @@ class ForecastViewer(pn.viewable.Viewer):
             y = d["mae_train_conditions"] if condition == ALL_TRAIN else d["mae"].sel(condition=condition)
             curves.append(hv.Curve((d["lead"].values, y.values), "lead", "MAE", label=str(m))
                           .opts(color=COLORS.get(str(m), "#333333"), line_width=2))
-        curves.append(hv.VLine(lead).opts(color="#888888", line_dash="dashed"))
         n = int(sc.attrs.get("n_windows_scored", 0)) or None
         return hv.Overlay(curves).opts(
             title=f"MAE by lead, {condition} (test windows in the stores{'' if n is None else f', {n}'})",
