@@ -67,6 +67,10 @@ def test_functional_variance_equals_dense_j_sigma_jt_and_group_blocks(structure)
         torch.testing.assert_close(fg, Jg @ Sg @ Jg.transpose(1, 2))
         total = total + fg
     torch.testing.assert_close(total, la.functional_variance(X[:4]))  # block-diagonal posterior
+    desc = la.describe_blocks()
+    assert {d["group"] for d in desc} == {"body", "head"} and sum(
+        d["size"] for d in desc
+    ) == la.n_params
     with pytest.raises(ValueError, match="group='nope'.*body"):
         la.functional_variance(X[:4], group="nope")
 

@@ -399,6 +399,20 @@ class Laplace:
                 out[n] = float(b.eff_dims(s, bp, sub))
         return out
 
+    def describe_blocks(self):
+        """One dict per posterior block: group, kind (full/diag/kron), module, params, size."""
+        self._check_fitted("describe_blocks()")
+        return [
+            {
+                "group": p["group"],
+                "kind": b.kind,
+                "module": p.get("module", ""),
+                "params": list(b.names),
+                "size": b.d,
+            }
+            for p, b in zip(self.plans_, self.blocks_)
+        ]
+
     def group_of(self, name):
         for g, ns in self.groups_.items():
             if name in ns:
@@ -431,7 +445,8 @@ class Laplace:
         return _pred.functional_variance(self, x, group)
 
     def predictive_samples(self, x, n_samples=100, pred_type="glm", generator=None):
-        """Samples (n_samples, N, K) of the predictive (probabilities for classification)."""
+        """Samples (n_samples, N, K) of the predictive: function values for regression, raw outputs
+        (f1, f2) for heteroscedastic, probabilities for classification / binary."""
         self._check_fitted("predictive_samples()")
         return _pred.predictive_samples(self, x, n_samples, pred_type, generator)
 
