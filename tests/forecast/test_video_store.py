@@ -74,3 +74,17 @@ def test_failed_write_leaves_old_store(tiny, video, tmp_path):
     with pytest.raises(FileNotFoundError, match="no forecast store"):
         open_forecast_store(tmp_path / "nope.zarr")
     assert isinstance(open_forecast_store(path), xr.Dataset)
+
+
+def test_store_scores_equal_direct_scoring(tiny, tmp_path):
+    """MAE from a store's traces == part 1's scoring of the same forecaster on the same windows."""
+    from workbench.forecast.video.compare import score_methods
+    from workbench.forecast.video.viewer_data import scores_by_method
+
+    mean = MeanBaseline(context=4).fit(tiny)
+    path = write_forecast_store(tmp_path / "mean.zarr", mean, tiny, max_windows=6)
+    from_store = scores_by_method({"mean": path}, tiny)
+    direct = score_methods({"mean": mean}, tiny, max_windows=6)
+    np.testing.assert_allclose(from_store["mae"].values, direct["mae"].values, rtol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(from_store["mae_train_conditions"].values,
+                               direct["mae_train_conditions"].values, rtol=1e-5)
