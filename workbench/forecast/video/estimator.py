@@ -272,7 +272,11 @@ class VideoForecaster(BaseEstimator):
         model = self._build_model().to(device=device, dtype=dtype, memory_format=torch.channels_last_3d)
         net = model
         if world > 1:
+            import warnings
+
             from torch.nn.parallel import DistributedDataParallel as DDP
+            # 1x1x1 conv weights in channels_last_3d have ambiguous strides; DDP warns, sums are exact
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
         opt = torch.optim.AdamW(model.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
         n_total = int(self.n_steps)
