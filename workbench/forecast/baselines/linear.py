@@ -69,10 +69,17 @@ class LinearBaseline(TraceForecaster):
         self.n_train_windows_ = int(starts.size)
 
     def _predict(self, ctx, ds, starts):
-        x = ctx.astype(np.float64)
-        last = x[:, -1:, :] if self.center == "last" else 0.0
+        # float32 BLAS with in-place adds: a few passes over (W, H, N), no float64 temporaries
+        x = np.asarray(ctx, dtype=np.float32)
         w, c, n = x.shape
-        rows = (x - last).transpose(0, 2, 1).reshape(w * n, c)          # contiguous -> one BLAS call
-        y = (rows @ self.coef_).reshape(w, n, self.horizon).transpose(0, 2, 1)   # (W, H, N)
-        y = y + self.intercept_[None, :, None] + last
-        return np.ascontiguousarray(y, dtype=np.float32)
+        if self.center == "last":
+            last = x[:, -1, :].copy()                                    # (W, N)
+            rows = (x - last[:, None, :]).transpose(0, 2, 1).reshape(w * n, c)
+        else:
+            last = None
+            rows = x.transpose(0, 2, 1).reshape(w * n, c)
+        y = rows @ self.coef_.astype(np.float32)                         # (W * N, H)
+        y += self.intercept_.astype(np.float32)
+        if last is not None:
+            y += last.reshape(w * n, 1)
+        return np.ascontiguousarray(y.reshape(w, n, self.horizon).transpose(0, 2, 1))   # (W, H, N)
