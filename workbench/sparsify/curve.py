@@ -92,6 +92,10 @@ def sparsity_curve(task="breast_cancer", priors=("map", "diagonal"),
     ``nll``, ``ece``, ``n_params``, ``flops`` (per example) and ``param_sparsity`` (1 - params /
     dense params), ``layer_sparsity`` with an extra ``layer`` dim (fraction of each layer's
     weights that are zero), and ``log10_prior_precision`` over ``(prior, seed, parameter)``.
+    With ``structured=True`` the ``sparsity`` coordinate is the fraction of units removed from
+    every hidden layer; what that costs is measured on the shrunk network (``n_params``,
+    ``flops``, ``param_sparsity``). Unstructured sparsity counts the prunable weights
+    (Linear/Conv weights; biases are kept and counted in ``n_params``).
     ``callback(done, total, info)`` is called after every evaluated point. ``num_threads``
     temporarily sets torch's intra-op threads (these models are tiny: 1 is fastest on a busy
     machine).
