@@ -6,8 +6,11 @@ import pytest
 pn = pytest.importorskip("panel")
 
 from workbench.dashboards import equivariance as dash  # noqa: E402
-from workbench.equivariance import LearnedEquivarianceClassifier, LearnedInvarianceClassifier  # noqa: E402
-from workbench.equivariance import make_task  # noqa: E402
+from workbench.equivariance import (  # noqa: E402
+    LearnedEquivarianceClassifier,
+    LearnedInvarianceClassifier,
+    make_task,  # noqa: E402
+)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from workbench.equivariance import (
 )
 
 
-
 @pytest.fixture(autouse=True)
 def _float64():
     old = torch.get_default_dtype()

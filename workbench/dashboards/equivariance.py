@@ -160,9 +160,6 @@ class EquivarianceDashboard(pn.viewable.Viewer):
             if key in _CACHE:
                 return _CACHE[key]
         cb = None if progress is None else (lambda e, n, h: progress((e + 1) / n))
-        import torch
-
-        torch.set_num_threads(1)
         ds = cached_run(kind, directory=RUN_DIR, callback=cb, **settings)
         with _LOCK:
             _CACHE[key] = ds

@@ -2,8 +2,8 @@
 Algorithm 1) with per-epoch readouts of the learned equivariance.
 
 Every epoch trains the weights on the MAP objective (mean cross-entropy + ½ Σ δ θ² / N with the
-current prior precisions). After ``n_epochs_burnin`` epochs, and then every ``marglik_frequency``
-epochs, the Laplace core's KFAC Laplace is fitted on the whole training set and the prior
+current prior precisions). After ``n_epochs_burnin`` epochs, then every ``marglik_frequency``
+epochs and at the last epoch, the Laplace core's KFAC Laplace is fitted on the whole training set and the prior
 precisions (one per pathway of each layer, or one per parameter tensor) take ``n_hypersteps``
 Adam steps on the negative log marginal likelihood with the curvature held fixed. The readouts of
 :mod:`workbench.equivariance.readout` are recorded after every such step; weight and output norms
