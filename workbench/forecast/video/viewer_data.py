@@ -66,6 +66,8 @@ def ensure_video_store(ds: xr.Dataset, directory, max_windows: int = 32, uncerta
     if (path / "zarr.json").is_file():
         return path
     p = {**DEMO_VIDEO_PARAMS, **params}
+    if ds["volume"].nbytes <= 2 * 2**30:          # one read of a lazily opened store, not one per block
+        ds = ds.load()
     est = VideoForecaster(**p)
     cb = None if callback is None else (lambda step, n, loss: callback(0.85 * step / max(n, 1),
                                                                        f"training step {step}/{n}, loss {loss:.4f}"))
