@@ -83,3 +83,10 @@ def test_estimator_api_errors(tiny):
     with pytest.raises(ValueError, match="context"):
         MeanBaseline(0).fit(tiny)
     assert MeanBaseline(4).get_params() == {"context": 4}
+
+
+def test_stimulus_block_path_equals_per_window_lookup(tiny):
+    f = StimulusBaseline(4).fit(tiny)
+    s = protocol.windows(tiny, "test", context=4)["start"].values
+    for starts in (s[:50], s[::7]):                  # consecutive (view) and scattered (gather)
+        np.testing.assert_array_equal(f.predict(tiny, starts), f._predict(None, tiny, starts))

@@ -95,6 +95,27 @@ class StimulusBaseline(TraceForecaster):
         phase = np.where((phase >= 0) & (phase < self.n_phase_), phase, self.n_phase_)
         return cidx * (self.n_phase_ + 1) + phase
 
+    def _predict_block(self, block, rel, ds, starts):
+        """Look up each target frame once (frames shared by overlapping windows), then view.
+
+        Consecutive windows get a sliding-window view of the per-frame predictions (no
+        (window, lead, neuron) gather); other start sets one fancy index.
+        """
+        h = self.horizon
+        t0 = int(starts.min()) + self.context
+        t1 = int(starts.max()) + self.context + h
+        if t1 > ds.sizes["time"]:
+            raise ValueError("target frames reach past the end of the dataset slice")
+        frames = np.arange(t0, t1)
+        cidx = np.asarray(ds["condition_index"].values)[frames]
+        phase = np.asarray(ds["trial_phase"].values)[frames]
+        per_frame = self.table_[self._keys(cidx, phase)]              # (span, N)
+        off = starts - int(starts.min())
+        if starts.size > 1 and np.all(np.diff(starts) == 1):
+            view = np.lib.stride_tricks.sliding_window_view(per_frame, h, axis=0)   # (span-h+1, N, h)
+            return view[:starts.size].transpose(0, 2, 1)
+        return per_frame[off[:, None] + np.arange(h)[None, :]]
+
     def _predict(self, ctx, ds, starts):
         t = starts[:, None] + self.context + np.arange(self.horizon)[None, :]
         if t.max() >= ds.sizes["time"]:
