@@ -28,7 +28,12 @@ import tracemalloc
 import numpy as np
 
 from workbench.forecast import load_or_generate, protocol
-from workbench.forecast.baselines import LinearBaseline, MeanBaseline, StimulusBaseline, TSMixerBaseline
+from workbench.forecast.baselines import (
+    LinearBaseline,
+    MeanBaseline,
+    StimulusBaseline,
+    TSMixerBaseline,
+)
 from workbench.forecast.evaluate import evaluate_loop, results_from_errors, score_forecaster
 
 
@@ -106,7 +111,7 @@ def main(argv=None):
           f"extrapolated from {args.loop_windows} windows)")
     print(f"{'method':9s} {'C':>4s} {'vectorised s':>13s} {'loop(lazy) s':>13s} {'ratio':>7s} "
           f"{'loop(mem) s':>12s} {'ratio':>7s}")
-    for m, c, fit_s, vec_s, lazy_s, mem_s, _ in rows:
+    for m, c, _fit_s, vec_s, lazy_s, mem_s, _ in rows:
         print(f"{m:9s} {c:4d} {vec_s:13.2f} {lazy_s:13.1f} {lazy_s / vec_s:7.1f} {mem_s:12.1f} {mem_s / vec_s:7.1f}")
     tot_v = sum(r[3] for r in rows)
     tot_l = sum(r[4] for r in rows)

@@ -3,8 +3,12 @@ import pytest
 import zarr
 
 from workbench.forecast import protocol, segment_means
-from workbench.forecast.release import ReleaseLayoutError, estimate_trial_phase, open_release, write_release_layout
-
+from workbench.forecast.release import (
+    ReleaseLayoutError,
+    estimate_trial_phase,
+    open_release,
+    write_release_layout,
+)
 
 N_FRAMES = 400     # a short crop keeps the (x, y, z, t=1)-chunked fixture small
 

@@ -4,6 +4,7 @@ See docs/architecture.md, section "Forecast API (`workbench.forecast`)".
 """
 
 from . import protocol
+from .bootstrap import block_bootstrap_ci
 from .dataset import (
     build_dataset,
     generate,
@@ -13,7 +14,6 @@ from .dataset import (
     store_path,
     validate_dataset,
 )
-from .bootstrap import block_bootstrap_ci
 from .dff import delta_f_over_f, sliding_percentile
 from .evaluate import evaluate, evaluate_loop, score_forecaster
 from .metrics import aggregate, summarize, window_errors

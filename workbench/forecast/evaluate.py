@@ -104,7 +104,9 @@ def score_forecaster(forecaster, ds: xr.Dataset, split: str = "test", windows: x
             parts_miss.append(e["n_missing"].values)
     inv = np.empty_like(order)
     inv[order] = np.arange(order.size)
-    cat = (lambda p, dt: np.concatenate(p)[inv] if p else np.zeros((0, h), dt))
+    def cat(parts, dt):
+        return np.concatenate(parts)[inv] if parts else np.zeros((0, h), dt)
+
     errors = xr.Dataset({"abs_err": (("window", "lead"), cat(parts_abs, float)),
                          "sq_err": (("window", "lead"), cat(parts_sq, float)),
                          "n_missing": (("window", "lead"), cat(parts_miss, np.int64))},
