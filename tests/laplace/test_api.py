@@ -242,3 +242,17 @@ def test_bad_input_errors():
         Laplace(model, "classification").fit(dl)(X, pred_type="exact")
     with pytest.raises(ValueError, match="sigma_noise"):
         Laplace(model, "regression", sigma_noise=0.0)
+
+
+def test_eigh_of_degenerate_float32_factor_is_finite():
+    # a float32 KFAC factor with many exactly repeated zero eigenvalues (dead input units)
+    from workbench.laplace.posteriors import _eigh
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200, 64, generator=g, dtype=torch.float32)
+    a[:, 20:] = 0.0
+    A = a.T @ a / 200
+    lam, Q = _eigh(A)
+    assert lam.dtype == torch.float32 and torch.isfinite(lam).all() and torch.isfinite(Q).all()
+    assert (lam >= 0).all()
+    torch.testing.assert_close(Q @ torch.diag(lam) @ Q.T, A, atol=1e-4, rtol=1e-4)

@@ -47,8 +47,25 @@ def _scaled(method):
 
 
 def _eigh(M):
-    lam, Q = torch.linalg.eigh(M)
-    return lam.clamp(min=0), Q
+    """Eigenvalues (clamped at 0) and eigenvectors of a symmetric PSD curvature factor.
+
+    Decomposed in float64 whatever the factor's dtype: float32 ``eigh`` of a factor with exactly
+    repeated zero eigenvalues (dead units, pruned inputs) can return NaN, which would poison every
+    later log-determinant. If float64 still fails, a tiny relative jitter is added once.
+    """
+    dtype = M.dtype
+    M64 = 0.5 * (M + M.transpose(-1, -2)).to(torch.float64)
+    lam, Q = torch.linalg.eigh(M64)
+    if not (torch.isfinite(lam).all() and torch.isfinite(Q).all()):
+        scale = M64.diagonal(dim1=-2, dim2=-1).abs().max().clamp_min(1.0)
+        eye = torch.eye(M64.shape[-1], dtype=M64.dtype, device=M64.device)
+        lam, Q = torch.linalg.eigh(M64 + 1e-12 * scale * eye)
+        if not (torch.isfinite(lam).all() and torch.isfinite(Q).all()):
+            raise FloatingPointError(
+                f"eigendecomposition of a {tuple(M.shape)} curvature factor failed (non-finite entries: "
+                f"{int((~torch.isfinite(M)).sum())}); check the model's outputs for inf/NaN"
+            )
+    return lam.clamp(min=0).to(dtype), Q.to(dtype)
 
 
 class Block:
