@@ -63,3 +63,26 @@ def test_forecast_viewer_sliders_and_pick(panel_server, ui_page):
     print("\nforecast viewer: browser update latency per widget step (s):",
           {k: round(v, 3) for k, v in timings.items()})
     panel_server.assert_clean()
+
+
+@pytest.mark.slow
+def test_viewer_reads_the_release_layout_through_part1_loader(tmp_path):
+    """Pointed at a directory in the ZAPBench release layout, the viewer opens it with
+    ``open_release``, builds a labelled baseline store and draws every panel (no browser)."""
+    import holoviews as hv
+
+    from workbench.dashboards.forecast_viewer import ForecastViewer
+    from workbench.forecast import generate
+    from workbench.forecast.release import write_release_layout
+
+    ds = generate("tiny", seed=0)
+    release = write_release_layout(ds, tmp_path / "release", scales=("s0",))
+    v = ForecastViewer(data=str(release), root=tmp_path / "root", train_video=False)
+    assert list(v.stores) == ["linear"] and "rendered as video" in v._status.object
+    truth, fc = v.planes(0, 1, 1)
+    assert truth.shape == fc.shape == ds["segmentation"].shape[1:]
+    v.lead, v.z = 3, 2
+    v._on_tap(x=float(v._xc[14]), y=float(v._yc[10]))
+    assert 0 <= v.neuron < ds.sizes["neuron"]
+    for pane in (v._images, v._trace, v._mae):
+        hv.render(pane.object)
