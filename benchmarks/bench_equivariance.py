@@ -36,14 +36,14 @@ def _settings(quick: bool):
                   lr=1e-2)
         inv = dict(n_train=500, n_test=300, n_epochs=12, hidden=[128], n_samples=4,
                    n_samples_eval=8, n_epochs_burnin=2, marglik_frequency=1, n_hypersteps=1,
-                   batch_size=50, lr=3e-3, lr_hyp=0.1)
+                   batch_size=50, lr=3e-3, lr_hyp=0.2)
     else:
         eq = dict(n_train=1000, n_test=500, n_epochs=30, channels=[16, 16, 16, 16],
                   n_epochs_burnin=3, marglik_frequency=3, n_hypersteps=50, batch_size=50,
                   lr=1e-2)
         inv = dict(n_train=1000, n_test=500, n_epochs=30, hidden=[128, 128], n_samples=8,
                    n_samples_eval=16, n_epochs_burnin=3, marglik_frequency=1, n_hypersteps=1,
-                   batch_size=50, lr=3e-3, lr_hyp=0.05)
+                   batch_size=50, lr=3e-3, lr_hyp=0.2)
     return eq, inv
 
 
@@ -66,7 +66,8 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=1, help="runs in parallel processes")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
     ap.add_argument("--out", default="data/equivariance/bench")
-    ap.add_argument("--skip-invariance", action="store_true")
+    ap.add_argument("--only", choices=["equivariance", "invariance"], default=None,
+                    help="run only one of the two parts")
     args = ap.parse_args(argv)
     eq, inv = _settings(args.quick)
     out = Path(args.out)
@@ -74,8 +75,9 @@ def main(argv=None):
     for seed in range(args.seeds):
         for task in ("translated", "quadrant"):
             for model in ("soft", "cnn", "fc"):
-                jobs.append(("equivariance", dict(task=task, model=model, seed=seed, **eq)))
-        if not args.skip_invariance:
+                if args.only != "invariance":
+                    jobs.append(("equivariance", dict(task=task, model=model, seed=seed, **eq)))
+        if args.only != "equivariance":
             for learn in (True, False):
                 jobs.append(("invariance", dict(learn_invariance=learn, seed=seed, **inv)))
     t0 = time.perf_counter()
@@ -95,6 +97,14 @@ def main(argv=None):
 
 def report(results, n_seeds):
     eqr = [(s, ds) for k, s, ds in results if k == "equivariance"]
+    if eqr:
+        _report_equivariance(eqr)
+    inv = [(s, ds) for k, s, ds in results if k == "invariance"]
+    if inv:
+        _report_invariance(inv)
+
+
+def _report_equivariance(eqr):
     print("== learned equivariance: final score per layer (soft network, mean over seeds) ==")
     for measure in ("effective_dim", "output_rms"):
         for task in ("translated", "quadrant"):
@@ -116,25 +126,26 @@ def report(results, n_seeds):
                              if s["task"] == task and s["model"] == m]) for m in acc}
         print(f"  {'':10s}  fit time: " + ", ".join(f"{m} {t:.0f} s" for m, t in times.items())
               + f"; soft / cnn = {times['soft'] / times['cnn']:.2f}x")
-    inv = [(s, ds) for k, s, ds in results if k == "invariance"]
-    if inv:
-        print("\n== learned invariance (LILA) on rotated digits ==")
-        lila = [ds for s, ds in inv if s["learn_invariance"]]
-        plain = [ds for s, ds in inv if not s["learn_invariance"]]
-        true = float(lila[0].attrs["max_rotation"])
-        rot = np.array([float(ds.amplitude.sel(transform="rotate").isel(epoch=-1)) for ds in lila])
-        rot0 = np.array([float(ds.amplitude.sel(transform="rotate").isel(epoch=0)) for ds in lila])
-        amps = {t: np.mean([float(ds.amplitude.sel(transform=t).isel(epoch=-1)) for ds in lila])
-                for t in lila[0].transform.values}
-        a_l = np.array([ds.attrs["test_accuracy"] for ds in lila])
-        a_p = np.array([ds.attrs["test_accuracy"] for ds in plain])
-        print(f"  rotation amplitude: first epoch {rot0.mean():.3f} -> final {rot.mean():.3f}"
-              f"±{rot.std():.3f} rad (true range {true:.3f}; final/true = {rot.mean() / true:.2f})")
-        print("  final amplitudes (mean): " + json.dumps({k: round(v, 3) for k, v in amps.items()}))
-        print(f"  test accuracy: LILA {a_l.mean():.3f}±{a_l.std():.3f}, plain MLP "
-              f"{a_p.mean():.3f}±{a_p.std():.3f}; ratio {a_l.mean() / a_p.mean():.2f}x")
-        print(f"  fit time: LILA {np.mean([d.attrs['fit_time'] for d in lila]):.0f} s, plain "
-              f"{np.mean([d.attrs['fit_time'] for d in plain]):.0f} s")
+
+
+def _report_invariance(inv):
+    print("\n== learned invariance (LILA) on rotated digits ==")
+    lila = [ds for s, ds in inv if s["learn_invariance"]]
+    plain = [ds for s, ds in inv if not s["learn_invariance"]]
+    true = float(lila[0].attrs["max_rotation"])
+    rot = np.array([float(ds.amplitude.sel(transform="rotate").isel(epoch=-1)) for ds in lila])
+    rot0 = np.array([float(ds.amplitude.sel(transform="rotate").isel(epoch=0)) for ds in lila])
+    amps = {t: np.mean([float(ds.amplitude.sel(transform=t).isel(epoch=-1)) for ds in lila])
+            for t in lila[0].transform.values}
+    a_l = np.array([ds.attrs["test_accuracy"] for ds in lila])
+    a_p = np.array([ds.attrs["test_accuracy"] for ds in plain])
+    print(f"  rotation amplitude: first epoch {rot0.mean():.3f} -> final {rot.mean():.3f}"
+          f"±{rot.std():.3f} rad (true range {true:.3f}; final/true = {rot.mean() / true:.2f})")
+    print("  final amplitudes (mean): " + json.dumps({k: round(v, 3) for k, v in amps.items()}))
+    print(f"  test accuracy: LILA {a_l.mean():.3f}±{a_l.std():.3f}, plain MLP "
+          f"{a_p.mean():.3f}±{a_p.std():.3f}; ratio {a_l.mean() / a_p.mean():.2f}x")
+    print(f"  fit time: LILA {np.mean([d.attrs['fit_time'] for d in lila]):.0f} s, plain "
+          f"{np.mean([d.attrs['fit_time'] for d in plain]):.0f} s")
 
 
 if __name__ == "__main__":

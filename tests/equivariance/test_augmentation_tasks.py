@@ -47,15 +47,15 @@ def test_augmentation_gradients_reach_amplitudes():
 
 def test_invariant_model_averages_over_samples():
     torch.manual_seed(1)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).double()
+    net = torch.nn.Sequential(torch.nn.Flatten(start_dim=-3), torch.nn.Linear(64, 3)).double()
     aug = AffineAugmentation("rotate", n_samples=6).double()
-    model = InvariantModel(net, aug)
     x = torch.rand(4, 1, 8, 8, dtype=torch.float64)
     torch.manual_seed(5)
-    out = model(x)
-    torch.manual_seed(5)
     ref = net(aug(x)).reshape(4, 6, 3).mean(1)
-    torch.testing.assert_close(out, ref)
+    for sample_dim in (True, False):  # samples as a shared dimension, or folded into the batch
+        model = InvariantModel(net, aug, sample_dim=sample_dim)
+        torch.manual_seed(5)
+        torch.testing.assert_close(model(x), ref)
     assert InvariantModel(net)(x).shape == (4, 3)
 
 

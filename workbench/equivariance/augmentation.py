@@ -110,12 +110,22 @@ class AffineAugmentation(nn.Module):
 
 
 class InvariantModel(nn.Module):
-    """``f̄(x) = 1/S Σ_s net(T_s x)``; without augmentation just ``net(x)``."""
+    """``f̄(x) = 1/S Σ_s net(T_s x)``; without augmentation just ``net(x)``.
 
-    def __init__(self, net: nn.Module, augmentation: AffineAugmentation | None = None):
+    With ``sample_dim=True`` (default) ``net`` receives the transformed images as one tensor
+    ``(N, S, C, H, W)`` and must map it to ``(N, S, K)`` (an MLP starting with
+    ``nn.Flatten(start_dim=-3)`` does). Its linear layers then see S as a weight-sharing
+    dimension, which lets the Laplace core's KFAC ``"reduce"`` flavour average the inputs over
+    the samples before forming the Kronecker factors — the curvature of the *averaged* model, as
+    in LILA. With ``sample_dim=False`` the samples are folded into the batch ``(N S, C, H, W)``.
+    """
+
+    def __init__(self, net: nn.Module, augmentation: AffineAugmentation | None = None,
+                 sample_dim: bool = True):
         super().__init__()
         self.net = net
         self.augmentation = augmentation
+        self.sample_dim = sample_dim
         self.n_samples_eval: int | None = None  # S used in eval mode (None: as in training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,5 +134,9 @@ class InvariantModel(nn.Module):
         S = self.augmentation.n_samples
         if not self.training and self.n_samples_eval is not None:
             S = self.n_samples_eval
-        out = self.net(self.augmentation(x, S))
-        return out.reshape(x.shape[0], S, *out.shape[1:]).mean(1)
+        xs = self.augmentation(x, S)
+        if self.sample_dim:
+            out = self.net(xs.reshape(x.shape[0], S, *x.shape[1:]))
+        else:
+            out = self.net(xs).reshape(x.shape[0], S, -1)
+        return out.mean(1)

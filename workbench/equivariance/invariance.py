@@ -32,23 +32,29 @@ from workbench.equivariance.training import check_images, predict_logits
 
 
 def make_mlp(image_shape, n_classes, hidden=(128, 128)) -> nn.Sequential:
-    """Flatten + ReLU MLP."""
+    """ReLU MLP on images; accepts (N, C, H, W) or (N, S, C, H, W) (flattens the last 3 dims)."""
     dims = [int(np.prod(image_shape)), *hidden]
-    layers: list[nn.Module] = [nn.Flatten()]
+    layers: list[nn.Module] = [nn.Flatten(start_dim=-3)]
     for a, b in zip(dims[:-1], dims[1:]):
         layers += [nn.Linear(a, b), nn.ReLU()]
     layers.append(nn.Linear(dims[-1], n_classes))
     return nn.Sequential(*layers)
 
 
-def marglik(model: InvariantModel, loader, param_names, prior_precision) -> torch.Tensor:
+def marglik(model: InvariantModel, loader, param_names, prior_precision,
+            kfac: str = "reduce") -> torch.Tensor:
     """Log marginal likelihood of the KFAC Laplace over ``param_names`` (one prior precision per
     tensor), differentiable w.r.t. ``prior_precision`` and, through the core's
-    ``fit(create_graph=True)``, w.r.t. the augmentation amplitudes of ``model``."""
+    ``fit(create_graph=True)``, w.r.t. the augmentation amplitudes of ``model``.
+
+    ``kfac="reduce"`` averages each layer's inputs over the S transform samples (the shared
+    dimension, see :class:`InvariantModel`) before the Kronecker factors are formed, so the
+    curvature is that of the averaged model; ``"expand"`` treats samples like extra data."""
     from workbench.laplace import Laplace
 
     la = Laplace(model, "classification", hessian_structure="kron", prior_structure="layerwise",
-                 prior_precision=prior_precision.detach(), params=list(param_names))
+                 prior_precision=prior_precision.detach(), params=list(param_names),
+                 kfac=kfac)
     la.fit(loader, create_graph=model.augmentation is not None)
     return la.log_marginal_likelihood(prior_precision=prior_precision)
 
@@ -81,7 +87,7 @@ class LearnedInvarianceClassifier:
     def __init__(self, transforms=TRANSFORMS, learn_invariance=True, hidden=(128, 128),
                  n_samples=8, n_samples_eval=16, init_amplitude=0.05, n_epochs=30,
                  batch_size=100, lr=3e-3, n_epochs_burnin=3, marglik_frequency=1,
-                 n_hypersteps=2, lr_hyp=0.05, marglik_subset=None, prior_precision=1.0, seed=0,
+                 n_hypersteps=1, lr_hyp=0.2, marglik_subset=None, prior_precision=1.0, seed=0,
                  progress=False, callback=None):
         self.transforms = transforms
         self.learn_invariance = learn_invariance
