@@ -182,17 +182,17 @@ def timing(threads: int) -> pd.DataFrame:
         net = AdditiveNet(F, [], 1, 64, seed=0)
         opt = torch.optim.Adam(net.parameters(), 1e-3)
 
-        def epoch():
+        def epoch(net, opt, x, y, c):
             for s in range(0, len(x), 512):
                 loss = log_likelihood_terms(net(x[s : s + 512], c[s : s + 512]), y[s : s + 512], "regression")
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
 
-        epoch()  # warm-up
+        epoch(net, opt, x, y, c)  # warm-up
         t0 = time.perf_counter()
         for _ in range(3):
-            epoch()
+            epoch(net, opt, x, y, c)
         per_epoch[F] = (time.perf_counter() - t0) / 3
         t0 = time.perf_counter()
         LaplaceAdditiveRegressor(n_epochs=10, n_epochs_burnin=4, marglik_frequency=5, n_threads=threads).fit(d.X, d.y)

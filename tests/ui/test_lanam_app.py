@@ -5,7 +5,13 @@ import re
 
 import pytest
 
-from tests.ui.harness import open_dashboard, plot_digest, set_widget_value, wait_for_change, wait_idle
+from tests.ui.harness import (
+    open_dashboard,
+    plot_digest,
+    set_widget_value,
+    wait_for_change,
+    wait_idle,
+)
 
 
 def _wait_fitted(page, dataset, timeout_s=300):

@@ -44,8 +44,7 @@ def linear_laplace(
     """
     phi = torch.as_tensor(phi, dtype=torch.float64)
     n, f, k = phi.shape
-    A = _design(phi)  # (N, K, D)
-    d = f + k
+    A = _design(phi)  # (N, K, F + K)
     y = torch.as_tensor(y)
     learn = prior_precision is None
     delta = torch.tensor(1.0 if learn else float(prior_precision), dtype=torch.float64)

@@ -76,7 +76,7 @@ class MLPGroup(nn.Module):
     @torch.no_grad()
     def jacobian(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample Jacobian of each subnetwork's output w.r.t. its parameters, (N, S, K, P)."""
-        N, S, K, H = x.shape[0], self.S, self.K, self.H
+        N, S, K = x.shape[0], self.S, self.K
         a, da = gelu_and_grad(self._pre(x))
         g = da.unsqueeze(2) * self.w2.transpose(1, 2).unsqueeze(0)  # (N,S,K,H): d out_k / d h
         j_w1 = x.unsqueeze(2).unsqueeze(-1) * g.unsqueeze(3)  # (N,S,K,d,H)
