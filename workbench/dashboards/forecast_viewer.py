@@ -310,13 +310,13 @@ class ForecastViewer(pn.viewable.Viewer):
         e = max(abs(c) for c in clim) / 2
         truth = hv.DynamicMap(self._truth_img, streams=dict(
             streams, neuron=self.param.neuron, show_outline=self.param.show_outline)).opts({
-                "Image": self._img_opts("ground truth (outline: segmentation, circle: neuron)", "viridis", clim),
+                "Image": self._img_opts("ground truth + cell outlines", "viridis", clim),
                 "Image.Outline": dict(cmap=["#ffffff"], alpha=0.6, colorbar=False, tools=[],
                                       clipping_colors={"NaN": (0, 0, 0, 0)}),
                 "Points": dict(marker="circle", size=14, fill_alpha=0, line_color="#ff00ff", line_width=2)})
         fc = hv.DynamicMap(self._fc_img, streams=streams).opts(**self._img_opts("forecast", "viridis", clim))
         err = hv.DynamicMap(self._err_img, streams=streams).opts(
-            **self._img_opts("error = forecast − truth (|error| = colour strength)", "RdBu_r", (-e, e)))
+            **self._img_opts("error: forecast − truth", "RdBu_r", (-e, e)))
         maps = [truth, fc, err]
         self._taps = [hv.streams.Tap(source=m, x=None, y=None) for m in maps]
         for tap in self._taps:
@@ -355,8 +355,9 @@ class ForecastViewer(pn.viewable.Viewer):
         parts += [hv.Curve((rel, truth), "frame relative to forecast origin", "dF/F", label="truth")
                   .opts(color="black", line_width=2),
                   hv.Curve((leads, fc), label=f"forecast ({self.method})").opts(color=col, line_width=2)]
-        return hv.Overlay(parts).opts(title=f"neuron {neuron}: context (grey) + truth + forecast, window {window}",
-                                      responsive=True, height=300, legend_position="top_left",
+        return hv.Overlay(parts).opts(title=f"neuron {neuron}, window {window} (grey: context)",
+                                      xlabel="frame relative to forecast origin", ylabel="dF/F",
+                                      responsive=True, height=300, legend_position="top_right",
                                       show_legend=True)
 
     def _mae_plot(self, condition, v):
@@ -369,7 +370,7 @@ class ForecastViewer(pn.viewable.Viewer):
                           .opts(color=COLORS.get(str(m), "#333333"), line_width=2))
         n = int(sc.attrs.get("n_windows_scored", 0)) or None
         return hv.Overlay(curves).opts(
-            title=f"MAE by lead, {condition} (test windows in the stores{'' if n is None else f', {n}'})",
+            title=f"MAE by lead, {condition}" + ("" if n is None else f" ({n} test windows)"),
             responsive=True, height=300, legend_position="top_left")
 
     @staticmethod
@@ -382,7 +383,8 @@ class ForecastViewer(pn.viewable.Viewer):
                      widgets={"window": pn.widgets.IntSlider, "lead": pn.widgets.IntSlider,
                               "z": pn.widgets.IntSlider, "neuron": pn.widgets.IntInput})
         player = pn.widgets.Player(name="Play leads", start=1, end=32, value=1, loop_policy="loop",
-                                   interval=400, width=260, show_value=False)
+                                   interval=400, width=250, show_value=False, show_loop_controls=False,
+                                   visible_buttons=["slower", "previous", "pause", "play", "next", "faster"])
         player.link(self, value="lead")
         self.param.watch(lambda e: setattr(player, "value", e.new), ["lead"])
         self.param.watch(lambda e: setattr(player, "end", e.obj.param.lead.bounds[1]), ["version"])
@@ -390,6 +392,8 @@ class ForecastViewer(pn.viewable.Viewer):
                             width=300)
         main = pn.Column(self._status, self._info, self._images,
                          pn.Row(self._trace, self._mae, sizing_mode="stretch_width"),
-                         "Click a cell in any image to pick its neuron (nearest labelled voxel).",
+                         "Click a cell in any image to pick its neuron (nearest labelled voxel); the "
+                         "magenta circle marks it in the ground truth. Error colours: red = forecast too "
+                         "high, blue = too low, white = exact.",
                          sizing_mode="stretch_width")
         return pn.Row(sidebar, main, sizing_mode="stretch_width")
