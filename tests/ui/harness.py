@@ -50,6 +50,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+_RECORD_START = re.compile(r"(?m)^(?=\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})")
+_TEARDOWN_NOISE = re.compile(r"WebSocketClosedError|StreamClosedError")
 _ERROR_PATTERNS = re.compile(
     r"Traceback \(most recent call last\)|Error running application handler|ERROR:|Exception in callback"
 )
@@ -118,10 +120,17 @@ class PanelServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def new_errors(self) -> str:
-        """Log text since the last check if it holds a traceback or handler error, else ''."""
+        """Log records since the last check that hold a traceback or handler error, joined ('' if none).
+
+        A record is a timestamped log line with its continuation lines. Records about a websocket
+        that a closed page left behind (``WebSocketClosedError`` / ``StreamClosedError`` raised
+        while the server was still writing to it) are connection teardown, not app failures.
+        """
         text = self.log()
         chunk, self._checked_upto = text[self._checked_upto :], len(text)
-        return chunk if _ERROR_PATTERNS.search(chunk) else ""
+        records = _RECORD_START.split(chunk)
+        bad = [r for r in records if _ERROR_PATTERNS.search(r) and not _TEARDOWN_NOISE.search(r)]
+        return "\n".join(bad)
 
     def assert_clean(self) -> None:
         errors = self.new_errors()

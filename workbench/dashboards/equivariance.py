@@ -9,7 +9,6 @@ under ``$WORKBENCH_DATA/equivariance`` and can be loaded again. Every plot is dr
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import threading
@@ -22,6 +21,7 @@ import panel as pn
 import param
 import xarray as xr
 
+from workbench.dashboards._background import server_loop
 from workbench.equivariance import MEASURES
 from workbench.equivariance.runs import cached_run, list_runs, load_run
 
@@ -170,9 +170,8 @@ class EquivarianceDashboard(pn.viewable.Viewer):
 
     def _run(self, kind, settings, show, status, then=None):
         self._progress.value, self._progress.active = 0, True
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # plain Python (tests, notebooks): compute synchronously
+        loop = server_loop()
+        if loop is None:  # plain Python (tests, notebooks): compute synchronously
             show(self.compute(kind, settings, self._set_progress))
             if then:
                 then()

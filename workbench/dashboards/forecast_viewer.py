@@ -27,6 +27,7 @@ import panel as pn
 import param
 import xarray as xr
 
+from workbench.dashboards._background import server_loop
 from workbench.forecast.video.store import open_forecast_store, read_plane
 from workbench.forecast.video.viewer_data import (
     available_stores,
@@ -140,9 +141,8 @@ class ForecastViewer(pn.viewable.Viewer):
         return stores, scores_by_method(stores, self.ds)
 
     def _start(self):
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # plain Python (tests, notebooks): compute synchronously
+        loop = server_loop()
+        if loop is None:  # plain Python (tests, notebooks): compute synchronously
             self._install(*self.prepare())
             return
         loop.create_task(self._start_async())

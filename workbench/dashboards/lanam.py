@@ -21,6 +21,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from workbench.dashboards._background import server_loop
 from workbench.datasets import load_breast_cancer, load_diabetes, make_additive
 from workbench.nam import LaplaceAdditiveClassifier, LaplaceAdditiveRegressor
 
@@ -161,9 +162,8 @@ class LanamExplorer(pn.viewable.Viewer):
             self._progress.value = min(99, int(100 * done["n"] / total))
 
         args = (key, X, y, task, self.settings(), progress)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # plain Python (tests, notebooks): fit synchronously
+        loop = server_loop()
+        if loop is None:  # plain Python (tests, notebooks): fit synchronously
             self._show(fit_cached(*args))
             return
         loop.create_task(self._fit_async(args))

@@ -17,6 +17,7 @@ import numpy as np
 import panel as pn
 import param
 
+from workbench.dashboards._background import server_loop
 from workbench.playground import PROBLEMS, fit_playground, marglik_curve, predictive_grid
 
 __all__ = ["LaplacePlayground"]
@@ -84,9 +85,8 @@ class LaplacePlayground(pn.viewable.Viewer):
         self._progress.value, self._progress.active = 0, True
         self._status.object = f"Fitting **{key[0]}** with a {key[1]} Laplace ..."
         self._fit_button.disabled = True
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop (plain Python / tests): fit synchronously
+        loop = server_loop()
+        if loop is None:  # no event loop (plain Python / tests): fit synchronously
             self._show(*_fit_cached(key, self._make_progress(key[4])))
             return
         loop.create_task(self._fit_async(key))

@@ -22,6 +22,7 @@ import panel as pn
 import param
 import xarray as xr
 
+from workbench.dashboards._background import server_loop
 from workbench.sparsify import CRITERIA, PRIORS, TASKS, cached_sparsity_curve, curve_settings
 
 __all__ = ["SparsityExplorer", "curve_summary", "DATA_DIR"]
@@ -129,9 +130,8 @@ class SparsityExplorer(pn.viewable.Viewer):
         n_pts = len(settings["criteria"]) * len(SPARSITIES) * len(settings["seeds"])
         self._status.object = (f"Training on **{self.task}** with a **{self.prior}** prior and "
                                f"pruning {n_pts} networks ...")
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # plain Python (tests, notebooks): compute synchronously
+        loop = server_loop()
+        if loop is None:  # plain Python (tests, notebooks): compute synchronously
             self._show(self.compute(settings, self._set_progress))
             return
         loop.create_task(self._compute_async(settings, key))
