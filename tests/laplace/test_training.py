@@ -33,9 +33,11 @@ def test_marglik_training_recovers_noise_level_and_keeps_best_model():
         marglik_frequency=10,
         n_hypersteps=30,
         progress=False,
-        callback=lambda info: seen.append(info["epoch"]),
+        callback=lambda info: seen.append((info["epoch"], info["la"])),
     )
     assert isinstance(la, Laplace)
+    assert all(cb_la is la for _, cb_la in seen)
+    seen = [epoch for epoch, _ in seen]
     assert abs(float(la.sigma_noise) - 0.3) / 0.3 < 0.15
     assert seen == list(range(1, 121))
     assert set(hist.data_vars) == {"loss", "log_marglik", "sigma_noise", "prior_precision"}

@@ -93,7 +93,7 @@ class LaplacePlayground(pn.viewable.Viewer):
 
     def _make_progress(self, n_epochs: int):
         def on_epoch(info):
-            done = min(int(info["epoch"]) + 1, n_epochs)
+            done = min(int(info["epoch"]), n_epochs)  # epochs count from 1
             self._progress.value = int(100 * done / n_epochs)
 
         return on_epoch

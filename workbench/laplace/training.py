@@ -67,7 +67,7 @@ def marglik_training(
     ``prior_precision (epoch, prior)``.
 
     ``callback(info)`` is called after every epoch with a dict (epoch, n_epochs, loss,
-    log_marglik, sigma_noise, prior_precision, history); returning ``True`` stops training.
+    log_marglik, sigma_noise, prior_precision, history, la); returning ``True`` stops training.
     ``extra_params``: iterable of tensors (not covered by the Laplace; see ``params``) learned by
     the differentiable marglik together with the hyperparameters.
 
@@ -191,6 +191,7 @@ def marglik_training(
                 "sigma_noise": float(sig[0]) if sig.size == 1 else sig,
                 "prior_precision": rec["prior_precision"][-1],
                 "history": _history(rec, la),
+                "la": la,  # the Laplace of the latest marglik estimate (read-outs per epoch)
             }
             if callback(info) is True:
                 break
