@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import xarray as xr
 
+from workbench._atomic import atomic_file
 from workbench.equivariance.tasks import TASKS, make_task
 
 MODELS = {"soft": ("conv", "free"), "cnn": "conv", "fc": "free"}
@@ -80,20 +80,12 @@ def save_run(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"save_run needs an xarray.Dataset, got {type(ds).__name__}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = ds.copy()
     for name, var in out.variables.items():  # netCDF3 has no bool
         if var.dtype == bool:
             out[name] = var.astype("int8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         out.to_netcdf(tmp, engine="scipy")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -15,11 +15,11 @@ on first use). All files are written atomically.
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 import sys
-import tempfile
 from pathlib import Path
+
+from workbench._atomic import atomic_file
 
 METHODS = ("mean", "stimulus", "linear", "tsmixer")
 
@@ -46,16 +46,8 @@ def _load(ns):
 
 
 def _atomic_bytes(path: Path, write):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_file(path) as tmp:
+        write(str(tmp))
 
 
 def make_estimator(method: str, context: int, max_epochs: int = 20, seed: int = 0):

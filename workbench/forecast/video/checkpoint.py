@@ -6,13 +6,13 @@ Resuming from a checkpoint continues bit for bit: the batch sampler draws from i
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from workbench._atomic import atomic_file
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "atomic_torch_save"]
 
@@ -41,16 +41,8 @@ def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None
 def atomic_torch_save(obj, path) -> Path:
     """``torch.save`` into a temporary sibling, then ``os.replace`` it onto ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
     return path
 
 
