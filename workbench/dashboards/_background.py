@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import panel as pn
 
-__all__ = ["server_loop"]
+__all__ = ["in_server_session", "server_loop", "start_when_loaded"]
+
+
+def in_server_session() -> bool:
+    """Whether this code runs inside a Bokeh server session (``panel serve``)."""
+    doc = pn.state.curdoc
+    return doc is not None and doc.session_context is not None
+
+
+def start_when_loaded(start: Callable[[], None]) -> None:
+    """Call ``start`` once the served page has loaded (so it renders first), or at once elsewhere."""
+    if in_server_session():
+        pn.state.onload(start)
+    else:
+        start()
 
 
 def server_loop() -> asyncio.AbstractEventLoop | None:
@@ -18,8 +33,7 @@ def server_loop() -> asyncio.AbstractEventLoop | None:
     Playwright's sync API, Jupyter kernels) leave a loop "running" in the main thread although no
     server would ever drive the tasks scheduled on it.
     """
-    doc = pn.state.curdoc
-    if doc is None or doc.session_context is None:
+    if not in_server_session():
         return None
     try:
         return asyncio.get_running_loop()

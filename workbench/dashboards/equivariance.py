@@ -21,7 +21,7 @@ import panel as pn
 import param
 import xarray as xr
 
-from workbench.dashboards._background import server_loop
+from workbench.dashboards._background import server_loop, start_when_loaded
 from workbench.equivariance import MEASURES
 from workbench.equivariance.runs import cached_run, list_runs, load_run
 
@@ -139,10 +139,7 @@ class EquivarianceDashboard(pn.viewable.Viewer):
         self.param.watch(self._on_view, ["measure"])
         self._refresh_saved()
         if autostart:
-            if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-                pn.state.onload(self._autostart)
-            else:
-                self._autostart()
+            start_when_loaded(self._autostart)
 
     # -- settings and computation ------------------------------------------------------------
     def equivariance_settings(self) -> dict:

@@ -27,7 +27,7 @@ import panel as pn
 import param
 import xarray as xr
 
-from workbench.dashboards._background import server_loop
+from workbench.dashboards._background import server_loop, start_when_loaded
 from workbench.forecast.video.store import open_forecast_store, read_plane
 from workbench.forecast.video.viewer_data import (
     available_stores,
@@ -116,10 +116,7 @@ class ForecastViewer(pn.viewable.Viewer):
         self.param.watch(self._on_method, ["method"])
         self.param.watch(self._on_info, ["window", "neuron", "lead", "z"])
         if autostart:
-            if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-                pn.state.onload(self._start)
-            else:
-                self._start()
+            start_when_loaded(self._start)
 
     # -- preparation off the event loop ---------------------------------------------------------
     def prepare(self):

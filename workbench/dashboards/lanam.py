@@ -21,7 +21,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from workbench.dashboards._background import server_loop
+from workbench.dashboards._background import server_loop, start_when_loaded
 from workbench.datasets import load_breast_cancer, load_diabetes, make_additive
 from workbench.nam import LaplaceAdditiveClassifier, LaplaceAdditiveRegressor
 
@@ -104,10 +104,7 @@ class LanamExplorer(pn.viewable.Viewer):
         self.param.watch(self._on_settings, ["dataset", "target", "n_epochs", "n_hidden", "n_pairs"])
         self.param.watch(self._on_view, ["feature", "pair", "level"])
         if autostart:
-            if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-                pn.state.onload(self._start)
-            else:
-                self._start()
+            start_when_loaded(self._start)
 
     # -- settings -> cached fit off the event loop ---------------------------------------------
     def settings(self) -> dict:

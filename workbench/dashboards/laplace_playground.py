@@ -17,7 +17,7 @@ import numpy as np
 import panel as pn
 import param
 
-from workbench.dashboards._background import server_loop
+from workbench.dashboards._background import server_loop, start_when_loaded
 from workbench.playground import PROBLEMS, fit_playground, marglik_curve, predictive_grid
 
 __all__ = ["LaplacePlayground"]
@@ -62,10 +62,7 @@ class LaplacePlayground(pn.viewable.Viewer):
         self._running = False
         self.param.watch(self._on_settings, ["problem", "hessian_structure", "width", "depth", "n_epochs", "seed"])
         if autostart:
-            if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-                pn.state.onload(self._start)
-            else:
-                self._start()
+            start_when_loaded(self._start)
 
     # -- running fits off the event loop ---------------------------------------------------------
     def _key(self) -> tuple:

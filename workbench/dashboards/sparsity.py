@@ -22,7 +22,7 @@ import panel as pn
 import param
 import xarray as xr
 
-from workbench.dashboards._background import server_loop
+from workbench.dashboards._background import server_loop, start_when_loaded
 from workbench.sparsify import CRITERIA, PRIORS, TASKS, cached_sparsity_curve, curve_settings
 
 __all__ = ["SparsityExplorer", "curve_summary", "DATA_DIR"]
@@ -76,10 +76,7 @@ class SparsityExplorer(pn.viewable.Viewer):
                                              "n_seeds", "n_epochs"])
         self.param.watch(self._on_view, ["metric", "level"])
         if autostart:
-            if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-                pn.state.onload(self._start)
-            else:
-                self._start()
+            start_when_loaded(self._start)
 
     # -- settings -> cached computation off the event loop --------------------------------------
     def settings(self) -> dict:
