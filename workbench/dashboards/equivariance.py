@@ -10,9 +10,7 @@ under ``$WORKBENCH_DATA/equivariance`` and can be loaded again. Every plot is dr
 from __future__ import annotations
 
 import json
-import os
 import threading
-from pathlib import Path
 
 import holoviews as hv
 import hvplot.pandas  # noqa: F401  (registers .hvplot on DataFrames)
@@ -21,6 +19,7 @@ import panel as pn
 import param
 import xarray as xr
 
+from workbench._paths import DATA_DIR
 from workbench.dashboards._background import server_loop, start_when_loaded
 from workbench.equivariance import MEASURES
 from workbench.equivariance.runs import cached_run, list_runs, load_run
@@ -29,7 +28,6 @@ __all__ = ["EquivarianceDashboard", "DATA_DIR", "DEFAULT_EQUIVARIANCE", "DEFAULT
            "equivariance_heatmap", "equivariance_bars", "precision_plot", "curves_plot",
            "amplitude_plot"]
 
-DATA_DIR = Path(os.environ.get("WORKBENCH_DATA", Path(__file__).resolve().parents[2] / "data"))
 RUN_DIR = DATA_DIR / "equivariance"
 # small enough to train on first use in well under a minute on a busy 2-core machine
 DEFAULT_EQUIVARIANCE = dict(channels=[6, 6, 6, 6], n_epochs_burnin=1, marglik_frequency=1,

@@ -27,6 +27,7 @@ import panel as pn
 import param
 import xarray as xr
 
+from workbench._paths import DATA_DIR
 from workbench.dashboards._background import server_loop, start_when_loaded
 from workbench.forecast.video.store import open_forecast_store, read_plane
 from workbench.forecast.video.viewer_data import (
@@ -39,7 +40,6 @@ from workbench.forecast.video.viewer_data import (
 
 __all__ = ["ForecastViewer", "DATA_DIR", "open_viewer_dataset", "outline"]
 
-DATA_DIR = Path(os.environ.get("WORKBENCH_DATA", Path(__file__).resolve().parents[2] / "data"))
 ALL_TRAIN = "training conditions (mean)"
 COLORS = {"video": "#d62728", "linear": "#1f77b4", "mean": "#7f7f7f", "stimulus": "#2ca02c",
           "tsmixer": "#9467bd"}

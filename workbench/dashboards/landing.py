@@ -106,7 +106,6 @@ def serve_workbench(apps_dir: str | Path) -> None:
     requested = [v.decode() for v in args.get("dashboard", [])]
     dashboards = {d.name: d for d in discover_dashboards(apps_dir)}
     if not requested:
-        pn.state.template_title = "workbench"  # harmless outside a template
         LandingPage(apps_dir).servable(title="workbench")
         return
     name = requested[0]

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
-from pathlib import Path
 
 import holoviews as hv
 import hvplot.pandas  # noqa: F401  (registers .hvplot on DataFrames)
@@ -22,12 +20,12 @@ import panel as pn
 import param
 import xarray as xr
 
+from workbench._paths import DATA_DIR
 from workbench.dashboards._background import server_loop, start_when_loaded
 from workbench.sparsify import CRITERIA, PRIORS, TASKS, cached_sparsity_curve, curve_settings
 
 __all__ = ["SparsityExplorer", "curve_summary", "DATA_DIR"]
 
-DATA_DIR = Path(os.environ.get("WORKBENCH_DATA", Path(__file__).resolve().parents[2] / "data"))
 SPARSITIES = (0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 METRICS = {"accuracy": "test accuracy", "nll": "test NLL", "ece": "test ECE",
            "param_sparsity": "parameter sparsity (measured)", "flops": "FLOPs per example"}
