@@ -131,3 +131,16 @@ def test_wrong_image_shape_raises_naming_shape():
         net(torch.randn(16, 16))
     with pytest.raises(ValueError, match="kernel_size"):
         CircularConv2d(1, 1, 2)
+
+
+def test_saved_run_keeps_int64_coordinates(tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    from workbench.equivariance.runs import load_run, save_run
+
+    ds = xr.Dataset({"score": (("epoch", "layer"), np.zeros((2, 3)))},
+                    coords={"epoch": np.arange(2), "layer": np.arange(3)})
+    back = load_run(save_run(ds, tmp_path / "run.nc"))
+    assert back.layer.dtype == np.int64 and back.epoch.dtype == np.int64
+    xr.testing.assert_identical(back, ds)

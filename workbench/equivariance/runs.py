@@ -14,10 +14,11 @@ from pathlib import Path
 import xarray as xr
 
 from workbench._atomic import atomic_file
+from workbench._paths import DATA_DIR
 from workbench.equivariance.tasks import TASKS, make_task
 
 MODELS = {"soft": ("conv", "free"), "cnn": "conv", "fc": "free"}
-DEFAULT_DIR = Path(os.environ.get("WORKBENCH_DATA", Path(__file__).resolve().parents[2] / "data"))
+DEFAULT_DIR = DATA_DIR
 RUN_DIR = DEFAULT_DIR / "equivariance"
 
 
@@ -98,7 +99,12 @@ def load_run(path: str | os.PathLike) -> xr.Dataset:
         ds = ds.load()
     if "marglik_step" in ds:
         ds["marglik_step"] = ds["marglik_step"].astype(bool)
-    return ds
+    # netCDF3 (the scipy engine) stores int64 as int32; restore int64 so a loaded run is the
+    # same object as a fresh one (holoviews' bar plots fail on int32 category coordinates)
+    narrow = {k: v.astype("int64") for k, v in ds.variables.items() if v.dtype.kind == "i" and v.dtype.itemsize < 8}
+    return ds.assign_coords({k: v for k, v in narrow.items() if k in ds.coords}).assign(
+        {k: v for k, v in narrow.items() if k not in ds.coords}
+    )
 
 
 def list_runs(directory: str | os.PathLike = RUN_DIR) -> list[Path]:
