@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from ._validation import check_finite, unpack_batch
 from .curvature.jacobians import jac_t_products
-from .curvature.kfac import exact_diag, full_from_ag, kfac_terms
+from .curvature.kfac import exact_diag, full_from_ag, kfac_accumulate
 from .curvature.modules import capture, collect, module_grads, out_in, weight_order
 from .posteriors import DiagBlock, FullBlock, KronBlock
 
@@ -211,21 +211,14 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
             grads = module_grads(eta, cot.reshape(C, *eta.shape), store, keep)
             for i, p in enumerate(plans):
                 if p["kind"] == "kron":
+                    has_w, has_b = p["w"] is not None, p["b"] is not None
+                    # with a weight, the bias row/column of A comes from column sums of a
                     a, g = collect(
-                        p["mod"],
-                        store[p["module"]],
-                        grads[p["module"]],
-                        p["w"] is not None,
-                        p["b"] is not None,
+                        p["mod"], store[p["module"]], grads[p["module"]], has_w, has_b and not has_w
                     )
                     if comps:  # KFAC keeps the fit-time σ inside its factors
                         g = g / la._sigma_fit[colk][:, None, None, None]
-                    A, B, cnt = kfac_terms(a, g, la.kfac)
-                    acc[i] = (
-                        [A, B, cnt]
-                        if acc[i] is None
-                        else [acc[i][0] + A, acc[i][1] + B, acc[i][2] + cnt]
-                    )
+                    acc[i] = kfac_accumulate(acc[i], a, g, la.kfac, bias=has_w and has_b)
                 elif p["kind"] == "full" and p["modules"]:
                     ag = [
                         collect(mod, store[m], grads[m], w is not None, b is not None)

@@ -109,10 +109,24 @@ class Classification(Likelihood):
         return -F.cross_entropy(eta.reshape(-1, eta.shape[-1]), y.reshape(-1), reduction="sum")
 
     def hessian_sqrt(self, eta, y, sigma=None):
-        # H = diag(p) - p pᵀ = Σ_r p_r (e_r - p)(e_r - p)ᵀ, so column r is √p_r (e_r - p).
+        """Rank-(K-1) factor L (..., K, K-1) with L Lᵀ = diag(p) - p pᵀ.
+
+        With s = √p (a unit vector), H = diag(s) (I - s sᵀ) diag(s). The Householder reflection
+        Q = I - v vᵀ / (1 + s_K), v = s + e_K, maps e_K to -s, so its first K-1 columns are an
+        orthonormal basis of s⊥ and L = diag(s) Q[:, :K-1]. 1 + s_K >= 1, so it never degenerates.
+        One column fewer than the K-column factor √p_r (e_r - p) saves a backward column and a
+        1/K share of every curvature product.
+        """
         p = torch.softmax(eta, -1)
-        eye = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
-        return (eye - p.unsqueeze(-1)) * p.sqrt().unsqueeze(-2)
+        K = p.shape[-1]
+        s = p.sqrt()
+        if K < 2:
+            return s.new_zeros(*s.shape, 1)
+        v = s.clone()
+        v[..., -1] = v[..., -1] + 1
+        eye = torch.eye(K, K - 1, dtype=p.dtype, device=p.device)
+        Q = eye - v.unsqueeze(-1) * (v[..., :-1] / v[..., -1:]).unsqueeze(-2)
+        return s.unsqueeze(-1) * Q
 
     def grad(self, eta, y, sigma=None):
         return torch.softmax(eta, -1) - F.one_hot(y, eta.shape[-1]).to(eta.dtype)

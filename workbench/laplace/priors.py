@@ -71,10 +71,15 @@ class PriorLayout:
             self._build_unitwise(model)
         self.n_hyper = len(self.labels)
         self._tensor_hyper = {}
-        if structure != "unitwise":
+        if structure in ("scalar", "layerwise", "group"):
+            # one hyperparameter per tensor: its first index says which (no sort over P entries)
             for n in spec.names:
                 s = spec.slices[n]
-                self._tensor_hyper[n] = set(self.index[s].unique().tolist())
+                self._tensor_hyper[n] = {int(self.index[s.start])} if s.stop > s.start else set()
+        elif structure == "diagonal":
+            for n in spec.names:
+                s = spec.slices[n]
+                self._tensor_hyper[n] = set(range(s.start, s.stop))
 
     # ------------------------------------------------------------------ unitwise layout
     def _build_unitwise(self, model):

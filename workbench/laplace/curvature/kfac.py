@@ -15,15 +15,46 @@ from __future__ import annotations
 import torch
 
 
-def kfac_terms(a, g, flavour):
-    """(A, B, count) contributions of one batch."""
+def kfac_accumulate(state, a, g, flavour, bias=False):
+    """Add one batch's (A, B, count) contributions to ``state`` ([A, B, count] or None).
+
+    ``bias=True``: ``a`` is the layer input *without* the bias column and the bias row/column of
+    A is filled from column sums (no bias-augmented copy of the input). The Gram products are
+    accumulated in place (``addmm_``) unless autograd tracks them (``create_graph``), which saves
+    an allocation and an addition of every factor per batch."""
     if flavour == "expand":
         a2 = a.reshape(-1, a.shape[-1])
         g2 = g.reshape(-1, g.shape[-1])
-        return a2.T @ a2, g2.T @ g2, a.shape[0] * a.shape[1]
-    am = a.mean(1)
-    gs = g.sum(2).reshape(-1, g.shape[-1])
-    return am.T @ am, gs.T @ gs, a.shape[0]
+        cnt = a.shape[0] * a.shape[1]
+    else:
+        a2 = a.mean(1)
+        g2 = g.sum(2).reshape(-1, g.shape[-1])
+        cnt = a.shape[0]
+    tracked = a2.requires_grad or g2.requires_grad
+    if state is not None:
+        tracked = tracked or state[0].requires_grad or state[1].requires_grad
+    if tracked:
+        A = a2.T @ a2
+        if bias:
+            col = a2.sum(0)
+            corner = a2.new_full((1,), float(a2.shape[0]))
+            A = torch.cat([torch.cat([A, col[:, None]], 1), torch.cat([col, corner])[None]], 0)
+        B = g2.T @ g2
+        return [A, B, cnt] if state is None else [state[0] + A, state[1] + B, state[2] + cnt]
+    if state is None:
+        ia = a2.shape[-1] + int(bias)
+        state = [a2.new_zeros(ia, ia), g2.new_zeros(g2.shape[-1], g2.shape[-1]), 0]
+    A, B, n = state
+    if bias:
+        A[:-1, :-1].addmm_(a2.T, a2)
+        col = a2.sum(0)
+        A[:-1, -1] += col
+        A[-1, :-1] += col
+        A[-1, -1] += a2.shape[0]
+    else:
+        A.addmm_(a2.T, a2)
+    B.addmm_(g2.T, g2)
+    return [A, B, n + cnt]
 
 
 def exact_diag(a, g, budget=2**24):

@@ -118,11 +118,16 @@ def module_grads(out, cotangents, store, keep_graph):
 
 def collect(mod, store_entry, grads_entry, with_weight, with_bias):
     """Concatenate the calls of one module along the position axis: a (N, S, ia), g (C, N, S, ob)."""
-    a = torch.cat([layer_input(mod, x, with_weight, with_bias) for (x, _) in store_entry], 1)
-    g = torch.cat(
+    a = _cat([layer_input(mod, x, with_weight, with_bias) for (x, _) in store_entry], 1)
+    g = _cat(
         [output_to_nso(mod, gg.flatten(0, 1)).unflatten(0, gg.shape[:2]) for gg in grads_entry], 2
     )
     return a, g
+
+
+def _cat(parts, dim):
+    """torch.cat that does not copy the common single-call case."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
 
 
 def weight_order(mod, wshape):
