@@ -5,15 +5,14 @@ See docs/architecture.md "Forecast API" for the data model (dims, variables, coo
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from .._atomic import atomic_dir
 from . import protocol
 from .dff import CLIP_RANGE
 from .segments import segment_means
@@ -164,9 +163,7 @@ def _frames_per_chunk(voxels: int, shard_frames: int) -> int:
 
 def _atomic_write(ds: xr.Dataset, path, fill=None) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         ds = ds.drop_encoding() if hasattr(ds, "drop_encoding") else ds
         for v in ds.variables.values():
             v.encoding = {}
@@ -176,16 +173,6 @@ def _atomic_write(ds: xr.Dataset, path, fill=None) -> Path:
                        compute=fill is None)
         if fill is not None:
             fill(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

@@ -15,14 +15,12 @@ brought to a coarser volume scale by taking every 2**k-th voxel in x and y (near
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from .._atomic import atomic_dir
 from . import protocol
 from .dataset import build_dataset
 
@@ -205,9 +203,7 @@ def write_release_layout(ds: xr.Dataset, root, scales=("s0", "s1", "s2"), segmen
     import zarr
 
     root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
-    try:
+    with atomic_dir(root) as tmp:
         tr = np.asarray(ds["traces"].values, dtype=np.float32)
         a = zarr.create_array(str(tmp / "traces"), shape=tr.shape, dtype="float32",
                               chunks=(min(512, tr.shape[0]), min(512, tr.shape[1])), zarr_format=3)
@@ -241,10 +237,4 @@ def write_release_layout(ds: xr.Dataset, root, scales=("s0", "s1", "s2"), segmen
                 z = zarr.create_array(str(tmp / "segmentation"), shape=seg.shape, dtype="uint32",
                                       chunks=seg.shape, zarr_format=3)
                 z[...] = seg
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root

@@ -19,19 +19,17 @@ neuron's voxels (:func:`paint_traces`) and labelled as such.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from ..._atomic import atomic_dir
 from ..protocol import windows as make_windows
 from ..segments import segment_means
 
-__all__ = ["paint_traces", "write_forecast_store", "open_forecast_store", "read_plane", "swap_in"]
+__all__ = ["paint_traces", "write_forecast_store", "open_forecast_store", "read_plane"]
 
 
 def paint_traces(traces, segmentation, fill=np.nan) -> np.ndarray:
@@ -45,18 +43,6 @@ def paint_traces(traces, segmentation, fill=np.nan) -> np.ndarray:
     padded = np.concatenate([np.full(tr.shape[:-1] + (1,), fill, dtype=np.result_type(tr, np.float32)),
                              tr], axis=-1)
     return padded[..., seg]
-
-
-def swap_in(tmp: Path, path: Path) -> Path:
-    """Replace ``path`` (file or directory) by ``tmp`` with ``os.replace``; the old one is removed."""
-    trash = None
-    if path.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-        os.replace(path, trash / path.name)
-    os.replace(tmp, path)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
-    return path
 
 
 def _source_kind(source):
@@ -137,9 +123,7 @@ def write_forecast_store(path, source, ds: xr.Dataset, split: str = "test", wind
     if has_std:
         enc["std"] = dict(enc["forecast"])
         enc["trace_std"] = {"chunks": (bw, h, n)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         template.to_zarr(tmp, mode="w", compute=False, encoding=enc, zarr_format=3, consolidated=False)
         blocks = range(0, nw, bw)
         for lo in tqdm(blocks, disable=not progress, desc=f"forecast store ({kind})", unit="block"):
@@ -151,10 +135,7 @@ def write_forecast_store(path, source, ds: xr.Dataset, split: str = "test", wind
                 data["std"] = (vol_dims, np.asarray(fstd, np.float32))
                 data["trace_std"] = (tr_dims, np.asarray(ftstd, np.float32))
             xr.Dataset(data).to_zarr(tmp, region={"window": slice(lo, lo + s.size)}, consolidated=False)
-        return swap_in(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return path
 
 
 def open_forecast_store(path) -> xr.Dataset:
