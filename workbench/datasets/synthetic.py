@@ -79,23 +79,37 @@ class AdditiveTruth:
         """True pairwise term ``gamma * x_a * x_b`` (zero when none was planted)."""
         return self.interaction_strength * np.asarray(xa, float) * np.asarray(xb, float)
 
-    def shape_functions(self, grid, X: pd.DataFrame) -> xr.DataArray:
+    def shape_functions(self, grid, X: pd.DataFrame, purified: bool = False) -> xr.DataArray:
         """True main effects on ``grid``, each centred by its mean over the reference data ``X``.
 
         ``grid`` is a dict ``{feature: values}`` or a DataArray ``(feature, x)`` (NaN-padded,
         e.g. ``est.shape_functions()["x_value"]``). Returns a DataArray ``(feature, x)``.
+
+        ``purified``: the main effects of the functional-ANOVA decomposition of the whole true
+        function under the product of the empirical marginals of ``X`` (the decomposition LA-NAM
+        reports once it has pair subnetworks). Under the population marginals (uniform, mean 0)
+        the planted term ``gamma x_a x_b`` is already a pure interaction; under the empirical ones
+        it hands ``gamma x_a mean(x_b)`` to ``a`` (and symmetrically), which this adds.
         """
         g = _grid_frame(grid, self.features)
         names = g["feature"].values.tolist()
         values = g.values
-        offsets = np.array([self.f(f, X[f].to_numpy()).mean() for f in names])
-        out = np.stack([self.f(f, values[k]) for k, f in enumerate(names)]) - offsets[:, None]
+
+        def main(f, x):
+            out = self.f(f, x)
+            if purified and self.pair is not None and f in self.pair:
+                other = self.pair[1] if f == self.pair[0] else self.pair[0]
+                out = out + self.interaction_strength * np.asarray(x, float) * float(X[other].mean())
+            return out
+
+        offsets = np.array([main(f, X[f].to_numpy()).mean() for f in names])
+        out = np.stack([main(f, values[k]) for k, f in enumerate(names)]) - offsets[:, None]
         return xr.DataArray(
             out,
             dims=("feature", "x"),
             coords={"feature": names, "x_value": (("feature", "x"), values)},
             name="true_shape",
-            attrs={"centred_by": "mean over the reference data"},
+            attrs={"centred_by": "mean over the reference data", "purified": int(purified)},
         )
 
 
