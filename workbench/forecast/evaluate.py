@@ -7,7 +7,9 @@ Forecaster protocol (trace baselines here, the video model in ``forecast/video``
 - ``fit(ds) -> self``;
 - ``predict(ds, starts) -> (len(starts), horizon, n_neuron)`` where ``starts`` are *positional*
   indices (into ``ds.time``) of each window's first context frame. :func:`evaluate` calls it with
-  an in-memory time slice of the recording and starts relative to that slice.
+  an in-memory time slice of the recording and starts relative to that slice;
+- optional ``block_errors(ds, starts) -> (abs_sum, sq_sum, n_missing)``, each (window, lead): the
+  error sums over neurons, prediction fused with scoring (the trace baselines have it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 import xarray as xr
 
 from . import protocol
-from .metrics import aggregate, lead_errors
+from .kernels import errors_from_sums, score_predictions
+from .metrics import aggregate
 
 __all__ = ["evaluate", "score_forecaster", "evaluate_loop", "forecaster_name", "results_from_errors"]
 
@@ -48,24 +51,17 @@ def _block_plan(starts: np.ndarray, span: int, block_frames: int):
     return groups
 
 
-def _target_source(traces: np.ndarray, first_target: np.ndarray):
-    """``h -> (window, neuron)`` targets; a slice view (no copy) when the windows are consecutive."""
-    if first_target.size > 1 and np.all(np.diff(first_target) == 1):
-        t0, w = int(first_target[0]), first_target.size
-        return lambda h: traces[t0 + h:t0 + h + w]
-    return lambda h: traces[first_target + h]
-
-
 def score_forecaster(forecaster, ds: xr.Dataset, split: str = "test", windows: xr.Dataset | None = None,
                      batch_size: int | None = None, block_frames: int = 1024,
-                     memory_budget: float = 5e8, progress: bool = False) -> tuple[xr.Dataset, xr.Dataset]:
+                     memory_budget: float = 3.2e7, progress: bool = False) -> tuple[xr.Dataset, xr.Dataset]:
     """Per-window errors of one forecaster: ``(errors (window, lead), windows)``.
 
     The recording is read in time blocks of about ``block_frames`` frames (one read per block,
-    dask/zarr friendly); inside a block, windows are predicted in batches of ``batch_size``
-    (default: as many as fit ``memory_budget`` bytes of float32 (window, H, neuron) predictions
-    and temporaries; forecasters bound their own context memory). Errors are computed one lead at
-    a time over all windows of a batch (targets are slice views of the block, no copies).
+    dask/zarr friendly). A forecaster with a ``block_errors(block, starts)`` method (the trace
+    baselines) predicts and scores a whole block in one fused pass that never holds a (window,
+    lead, neuron) tensor (see :mod:`.kernels`). Others are asked to ``predict`` batches of
+    ``batch_size`` windows (default: ``memory_budget`` bytes of float32 predictions, a cache-sized
+    amount), each scored by the compiled kernel against the block's traces.
     """
     c = int(forecaster.context)
     h = int(getattr(forecaster, "horizon", protocol.HORIZON))
@@ -76,7 +72,7 @@ def score_forecaster(forecaster, ds: xr.Dataset, split: str = "test", windows: x
     n = ds.sizes["neuron"]
     span = c + h
     if batch_size is None:
-        batch_size = max(1, int(memory_budget // (h * n * 4 * 3)))
+        batch_size = max(1, int(memory_budget // (h * n * 4)))
     need = tuple(getattr(forecaster, "requires", ("traces",)))
     keep = sorted(set(need) | {"traces"})
     missing = [v for v in keep if v not in ds]
@@ -89,30 +85,34 @@ def score_forecaster(forecaster, ds: xr.Dataset, split: str = "test", windows: x
         from tqdm.auto import tqdm
 
         it = tqdm(plan, desc=f"score {forecaster_name(forecaster)} C={c}", unit="block")
+    fused = getattr(forecaster, "block_errors", None)
     for i0, i1, lo, hi in it:
         block = ds[keep].isel(time=slice(lo, hi)).load()
         traces = np.asarray(block["traces"].values)
+        if fused is not None:                                         # prediction fused with scoring
+            parts = fused(block, sorted_starts[i0:i1] - lo)
+            if any(np.shape(p) != (i1 - i0, h) for p in parts):
+                raise ValueError(f"{forecaster_name(forecaster)}.block_errors returned shapes "
+                                 f"{[np.shape(p) for p in parts]}, expected (window, lead) = {(i1 - i0, h)}")
+            parts_abs.append(parts[0])
+            parts_sq.append(parts[1])
+            parts_miss.append(parts[2])
+            continue
         for b0 in range(i0, i1, batch_size):                          # batches of windows
             rel = sorted_starts[b0:min(i1, b0 + batch_size)] - lo
             pred = np.asarray(forecaster.predict(block, rel))
             if pred.shape != (rel.size, h, n):
                 raise ValueError(f"{forecaster_name(forecaster)}.predict returned shape {pred.shape}, "
                                  f"expected (window, lead, neuron) = {(rel.size, h, n)}")
-            e = lead_errors(pred, _target_source(traces, rel + c))
-            parts_abs.append(e["abs_err"].values)
-            parts_sq.append(e["sq_err"].values)
-            parts_miss.append(e["n_missing"].values)
+            for parts, p in zip((parts_abs, parts_sq, parts_miss), score_predictions(pred, traces, rel + c)):
+                parts.append(p)
     inv = np.empty_like(order)
     inv[order] = np.arange(order.size)
     def cat(parts, dt):
         return np.concatenate(parts)[inv] if parts else np.zeros((0, h), dt)
 
-    errors = xr.Dataset({"abs_err": (("window", "lead"), cat(parts_abs, float)),
-                         "sq_err": (("window", "lead"), cat(parts_sq, float)),
-                         "n_missing": (("window", "lead"), cat(parts_miss, np.int64))},
-                        coords={"window": w["window"].values, "lead": np.arange(1, h + 1),
-                                "condition": ("window", w["condition"].values)},
-                        attrs={"n_neurons": int(n)})
+    errors = errors_from_sums(cat(parts_abs, float), cat(parts_sq, float), cat(parts_miss, np.int64), n)
+    errors = errors.assign_coords(window=w["window"].values, condition=("window", w["condition"].values))
     return errors, w
 
 
@@ -162,12 +162,14 @@ def results_from_errors(scored, ds: xr.Dataset, n_boot: int = 1000, block_length
 
 
 def evaluate_loop(forecaster, ds: xr.Dataset, split: str = "test", windows: xr.Dataset | None = None,
-                  in_memory: bool = False) -> xr.Dataset:
-    """Reference: a straightforward loop over windows, float64, one ``predict`` per window.
+                  in_memory: bool = False, dtype=np.float64) -> xr.Dataset:
+    """Reference: a straightforward loop over windows, one ``predict`` per window.
 
-    Reads each window's frames from ``ds`` (``in_memory=False``: lazily, as a naive script would)
-    or from traces loaded once (``in_memory=True``). Returns per-window errors like
-    :func:`score_forecaster`. Slow by design; used by tests and benchmarks as the reference.
+    For each window: take its frames from ``ds`` (``in_memory=False``: lazily, as a naive script
+    would; ``True``: from traces loaded once), ``predict`` it, and compute the per-lead mean
+    absolute and squared errors over the non-missing neurons with whole-array numpy operations
+    in ``dtype`` (float64: the exactness reference of the tests). Returns per-window errors like
+    :func:`score_forecaster`.
     """
     c = int(forecaster.context)
     h = int(getattr(forecaster, "horizon", protocol.HORIZON))
@@ -175,21 +177,24 @@ def evaluate_loop(forecaster, ds: xr.Dataset, split: str = "test", windows: xr.D
     need = sorted(set(getattr(forecaster, "requires", ("traces",))) | {"traces"})
     sub_ds = ds[need].load() if in_memory else ds[need]
     starts = w["start"].values
+    n = int(ds.sizes["neuron"])
     abs_err = np.zeros((starts.size, h))
     sq_err = np.zeros((starts.size, h))
     n_miss = np.zeros((starts.size, h), dtype=np.int64)
-    for i, s in enumerate(starts):
+    for i, s in enumerate(starts):                                    # one window at a time
         sub = sub_ds.isel(time=slice(int(s), int(s) + c + h))
-        pred = np.asarray(forecaster.predict(sub, np.array([0])), dtype=np.float64)[0]
-        target = np.asarray(sub["traces"].values, dtype=np.float64)[c:]
-        for j in range(h):
-            d = pred[j] - target[j]
-            ok = ~np.isnan(d)
-            n_miss[i, j] = (~ok).sum()
-            abs_err[i, j] = np.abs(d[ok]).mean() if ok.any() else np.nan
-            sq_err[i, j] = (d[ok] ** 2).mean() if ok.any() else np.nan
+        pred = np.asarray(forecaster.predict(sub, np.array([0]))[0], dtype=dtype)      # (H, N)
+        d = pred - np.asarray(sub["traces"].values[c:], dtype=dtype)
+        miss = np.isnan(d)
+        n_miss[i] = miss.sum(1)
+        if n_miss[i].any():
+            d[miss] = 0.0
+        n_ok = n - n_miss[i]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            abs_err[i] = np.where(n_ok > 0, np.abs(d).sum(1, dtype=np.float64) / n_ok, np.nan)
+            sq_err[i] = np.where(n_ok > 0, np.square(d).sum(1, dtype=np.float64) / n_ok, np.nan)
     return xr.Dataset({"abs_err": (("window", "lead"), abs_err), "sq_err": (("window", "lead"), sq_err),
                        "n_missing": (("window", "lead"), n_miss)},
                       coords={"window": w["window"].values, "lead": np.arange(1, h + 1),
                               "condition": ("window", w["condition"].values)},
-                      attrs={"n_neurons": int(ds.sizes["neuron"])})
+                      attrs={"n_neurons": n})

@@ -64,6 +64,30 @@ class TraceForecaster(BaseEstimator):
 
     # bound on the gathered (window, C, neuron) context per call of _predict (bytes)
     context_budget = 2.5e8
+    # bound on the (window, lead, neuron) float32 predictions held at once by block_errors (bytes)
+    prediction_budget = 3.2e7
+
+    def block_errors(self, ds: xr.Dataset, starts):
+        """Error sums ``(abs_sum, sq_sum, n_missing)``, each (window, lead), for windows at ``starts``.
+
+        ``ds`` holds every frame of the windows (context and targets); ``starts`` are positional.
+        Default: :meth:`predict` a few windows at a time (``prediction_budget`` bytes of float32
+        predictions, cache-sized) and score them with the compiled kernel; subclasses fuse
+        prediction and scoring where the forecast has structure.
+        """
+        from ..kernels import score_predictions
+
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        traces = np.asarray(ds["traces"].values)
+        per = max(1, int(self.prediction_budget // (self.horizon * traces.shape[1] * 4)))
+        out = [np.zeros((starts.size, self.horizon)) for _ in range(2)]
+        out.append(np.zeros((starts.size, self.horizon), np.int64))
+        for b0 in range(0, starts.size, per):                         # batches of windows
+            s = starts[b0:b0 + per]
+            part = score_predictions(self.predict(ds, s), traces, s + self.context)
+            for o, p in zip(out, part):
+                o[b0:b0 + per] = p
+        return tuple(out)
 
     def _predict_block(self, block, rel, ds, starts):
         """Predict from the traces ``block`` covering all context frames; sub-batched gathers."""

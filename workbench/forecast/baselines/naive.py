@@ -27,14 +27,33 @@ class MeanBaseline(TraceForecaster):
         self.context = context
 
     def _predict_block(self, block, rel, ds, starts):
-        """Context means from one cumulative sum over the block: O((span) N), not O(W C N)."""
+        """Context means from one cumulative sum over the block: O((span) N), not O(W C N).
+
+        NaNs are summed as zeros and counted apart, so a NaN makes only the windows whose context
+        holds it NaN (not every later window, as a plain cumulative sum would).
+        """
         lo = int(rel.min())
         hi = int(rel.max()) + self.context
+        if rel.size * self.context <= 2 * (hi - lo):          # few, non-overlapping windows: direct means
+            return super()._predict_block(block, rel, ds, starts)
+        x = block[lo:hi]
+        nan = np.isnan(x)
         cs = np.zeros((hi - lo + 1, block.shape[1]))
-        np.cumsum(block[lo:hi], axis=0, dtype=np.float64, out=cs[1:])
+        np.cumsum(np.where(nan, 0.0, x) if nan.any() else x, axis=0, dtype=np.float64, out=cs[1:])
         r = rel - lo
-        m = ((cs[r + self.context] - cs[r]) / self.context).astype(np.float32)
+        m = (cs[r + self.context] - cs[r]) / self.context
+        if nan.any():
+            cn = np.zeros((hi - lo + 1, block.shape[1]), np.int64)
+            np.cumsum(nan, axis=0, out=cn[1:])
+            m[(cn[r + self.context] - cn[r]) > 0] = np.nan
+        m = m.astype(np.float32)
         return np.broadcast_to(m[:, None, :], (rel.size, self.horizon, block.shape[1]))
+
+    def block_errors(self, ds, starts):
+        """Fused: running context sums and scoring in one compiled pass (see ``kernels``)."""
+        from ..kernels import score_context_mean
+
+        return score_context_mean(np.asarray(ds["traces"].values), starts, self.context, self.horizon)
 
     def _predict(self, ctx, ds, starts):
         m = ctx.mean(axis=1, dtype=np.float64).astype(np.float32)
@@ -115,6 +134,25 @@ class StimulusBaseline(TraceForecaster):
             view = np.lib.stride_tricks.sliding_window_view(per_frame, h, axis=0)   # (span-h+1, N, h)
             return view[:starts.size].transpose(0, 2, 1)
         return per_frame[off[:, None] + np.arange(h)[None, :]]
+
+    def block_errors(self, ds, starts):
+        """Each target frame is predicted and scored once; windows index the per-frame sums.
+
+        A window's lead-h error is the error of its target frame, whatever the window, so the
+        work is (target frames x neurons) instead of (windows x leads x neurons).
+        """
+        from ..kernels import frame_errors, windows_from_frames
+
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        first = starts + self.context
+        frames = np.unique(first[:, None] + np.arange(self.horizon)[None, :])
+        if frames.size and frames[-1] >= ds.sizes["time"]:
+            raise ValueError("target frames reach past the end of the dataset slice")
+        cidx = np.asarray(ds["condition_index"].values)[frames]
+        phase = np.asarray(ds["trial_phase"].values)[frames]
+        keys = self._keys(cidx, phase)
+        sums = frame_errors(self.table_, np.asarray(ds["traces"].values), frames, rows=keys)
+        return windows_from_frames(sums, frames, first, self.horizon)
 
     def _predict(self, ctx, ds, starts):
         t = starts[:, None] + self.context + np.arange(self.horizon)[None, :]
