@@ -8,8 +8,14 @@ stores of :mod:`workbench.forecast.video.store` under ``$WORKBENCH_DATA/forecast
 On first use a trace-baseline store (clearly labelled as a trace forecast rendered on the
 segmentation) is written in seconds so the page renders, and a small video forecaster with a
 last-layer Laplace is trained in a worker thread (progress shown); its store appears as the
-"video" method when done. Every plane is read from zarr on demand (one chunk); nothing loads a
-whole volume. All updates are holoviews DynamicMaps, so a slider step only ships new image data.
+"video" method when done. A directory holding a video checkpoint (``video_checkpoint.pt``) but
+no video store gets its store written from the checkpoint instead of training.
+
+Rendering: the Bokeh figures of :mod:`._forecast_figures` are built once; a slider or player
+step (window, lead, z) reads one (y, x) plane per panel straight from zarr (an LRU cache keyed on
+store path and indices, :class:`~workbench.forecast.video.viewer_data.PlaneCache`) and swaps the
+image sources' data, so the browser receives three small arrays and redraws; nothing loads a
+whole volume and no figure is rebuilt. Clicking an image picks the neuron under the cursor.
 """
 
 from __future__ import annotations
@@ -17,20 +23,21 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import holoviews as hv
-import holoviews.plotting.bokeh  # noqa: F401  (options below need the bokeh backend loaded)
 import numpy as np
 import panel as pn
 import param
 import xarray as xr
 
 from workbench._paths import DATA_DIR
-from workbench.dashboards._background import server_loop, start_when_loaded
+from workbench.dashboards._background import in_server_session, server_loop, start_when_loaded
+from workbench.dashboards._forecast_figures import (ALL_TRAIN, COLORS, MAEFigure, SliceFigures,
+                                                    TraceFigure)
 from workbench.forecast.video.store import open_forecast_store, read_plane
 from workbench.forecast.video.viewer_data import (
+    PlaneCache,
     available_stores,
     ensure_baseline_store,
     ensure_video_store,
@@ -38,12 +45,10 @@ from workbench.forecast.video.viewer_data import (
     scores_by_method,
 )
 
-__all__ = ["ForecastViewer", "DATA_DIR", "open_viewer_dataset", "outline"]
+__all__ = ["ForecastViewer", "DATA_DIR", "open_viewer_dataset", "outline", "ALL_TRAIN"]
 
-ALL_TRAIN = "training conditions (mean)"
-COLORS = {"video": "#d62728", "linear": "#1f77b4", "mean": "#7f7f7f", "stimulus": "#2ca02c",
-          "tsmixer": "#9467bd"}
 _DATA_LOCK = threading.Lock()
+_PLAYER_BUTTONS = ["slower", "previous", "pause", "play", "next", "faster"]
 
 
 def open_viewer_dataset(data=None, preset: str = "small", seed: int = 0, root=None) -> tuple[xr.Dataset, str]:
@@ -90,7 +95,8 @@ class ForecastViewer(pn.viewable.Viewer):
     version = param.Integer(default=0, precedence=-1)
 
     def __init__(self, data=None, preset: str = "small", seed: int = 0, root=None, train_video=None,
-                 baseline: str = "linear", autostart: bool = True, **params):
+                 baseline: str = "linear", autostart: bool = True, cache_bytes: int = 256 * 2**20,
+                 prefetch: bool = True, **params):
         super().__init__(**params)
         args = pn.state.session_args if pn.state.curdoc is not None else {}
         arg = lambda k: args[k][0].decode() if args.get(k) else None  # noqa: E731
@@ -104,17 +110,30 @@ class ForecastViewer(pn.viewable.Viewer):
         self.stores: dict[str, Path] = {}
         self._store: xr.Dataset | None = None
         self._scores: xr.Dataset | None = None
-        self._cache: OrderedDict = OrderedDict()
+        self._key = None
+        self.cache = PlaneCache(cache_bytes)
+        # neighbours of the shown (window, lead, z) are read ahead in one worker thread, so the
+        # next slider/player step usually finds its planes in the cache
+        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="viewer-prefetch") if prefetch else None
+        self._generation = 0
         self._status = pn.pane.Markdown("Preparing the recording and a forecast store ...",
                                         sizing_mode="stretch_width")
         self._progress = pn.indicators.Progress(name="Progress", value=-1, active=True, height=16,
                                                 sizing_mode="stretch_width")
-        self._info = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self._images = pn.pane.HoloViews(self._empty("slices"), min_height=330, sizing_mode="stretch_width")
-        self._trace = pn.pane.HoloViews(self._empty("neuron"), min_height=300, sizing_mode="stretch_width")
-        self._mae = pn.pane.HoloViews(self._empty("MAE by lead"), min_height=300, sizing_mode="stretch_width")
+        # fixed height: a new info text must not re-lay out the page (the figures would redraw)
+        self._info = pn.pane.Markdown("", sizing_mode="stretch_width", height=48)
+        self.slices = SliceFigures()
+        self.slices.on_tap(self._on_tap)
+        self.trace_figure = TraceFigure()
+        self.mae_figure: MAEFigure | None = None
+        self._images = pn.Row(*(pn.pane.Bokeh(f, sizing_mode="stretch_width", min_height=330)
+                                for f in self.slices.figures), sizing_mode="stretch_width")
+        self._trace = pn.pane.Bokeh(self.trace_figure.figure, sizing_mode="stretch_width", min_height=300)
+        self._mae = pn.pane.Bokeh(None, sizing_mode="stretch_width", min_height=300)
+        self._layout = None
         self.param.watch(self._on_method, ["method"])
-        self.param.watch(self._on_info, ["window", "neuron", "lead", "z"])
+        self.param.watch(self._on_view, ["window", "lead", "z", "neuron", "show_outline"])
+        self.param.watch(self._on_condition, ["condition"])
         if autostart:
             start_when_loaded(self._start)
 
@@ -129,10 +148,10 @@ class ForecastViewer(pn.viewable.Viewer):
         if not stores:
             ensure_baseline_store(ds, directory, self.baseline)
             stores = available_stores(directory)
-        return ds, directory, stores, scores_by_method(stores, ds)
+        return ds, key, directory, stores, scores_by_method(stores, ds)
 
     def train(self, callback=None):
-        """Train the small video forecaster and write its store (blocking)."""
+        """Write the video store (from ``video_checkpoint.pt`` if present, else by training; blocking)."""
         ensure_video_store(self.ds, self._directory, callback=callback)
         stores = available_stores(self._directory)
         return stores, scores_by_method(stores, self.ds)
@@ -142,17 +161,31 @@ class ForecastViewer(pn.viewable.Viewer):
         if loop is None:  # plain Python (tests, notebooks): compute synchronously
             self._install(*self.prepare())
             return
-        loop.create_task(self._start_async())
+        loop.create_task(self._start_async(pn.state.curdoc))
 
-    async def _start_async(self):
+    @staticmethod
+    def _in_doc(doc, fn, *args):
+        """Run ``fn(*args)`` on the session's next tick, holding its document lock (Bokeh models
+        may only change under it); an awaitable of the result."""
+        fut = asyncio.get_running_loop().create_future()
+
+        def call():
+            try:
+                fut.set_result(fn(*args))
+            except Exception as err:   # handed to the awaiting task, which reports it
+                fut.set_exception(err)
+        doc.add_next_tick_callback(call)
+        return fut
+
+    async def _start_async(self, doc):
         loop = asyncio.get_running_loop()
         try:
             res = await loop.run_in_executor(None, self.prepare)
+            await self._in_doc(doc, self._install, *res)
         except Exception as err:
             self._status.object = f"**Could not prepare the viewer:** {err}"
             self._progress.active = False
             raise
-        self._install(*res)
         if self.train_video and "video" not in self.stores:
             self._progress.value, self._progress.active = 0, True
             try:
@@ -161,8 +194,11 @@ class ForecastViewer(pn.viewable.Viewer):
                 self._status.object += f"  \n**Video training failed:** {err}"
                 self._progress.active = False
                 raise
-            self._set_stores(stores, scores)
-            self.method = "video"
+            await self._in_doc(doc, self._show_video, stores, scores)
+
+    def _show_video(self, stores, scores):
+        self._set_stores(stores, scores)
+        self.method = "video"
 
     def _on_train_progress(self, frac, message):
         self._progress.value = int(100 * frac)
@@ -170,61 +206,70 @@ class ForecastViewer(pn.viewable.Viewer):
         self._status.object = self._status_text()
 
     # -- state ------------------------------------------------------------------------------------
-    def _install(self, ds, directory, stores, scores):
-        self.ds, self._directory = ds, directory
+    def _install(self, ds, key, directory, stores, scores):
+        self.ds, self._key, self._directory = ds, key, directory
         self._seg = np.asarray(ds["segmentation"].values)
         self._n_neurons = int(ds.sizes["neuron"])
-        self._zc = ds["z"].values if "z" in ds.coords else np.arange(self._seg.shape[0], dtype=float)
-        self._yc = ds["y"].values if "y" in ds.coords else np.arange(self._seg.shape[1], dtype=float)
-        self._xc = ds["x"].values if "x" in ds.coords else np.arange(self._seg.shape[2], dtype=float)
-        self.param.z.bounds = (0, self._seg.shape[0] - 1)
+        nz, ny, nx = self._seg.shape
+        self._zc = ds["z"].values if "z" in ds.coords else np.arange(nz, dtype=float)
+        self._yc = ds["y"].values if "y" in ds.coords else np.arange(ny, dtype=float)
+        self._xc = ds["x"].values if "x" in ds.coords else np.arange(nx, dtype=float)
+        self.param.z.bounds = (0, nz - 1)
         self.param.neuron.bounds = (0, self._n_neurons - 1)
         # neuron centroids in voxel units, for the pick marker (one bincount per axis)
         lab = self._seg.reshape(-1)
         idx = np.indices(self._seg.shape).reshape(3, -1)
-        cnt = np.bincount(lab, minlength=self._n_neurons + 1)[1:]
-        self._centroid = np.stack([np.bincount(lab, w, self._n_neurons + 1)[1:] for w in idx], 1) \
-            / np.maximum(cnt, 1)[:, None]
-        self.z = int(np.argmax(np.bincount(np.nonzero(self._seg)[0], minlength=self._seg.shape[0])))
+        cnt = np.bincount(lab, minlength=self._n_neurons + 1)[1:self._n_neurons + 1]
+        self._centroid = np.stack([np.bincount(lab, w, self._n_neurons + 1)[1:self._n_neurons + 1]
+                                   for w in idx], 1) / np.maximum(cnt, 1)[:, None]
+        self._outlines = {}
         # shared colour limits for truth and forecast, from a block of traces (fixed while browsing)
         sample = np.asarray(ds["traces"].isel(time=slice(0, 512), neuron=slice(0, 4096)).values, float)
         lo, hi = np.nanpercentile(sample, [0.5, 99.5])
         self._clim_v = (float(min(lo, 0.0)), float(max(hi, lo + 1e-3)))
+        self.slices.set_grid(self._xc, self._yc, self._clim_v)
+        with param.parameterized.batch_call_watchers(self):
+            self.z = int(np.argmax(np.bincount(np.nonzero(self._seg)[0], minlength=nz)))
+            self.neuron = int(np.argmax(cnt))
         self._set_stores(stores, scores)
-        self.neuron = int(np.argmax(cnt))
-        self._images.object = self._image_layout()
-        # the lead marker is its own DynamicMap, so a lead step does not redraw the traces
-        marker = hv.DynamicMap(lambda lead: hv.VLine(lead).opts(color="#888888", line_dash="dashed"),
-                               streams=dict(lead=self.param.lead))
-        self._trace.object = hv.DynamicMap(self._trace_plot, streams=dict(
-            window=self.param.window, neuron=self.param.neuron, v=self.param.version)) * marker
-        self._mae.object = hv.DynamicMap(self._mae_plot, streams=dict(
-            condition=self.param.condition, v=self.param.version))
         self._progress.value, self._progress.active = 100, False
         self._status.object = self._status_text()
-        self._on_info()
 
     def _set_stores(self, stores, scores):
         self.stores, self._scores = dict(stores), scores
         self.param.method.objects = list(self.stores)
         conds = [ALL_TRAIN] + [str(c) for c in scores["condition"].values]
         self.param.condition.objects = conds
+        if self.condition not in conds:
+            self.condition = ALL_TRAIN
+        self.mae_figure = MAEFigure(scores, self.condition)
+        self._mae.object = self.mae_figure.figure
         if self.method not in self.stores:
             self.method = next(iter(self.stores))
         else:
             self._on_method()
 
     def _on_method(self, *events):
-        if self.method is None or self.method not in self.stores:
+        if self.method is None or self.method not in self.stores or self.ds is None:
             return
         self._store = open_forecast_store(self.stores[self.method])
-        self._cache.clear()
-        nw = self._store.sizes["window"]
-        self.param.window.bounds = (0, nw - 1)
-        self.param.lead.bounds = (1, int(self._store.attrs["horizon"]))
-        if self.window > nw - 1:
-            self.window = 0
+        self._store_path = str(Path(self.stores[self.method]).resolve())
+        st = self._store
+        self._current = (st, self._store_path)      # one assignment: the prefetch thread reads it
+        self._generation += 1
+        self._starts = np.asarray(st["start"].values, np.int64)
+        self._conds = [str(c) for c in st["condition"].values.tolist()] if "condition" in st.coords else None
+        self._leads = np.asarray(st["lead"].values, np.int64)
+        self._context, self._horizon = int(st.attrs["context"]), int(st.attrs["horizon"])
+        nw = st.sizes["window"]
+        with param.parameterized.batch_call_watchers(self):
+            self.param.window.bounds = (0, nw - 1)
+            self.param.lead.bounds = (1, self._horizon)
+            self.window = min(self.window, nw - 1)
+            self.lead = min(self.lead, self._horizon)
+        self.trace_figure.set_layout(self._context, self._horizon, COLORS.get(self.method, "#d62728"))
         self._status.object = self._status_text()
+        self._refresh({"window", "lead", "z", "neuron", "show_outline"})
         self.version += 1
 
     def _status_text(self):
@@ -239,86 +284,110 @@ class ForecastViewer(pn.viewable.Viewer):
             txt += f"  \nVideo forecaster in the background: {self._train_msg}"
         return txt
 
-    def _on_info(self, *events):
+    # -- updates in place ----------------------------------------------------------------------------
+    def _on_view(self, *events):
+        self._refresh({e.name for e in events})
+
+    def _refresh(self, changed):
+        """Swap the data of what ``changed`` touches; one document hold, so one message."""
         if self._store is None:
             return
-        st = self._store
-        c = int(st.attrs["context"])
-        s = int(st["start"].values[self.window])
-        cond = str(st["condition"].values[self.window]) if "condition" in st.coords else "?"
-        self._info.object = (f"Window {self.window}: condition **{cond}**, context frames {s}-{s + c - 1}, "
-                             f"target frame {s + c - 1 + self.lead} (lead {self.lead}), "
-                             f"z-plane {self.z} ({self._zc[self.z]:.1f} µm); neuron **{self.neuron}**")
+        with pn.io.hold():
+            if changed & {"window", "lead", "z"}:
+                self.slices.show(*self.planes(self.window, self.lead, self.z))
+            if changed & {"z", "show_outline"}:
+                self.slices.set_outline(self._outline(self.z) if self.show_outline else None)
+                self.slices.set_outline_visible(self.show_outline)
+            if changed & {"z", "neuron"}:
+                self.slices.set_marker(self._marker_xy(self.z, self.neuron))
+            if changed & {"window", "neuron"}:
+                self.trace_figure.show(*self.trace_data(self.window, self.neuron))
+            if "lead" in changed:
+                self.trace_figure.set_lead(self.lead)
+            self._info.object = self._info_text()
+        self._push()
+        if self._prefetch is not None and changed & {"window", "lead", "z"}:
+            self._generation += 1
+            self._prefetch.submit(self._read_ahead, self._generation, self.window, self.lead, self.z)
 
-    # -- slices ------------------------------------------------------------------------------------
+    def _read_ahead(self, generation, window, lead, z):
+        """Fill the cache with the planes one step away in window, lead and z (stops when stale)."""
+        nw, nz = self._starts.size, self._seg.shape[0]
+        steps = [(window, lead + 1, z), (window, lead - 1, z), (window, lead, z + 1), (window, lead, z - 1),
+                 (window + 1, lead, z), (window - 1, lead, z)]
+        for w, ld, zz in steps:
+            if generation != self._generation:
+                return
+            if 0 <= w < nw and 1 <= ld <= self._horizon and 0 <= zz < nz:
+                self.planes(w, ld, zz)
+                if w != window:
+                    self._window_traces(w)
+
+    def _on_condition(self, *events):
+        if self.mae_figure is not None:
+            self.mae_figure.set_condition(self.condition)
+            self._push()
+
+    def _push(self):
+        """Bokeh models changed in place reach a notebook only when pushed (a server syncs itself)."""
+        if not in_server_session():
+            pn.io.push_notebook(*self._images, self._trace, self._mae)
+
+    def _info_text(self):
+        c, s = self._context, int(self._starts[self.window])
+        cond = self._conds[self.window] if self._conds is not None else "?"
+        return (f"Window {self.window}: condition **{cond}**, context frames {s}-{s + c - 1}, "
+                f"target frame {s + c - 1 + self.lead} (lead {self.lead}), "
+                f"z-plane {self.z} ({self._zc[self.z]:.1f} µm); neuron **{self.neuron}**")
+
+    # -- data reads (one plane / one trace at a time) ------------------------------------------------
     def planes(self, window: int, lead: int, z: int):
-        """(truth, forecast) (y, x) planes, each read from zarr on its own (small LRU cache)."""
-        key = (self.method, window, lead, z)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        st = self._store
-        t = int(st["start"].values[window]) + int(st.attrs["context"]) - 1 + int(lead)
-        truth = np.asarray(self.ds["volume"].isel(time=t, z=int(z)).values, np.float32)
-        fc = read_plane(st, "forecast", window, lead, z)
-        self._cache[key] = (truth, fc)
-        while len(self._cache) > 64:
-            self._cache.popitem(last=False)
+        """(truth, forecast) (y, x) planes, each read from zarr on its own (LRU cache)."""
+        window, lead, z = int(window), int(lead), int(z)
+        if not 0 <= window < self._starts.size:
+            raise IndexError(f"window {window} outside 0..{self._starts.size - 1}")
+        if lead not in self._leads:
+            raise IndexError(f"lead {lead} not among the store's leads {self._leads[[0, -1]].tolist()}")
+        t = int(self._starts[window]) + self._context - 1 + lead
+        st, path = self._current
+        truth = self.cache.get((self._key, "volume", t, z), lambda: np.asarray(
+            self.ds["volume"].isel(time=t, z=z).transpose("y", "x").values, np.float32))
+        fc = self.cache.get((path, "forecast", window, lead, z),
+                            lambda: np.asarray(read_plane(st, "forecast", window, lead, z), np.float32))
         return truth, fc
 
-    def _clim(self):
-        return self._clim_v
+    def _window_traces(self, window: int):
+        """(truth (context+horizon, neuron), forecast (lead, neuron), std or None) of a window,
+        one read each (cached, so a neuron pick or a lead step reads nothing)."""
+        (st, path), c, h, w = self._current, self._context, self._horizon, int(window)
+        s = int(self._starts[w])
+        truth = self.cache.get((self._key, "traces", s, c + h), lambda: np.asarray(
+            self.ds["traces"].isel(time=slice(s, s + c + h)).transpose("time", "neuron").values, np.float32))
+        fc = self.cache.get((path, "trace_forecast", w),
+                            lambda: np.asarray(st["trace_forecast"][w].values, np.float32))
+        sd = self.cache.get((path, "trace_std", w),
+                            lambda: np.asarray(st["trace_std"][w].values, np.float32)) if "trace_std" in st else None
+        return truth, fc, sd
 
-    def _img(self, arr, title):
-        return hv.Image((self._xc, self._yc, arr), kdims=["x", "y"], vdims=[hv.Dimension("v", label=title)])
+    def trace_data(self, window: int, neuron: int):
+        """Title, context+target frames, truth, leads, forecast and std (or None) of one neuron."""
+        truth, fc, sd = self._window_traces(window)
+        n, c = int(neuron), self._context
+        title = f"neuron {n}, window {window}, {self.method} (grey: context)"
+        return (title, np.arange(-c + 1, -c + 1 + truth.shape[0]), truth[:, n], self._leads, fc[:, n],
+                None if sd is None else sd[:, n])
 
-    def _img_opts(self, title, cmap, clim):
-        """Options set once on the DynamicMap (not per update: that would clone every frame)."""
-        return dict(cmap=cmap, clim=clim, title=title, colorbar=True, responsive=True, height=320,
-                    aspect=None, tools=["hover", "tap"], xlabel="x (µm)", ylabel="y (µm)",
-                    clipping_colors={"NaN": "#f2f2f2"}, framewise=False, axiswise=False)
+    def _outline(self, z):
+        if z not in self._outlines:
+            self._outlines[z] = outline(self._seg[int(z)])
+        return self._outlines[z]
 
-    def _truth_img(self, window, lead, z, v, neuron, show_outline):
-        """Truth with the segmentation outline and the picked neuron's marker (one inner overlay:
-        several DynamicMaps multiplied together cost ~4x more per update)."""
-        img = self._img(self.planes(window, lead, z)[0], "truth")
-        return img * self._outline_img(z, show_outline) * self._marker(z, neuron)
-
-    def _fc_img(self, window, lead, z, v):
-        return self._img(self.planes(window, lead, z)[1], "forecast")
-
-    def _err_img(self, window, lead, z, v):
-        t, f = self.planes(window, lead, z)
-        return self._img(f - t, "error")
-
-    def _outline_img(self, z, show_outline):
-        o = outline(self._seg[int(z)]) if show_outline else np.full(self._seg.shape[1:], np.nan)
-        return hv.Image((self._xc, self._yc, o), kdims=["x", "y"], vdims=["outline"], group="Outline")
-
-    def _marker(self, z, neuron):
+    def _marker_xy(self, z, neuron):
         cz, cy, cx = self._centroid[int(neuron)]
-        here = abs(cz - z) < 1.0
-        return hv.Points(([np.interp(cx, np.arange(self._xc.size), self._xc)] if here else [],
-                          [np.interp(cy, np.arange(self._yc.size), self._yc)] if here else []))
-
-    def _image_layout(self):
-        streams = dict(window=self.param.window, lead=self.param.lead, z=self.param.z, v=self.param.version)
-        clim = self._clim()
-        e = max(abs(c) for c in clim) / 2
-        truth = hv.DynamicMap(self._truth_img, streams=dict(
-            streams, neuron=self.param.neuron, show_outline=self.param.show_outline)).opts({
-                "Image": self._img_opts("ground truth + cell outlines", "viridis", clim),
-                "Image.Outline": dict(cmap=["#ffffff"], alpha=0.6, colorbar=False, tools=[],
-                                      clipping_colors={"NaN": (0, 0, 0, 0)}),
-                "Points": dict(marker="circle", size=14, fill_alpha=0, line_color="#ff00ff", line_width=2)})
-        fc = hv.DynamicMap(self._fc_img, streams=streams).opts(**self._img_opts("forecast", "viridis", clim))
-        err = hv.DynamicMap(self._err_img, streams=streams).opts(
-            **self._img_opts("error: forecast − truth", "RdBu_r", (-e, e)))
-        maps = [truth, fc, err]
-        self._taps = [hv.streams.Tap(source=m, x=None, y=None) for m in maps]
-        for tap in self._taps:
-            tap.add_subscriber(self._on_tap)
-        return hv.Layout(maps).cols(3).opts(shared_axes=True)
+        if abs(cz - z) >= 1.0:
+            return None
+        return (float(np.interp(cx, np.arange(self._xc.size), self._xc)),
+                float(np.interp(cy, np.arange(self._yc.size), self._yc)))
 
     def _on_tap(self, x=None, y=None):
         if x is None or y is None or self.ds is None:
@@ -334,63 +403,38 @@ class ForecastViewer(pn.viewable.Viewer):
             k = int(np.argmin((ys - iy) ** 2 + (xs - ix) ** 2))
             self.neuron = int(plane[ys[k], xs[k]]) - 1
 
-    # -- neuron and MAE panels ---------------------------------------------------------------------
-    def _trace_plot(self, window, neuron, v):
-        st = self._store
-        c, h = int(st.attrs["context"]), int(st.attrs["horizon"])
-        s = int(st["start"].values[window])
-        rel = np.arange(-c + 1, h + 1)
-        truth = np.asarray(self.ds["traces"].isel(time=slice(s, s + c + h), neuron=int(neuron)).values, float)
-        fc = np.asarray(st["trace_forecast"][window, :, int(neuron)].values, float)
-        leads = np.arange(1, h + 1)
-        col = COLORS.get(self.method, "#d62728")
-        parts = [hv.VSpan(-c + 0.5, 0.5).opts(color="#dddddd", alpha=0.5)]
-        if "trace_std" in st:
-            sd = np.asarray(st["trace_std"][window, :, int(neuron)].values, float)
-            parts.append(hv.Area((leads, fc - 1.96 * sd, fc + 1.96 * sd), vdims=["lo", "hi"],
-                                 label="95% band (Laplace)").opts(color=col, alpha=0.2, line_alpha=0))
-        parts += [hv.Curve((rel, truth), "frame relative to forecast origin", "dF/F", label="truth")
-                  .opts(color="black", line_width=2),
-                  hv.Curve((leads, fc), label=f"forecast ({self.method})").opts(color=col, line_width=2)]
-        return hv.Overlay(parts).opts(title=f"neuron {neuron}, window {window} (grey: context)",
-                                      xlabel="frame relative to forecast origin", ylabel="dF/F",
-                                      responsive=True, height=300, legend_position="top_right",
-                                      show_legend=True)
+    # -- layout ------------------------------------------------------------------------------------
+    def _player(self, name: str, label: str, interval: int):
+        lo, hi = self.param[name].bounds
+        player = pn.widgets.Player(name=label, start=lo, end=hi, value=getattr(self, name),
+                                   loop_policy="loop", interval=interval, width=250, show_value=False,
+                                   show_loop_controls=False, visible_buttons=_PLAYER_BUTTONS)
+        player.link(self, value=name)
+        self.param.watch(lambda e: setattr(player, "value", e.new), [name])
 
-    def _mae_plot(self, condition, v):
-        sc = self._scores
-        curves = []
-        for m in sc["method"].values:
-            d = sc.sel({"method": m})
-            y = d["mae_train_conditions"] if condition == ALL_TRAIN else d["mae"].sel(condition=condition)
-            curves.append(hv.Curve((d["lead"].values, y.values), "lead", "MAE", label=str(m))
-                          .opts(color=COLORS.get(str(m), "#333333"), line_width=2))
-        n = int(sc.attrs.get("n_windows_scored", 0)) or None
-        return hv.Overlay(curves).opts(
-            title=f"MAE by lead, {condition}" + ("" if n is None else f" ({n} test windows)"),
-            responsive=True, height=300, legend_position="top_left")
-
-    @staticmethod
-    def _empty(title):
-        return hv.Curve([]).opts(title=f"{title} (loading ...)", responsive=True, height=300)
+        def bounds(_):
+            lo, hi = self.param[name].bounds
+            player.param.update(start=lo, end=hi, value=getattr(self, name))
+        self.param.watch(bounds, ["version"])
+        return player
 
     def __panel__(self):
+        if self._layout is not None:
+            return self._layout
         w = pn.Param(self.param, show_name=False, width=280,
                      parameters=["method", "window", "lead", "z", "neuron", "condition", "show_outline"],
                      widgets={"window": pn.widgets.IntSlider, "lead": pn.widgets.IntSlider,
                               "z": pn.widgets.IntSlider, "neuron": pn.widgets.IntInput})
-        player = pn.widgets.Player(name="Play leads", start=1, end=32, value=1, loop_policy="loop",
-                                   interval=400, width=250, show_value=False, show_loop_controls=False,
-                                   visible_buttons=["slower", "previous", "pause", "play", "next", "faster"])
-        player.link(self, value="lead")
-        self.param.watch(lambda e: setattr(player, "value", e.new), ["lead"])
-        self.param.watch(lambda e: setattr(player, "end", e.obj.param.lead.bounds[1]), ["version"])
-        sidebar = pn.Column("### Forecast viewer", w, "Play through the leads:", player, self._progress,
-                            width=300)
+        players = [("Play leads", "lead", 300), ("Play z-planes", "z", 400), ("Play windows", "window", 500)]
+        controls = []
+        for label, name, interval in players:
+            controls += [f"{label}:", self._player(name, label, interval)]
+        sidebar = pn.Column("### Forecast viewer", w, *controls, self._progress, width=300)
         main = pn.Column(self._status, self._info, self._images,
                          pn.Row(self._trace, self._mae, sizing_mode="stretch_width"),
                          "Click a cell in any image to pick its neuron (nearest labelled voxel); the "
-                         "magenta circle marks it in the ground truth. Error colours: red = forecast too "
-                         "high, blue = too low, white = exact.",
+                         "magenta circle marks it. Truth and forecast share one colour scale; error "
+                         "colours: red = forecast too high, blue = too low, white = exact.",
                          sizing_mode="stretch_width")
-        return pn.Row(sidebar, main, sizing_mode="stretch_width")
+        self._layout = pn.Row(sidebar, main, sizing_mode="stretch_width")
+        return self._layout

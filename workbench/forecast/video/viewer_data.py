@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,7 @@ from ..protocol import gather, protocol_from
 from .store import open_forecast_store, write_forecast_store
 
 __all__ = ["forecast_directory", "available_stores", "ensure_baseline_store", "ensure_video_store",
-           "store_scores", "scores_by_method", "DEMO_VIDEO_PARAMS"]
+           "store_scores", "scores_by_method", "DEMO_VIDEO_PARAMS", "PlaneCache"]
 
 DEMO_VIDEO_PARAMS = dict(context=4, widths=(8, 16, 32), emb_dim=32, stimulus=True, batch_size=4,
                          n_steps=150, lr=3e-3, num_threads=1)
@@ -118,3 +121,54 @@ def scores_by_method(stores: dict, ds: xr.Dataset) -> xr.Dataset:
 
 def data_key_for(path_or_preset: str | os.PathLike, seed: int | None = None) -> str:
     return f"{path_or_preset}-seed{seed}" if seed is not None else Path(path_or_preset).name
+
+
+class PlaneCache:
+    """Least-recently-used cache of 2-D arrays read from zarr, keyed by (store path, indices).
+
+    Keys name the store they were read from (its path, or a dataset key for the recording), so
+    planes of two stores never mix and switching back to a store finds its planes again. The
+    cache holds at most ``max_bytes`` (the least recently used arrays are dropped first).
+    Thread-safe: a prefetching thread may fill it while the event loop reads from it.
+    """
+
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        if int(max_bytes) < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self._planes: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def __contains__(self, key) -> bool:
+        with self._lock:
+            return key in self._planes
+
+    def get(self, key: Hashable, read: Callable[[], np.ndarray]) -> np.ndarray:
+        """The cached array under ``key``, else ``read()`` (stored read-only)."""
+        with self._lock:
+            if key in self._planes:
+                self._planes.move_to_end(key)
+                self.hits += 1
+                return self._planes[key]
+        plane = np.array(read(), copy=True)
+        if plane.ndim != 2:
+            raise ValueError(f"a cached plane must be 2-d, got shape {plane.shape} for key {key!r}")
+        plane.flags.writeable = False
+        with self._lock:
+            self.misses += 1
+            if key not in self._planes:
+                self._planes[key] = plane
+                self.nbytes += plane.nbytes
+            while self.nbytes > self.max_bytes and len(self._planes) > 1:
+                self.nbytes -= self._planes.popitem(last=False)[1].nbytes
+        return plane
+
+    def __len__(self) -> int:
+        return len(self._planes)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._planes.clear()
+            self.nbytes = 0

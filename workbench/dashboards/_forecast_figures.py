@@ -1,0 +1,192 @@
+"""Persistent Bokeh figures of the forecast viewer; a slider step only swaps their sources' data.
+
+* :class:`SliceFigures`: ground truth, forecast and signed error as ``image`` glyphs on one shared
+  ``x_range``/``y_range`` (linked pan and zoom). Truth and forecast share one colour mapper (same
+  limits); the error uses a symmetric diverging mapper. A segmentation-outline image and a
+  picked-neuron marker are drawn on all three from one source each.
+* :class:`TraceFigure`: a neuron's context + truth, the forecast and (where the store has an
+  uncertainty) a 95 % band; the grey box is the context, the dashed line the selected lead.
+* :class:`MAEFigure`: MAE by lead, one line per method (``set_condition`` switches the condition).
+
+Nothing here reads data; :mod:`workbench.dashboards.forecast_viewer` feeds the arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from bokeh.events import Tap
+from bokeh.models import (BoxAnnotation, ColorBar, ColumnDataSource, HoverTool, LinearColorMapper,
+                          Range1d, Span)
+from bokeh.palettes import RdBu11, Viridis256, interp_palette
+from bokeh.plotting import figure
+
+__all__ = ["SliceFigures", "TraceFigure", "MAEFigure", "COLORS", "ALL_TRAIN"]
+
+ALL_TRAIN = "training conditions (mean)"
+COLORS = {"video": "#d62728", "linear": "#1f77b4", "mean": "#7f7f7f", "stimulus": "#2ca02c",
+          "tsmixer": "#9467bd"}
+_NAN = "#f2f2f2"
+_TRANSPARENT = "rgba(0, 0, 0, 0)"
+_EMPTY_IMAGE = dict(image=[], x=[], y=[], dw=[], dh=[])
+
+
+def _image_data(arr, extent):
+    x0, y0, dw, dh = extent
+    return dict(image=[np.ascontiguousarray(arr, dtype=np.float32)], x=[x0], y=[y0], dw=[dw], dh=[dh])
+
+
+def _extent(coords):
+    """Left edge and width of a grid of pixel centres (unit spacing for a single pixel)."""
+    c = np.asarray(coords, float)
+    step = float(np.median(np.diff(c))) if c.size > 1 else 1.0
+    return float(c[0] - step / 2), float(step * c.size)
+
+
+class SliceFigures:
+    """The three image panels (truth, forecast, error) with outline and marker overlays."""
+
+    TITLES = ("ground truth", "forecast", "error: forecast − truth")
+
+    def __init__(self, height: int = 330):
+        self.x_range, self.y_range = Range1d(0, 1), Range1d(0, 1)
+        self.value_mapper = LinearColorMapper(palette=Viridis256, low=0, high=1, nan_color=_NAN)
+        self.error_mapper = LinearColorMapper(palette=interp_palette(RdBu11, 256), low=-1, high=1,
+                                              nan_color=_NAN)
+        self.sources = [ColumnDataSource(dict(_EMPTY_IMAGE), name=f"slice_{k}")
+                        for k in ("truth", "forecast", "error")]
+        self.outline_source = ColumnDataSource(dict(_EMPTY_IMAGE), name="slice_outline")
+        self.marker_source = ColumnDataSource(dict(x=[], y=[]), name="slice_marker")
+        outline_mapper = LinearColorMapper(palette=["#ffffff"], low=0, high=1, nan_color=_TRANSPARENT)
+        self.figures, self.outline_renderers = [], []
+        for title, src, mapper in zip(self.TITLES, self.sources,
+                                      (self.value_mapper, self.value_mapper, self.error_mapper)):
+            f = figure(title=title, x_range=self.x_range, y_range=self.y_range, height=height,
+                       sizing_mode="stretch_width", min_width=220, x_axis_label="x (µm)",
+                       y_axis_label="y (µm)", tools="pan,wheel_zoom,box_zoom,reset,save",
+                       active_scroll="wheel_zoom", toolbar_location="above")
+            img = f.image(image="image", x="x", y="y", dw="dw", dh="dh", source=src, color_mapper=mapper)
+            self.outline_renderers.append(
+                f.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.outline_source,
+                        color_mapper=outline_mapper, global_alpha=0.6))
+            f.scatter("x", "y", source=self.marker_source, size=14, fill_alpha=0, line_color="#ff00ff",
+                      line_width=2)
+            f.add_tools(HoverTool(renderers=[img], tooltips=[("x, y (µm)", "$x{0.0}, $y{0.0}"),
+                                                             ("value", "@image{0.000}")]))
+            f.add_layout(ColorBar(color_mapper=mapper, width=10, title="dF/F" if mapper is self.value_mapper
+                                  else "error"), "right")
+            f.grid.visible = False
+            self.figures.append(f)
+
+    def set_grid(self, xc, yc, clim):
+        """Axes extents from pixel-centre coordinates; shared truth/forecast limits, symmetric error."""
+        (x0, w), (y0, h) = _extent(xc), _extent(yc)
+        self._extent = (x0, y0, w, h)
+        self.x_range.update(start=x0, end=x0 + w, bounds=(x0, x0 + w))
+        self.y_range.update(start=y0, end=y0 + h, bounds=(y0, y0 + h))
+        lo, hi = map(float, clim)
+        self.value_mapper.update(low=lo, high=hi)
+        e = max(abs(lo), abs(hi)) / 2
+        self.error_mapper.update(low=-e, high=e)
+
+    def show(self, truth, forecast):
+        """Swap the three image sources' data (one message per source, no figure rebuilt)."""
+        err = np.asarray(forecast, np.float32) - np.asarray(truth, np.float32)
+        for src, arr in zip(self.sources, (truth, forecast, err)):
+            src.data = _image_data(arr, self._extent)
+
+    def set_outline(self, mask_or_none):
+        self.outline_source.data = dict(_EMPTY_IMAGE) if mask_or_none is None else \
+            _image_data(mask_or_none, self._extent)
+
+    def set_outline_visible(self, visible: bool):
+        for r in self.outline_renderers:
+            r.visible = bool(visible)
+
+    def set_marker(self, xy):
+        self.marker_source.data = dict(x=[], y=[]) if xy is None else dict(x=[xy[0]], y=[xy[1]])
+
+    def on_tap(self, callback):
+        """``callback(x, y)`` in data coordinates when any of the three images is clicked."""
+        for f in self.figures:
+            f.on_event(Tap, lambda event: callback(event.x, event.y))
+
+
+class TraceFigure:
+    """Context + truth, forecast and optional 95 % band of one neuron in one window."""
+
+    def __init__(self, height: int = 300):
+        self.truth = ColumnDataSource(dict(t=[], v=[]), name="trace_truth")
+        self.forecast = ColumnDataSource(dict(t=[], v=[]), name="trace_forecast")
+        self.band = ColumnDataSource(dict(t=[], lo=[], hi=[]), name="trace_band")
+        f = figure(title="neuron (loading ...)", height=height, sizing_mode="stretch_width",
+                   x_axis_label="frame relative to forecast origin", y_axis_label="dF/F",
+                   tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
+        self.context_box = BoxAnnotation(left=-0.5, right=0.5, fill_color="#bbbbbb", fill_alpha=0.3)
+        f.add_layout(self.context_box)
+        self.band_renderer = f.varea("t", "lo", "hi", source=self.band, fill_color=COLORS["video"],
+                                     fill_alpha=0.2, legend_label="95% band (Laplace)")
+        f.line("t", "v", source=self.truth, color="black", line_width=2, legend_label="truth")
+        self.forecast_renderer = f.line("t", "v", source=self.forecast, color=COLORS["video"],
+                                        line_width=2, legend_label="forecast")
+        self.lead_span = Span(location=1, dimension="height", line_color="#888888", line_dash="dashed")
+        f.add_layout(self.lead_span)
+        f.legend.location = "top_left"
+        f.legend.click_policy = "hide"
+        self.figure = f
+
+    def set_layout(self, context: int, horizon: int, color: str):
+        self.context_box.update(left=-context + 0.5, right=0.5)
+        self.forecast_renderer.glyph.line_color = color
+        self.band_renderer.glyph.fill_color = color
+
+    def show(self, title, rel, truth, leads, forecast, std=None):
+        self.figure.title.text = title
+        self.truth.data = dict(t=np.asarray(rel, float), v=np.asarray(truth, float))
+        self.forecast.data = dict(t=np.asarray(leads, float), v=np.asarray(forecast, float))
+        if std is None:
+            self.band.data = dict(t=[], lo=[], hi=[])
+        else:
+            f, s = np.asarray(forecast, float), np.asarray(std, float)
+            self.band.data = dict(t=np.asarray(leads, float), lo=f - 1.96 * s, hi=f + 1.96 * s)
+        self.band_renderer.visible = std is not None
+
+    def set_lead(self, lead: int):
+        self.lead_span.location = int(lead)
+
+
+def _mae_values(scores, method, condition):
+    names = [str(m) for m in scores["method"].values.tolist()]
+    d = scores.isel(method=names.index(str(method)))      # (label .sel keeps the dim on object indexes)
+    y = d["mae_train_conditions"] if condition == ALL_TRAIN else d["mae"].sel(condition=condition)
+    return dict(lead=d["lead"].values.astype(float), mae=np.asarray(y.values, float))
+
+
+def _mae_title(scores, condition):
+    n = int(scores.attrs.get("n_windows_scored", 0))
+    return f"MAE by lead, {condition}" + (f" ({n} test windows)" if n else "")
+
+
+class MAEFigure:
+    """MAE by lead, one line per method of ``scores`` (method, condition, lead); built per store set."""
+
+    def __init__(self, scores, condition, height: int = 300):
+        self.scores = scores
+        f = figure(title=_mae_title(scores, condition), height=height, sizing_mode="stretch_width",
+                   x_axis_label="lead (frames)", y_axis_label="MAE (dF/F)",
+                   tools="pan,wheel_zoom,box_zoom,reset,save,hover", toolbar_location="above",
+                   tooltips=[("lead", "@lead"), ("MAE", "@mae{0.0000}")])
+        self.sources = {}
+        for m in scores["method"].values.tolist():
+            src = ColumnDataSource(_mae_values(scores, m, condition), name=f"mae_{m}")
+            f.line("lead", "mae", source=src, color=COLORS.get(str(m), "#333333"), line_width=2,
+                   legend_label=str(m))
+            self.sources[str(m)] = src
+        f.legend.location = "top_left"
+        f.legend.click_policy = "hide"
+        self.figure = f
+
+    def set_condition(self, condition):
+        """Switch to another condition in place."""
+        self.figure.title.text = _mae_title(self.scores, condition)
+        for m, src in self.sources.items():
+            src.data = _mae_values(self.scores, m, condition)
