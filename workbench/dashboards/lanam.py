@@ -298,7 +298,7 @@ class LanamExplorer(pn.viewable.Viewer):
         df = matrix["mutual_information"].to_dataframe().reset_index()
         return hv.HeatMap(df, ["feature_i", "feature_j"], "mutual_information").opts(
             cmap="magma_r", colorbar=True, tools=["hover"], xrotation=60, responsive=True, height=360,
-            title="interaction ranking: posterior mutual information −½ log(1 − ρ²)")
+            title="interaction ranking: residual-aware mutual information −½ log(1 − ρ²)")
 
     @staticmethod
     def interaction_plot(inter):
