@@ -14,6 +14,7 @@ from workbench.forecast.video.store import (
     read_plane,
     write_forecast_store,
 )
+from workbench.forecast.video.viewer_data import PlaneCache, ensure_video_store
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +89,39 @@ def test_store_scores_equal_direct_scoring(tiny, tmp_path):
     np.testing.assert_allclose(from_store["mae"].values, direct["mae"].values, rtol=1e-5, equal_nan=True)
     np.testing.assert_allclose(from_store["mae_train_conditions"].values,
                                direct["mae_train_conditions"].values, rtol=1e-5)
+
+
+def test_viewer_video_store_from_a_stimulus_conditioned_checkpoint(tiny, tmp_path):
+    est = VideoForecaster(context=2, horizon=3, widths=(4, 8), emb_dim=8, batch_size=2, n_steps=2,
+                          stimulus=True, num_threads=1).fit(tiny)
+    est.save_checkpoint(tmp_path / "ck.pt")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        ensure_video_store(tiny, tmp_path / "dir", checkpoint=tmp_path / "missing.pt")
+    path = ensure_video_store(tiny, tmp_path / "dir", max_windows=3, uncertainty=False,
+                              checkpoint=tmp_path / "ck.pt")
+    st = open_forecast_store(path)
+    direct = est.predict_arrays(tiny["volume"].values, st["start"].values,
+                                stimulus=tiny["stimulus"].values)
+    np.testing.assert_allclose(st["forecast"].values, direct, rtol=1e-6, atol=1e-7)
+    assert '"stimulus": true' in st.attrs["training"]
+
+
+def test_plane_cache_is_keyed_bounded_and_read_only():
+    reads = []
+    cache = PlaneCache(max_bytes=3 * 4 * 4 * 8)          # room for three 4x4 float64 planes
+
+    def read(v):
+        reads.append(v)
+        return np.full((4, 4), float(v))
+    a = cache.get(("store-a", 0, 1, 2), lambda: read(1))
+    assert cache.get(("store-a", 0, 1, 2), lambda: read(99)) is a and reads == [1]
+    b = cache.get(("store-b", 0, 1, 2), lambda: read(2))      # same indices, other store
+    assert b[0, 0] == 2 and reads == [1, 2]
+    with pytest.raises(ValueError):
+        a[0, 0] = 5.0
+    for v in (3, 4):
+        cache.get(("store-a", v), lambda v=v: read(v))
+    assert len(cache) == 3 and cache.nbytes == 3 * a.nbytes
+    assert ("store-a", 0, 1, 2) not in cache                   # least recently used went first
+    with pytest.raises(ValueError, match="2-d"):
+        cache.get("bad", lambda: np.zeros(3))

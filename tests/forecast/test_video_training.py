@@ -47,6 +47,30 @@ def test_resume_is_bit_for_bit(tmp_path):
     np.testing.assert_array_equal(back.predict_arrays(vol, [60, 61]), resumed.predict_arrays(vol, [60, 61]))
 
 
+def test_stimulus_conditioned_forecaster_round_trips_through_its_checkpoint(tmp_path):
+    vol, seg, starts = _data()
+    stim = np.random.default_rng(3).normal(size=(vol.shape[0], 3)) * [1.0, 5.0, 0.2] + [0.0, 2.0, -1.0]
+    est = _est(stimulus=True, dtype="float64").fit_arrays(vol, seg, starts, stim)
+    est.save_checkpoint(tmp_path / "ck.pt")
+    back = VideoForecaster.from_checkpoint(tmp_path / "ck.pt")
+    assert back.stimulus and back.n_stimulus_features_ == 3
+    torch.testing.assert_close(back.stim_mean_, est.stim_mean_, rtol=0, atol=0)
+    torch.testing.assert_close(back.stim_scale_, est.stim_scale_, rtol=0, atol=0)
+    np.testing.assert_array_equal(back.predict_arrays(vol, [60, 61], stimulus=stim),
+                                  est.predict_arrays(vol, [60, 61], stimulus=stim))
+    # the stimulus features of each window are used: other features give another forecast
+    assert not np.array_equal(back.predict_arrays(vol, [60], stimulus=stim[::-1].copy()),
+                              est.predict_arrays(vol, [60], stimulus=stim))
+    with pytest.raises(ValueError, match="pass stimulus"):
+        back.predict_arrays(vol, [60])
+    # a checkpoint written without the stimulus normalisation is refused with a clear error
+    old = torch.load(tmp_path / "ck.pt", weights_only=False)
+    del old["extra"]["stim_mean"], old["extra"]["stim_scale"]
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="old.pt.*stimulus normalisation"):
+        VideoForecaster.from_checkpoint(tmp_path / "old.pt")
+
+
 def test_periodic_checkpoint_is_written_atomically(tmp_path):
     vol, seg, starts = _data()
     path = tmp_path / "sub" / "ck.pt"

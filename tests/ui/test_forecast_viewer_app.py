@@ -2,8 +2,8 @@
 
 The slider latency is measured in the browser and printed (run with ``-s``), never asserted (the
 machine is shared): from setting a slider's value in BokehJS (which syncs to the server exactly
-as a drag does) until the last image source that the step changes has new data and two animation
-frames have passed (the canvas is repainted). With ``WORKBENCH_VIEWER_LATENCY_JSON=<path>`` the
+as a drag does) until the last image source that the step changes has new data and the next frame
+has been painted (a task queued from ``requestAnimationFrame``). With ``WORKBENCH_VIEWER_LATENCY_JSON=<path>`` the
 per-step times and their median/max per slider are also written there as JSON.
 """
 
@@ -35,7 +35,8 @@ async ([key, value, quiet, timeout]) => {
     if (firstChange < 0) firstChange = performance.now();
     const t = performance.now();
     lastChange = t;
-    requestAnimationFrame(() => requestAnimationFrame(() => { if (lastChange === t) lastPaint = performance.now(); }));
+    // rAF runs before the next frame is drawn; a task queued from it runs once that frame is painted
+    requestAnimationFrame(() => setTimeout(() => { if (lastChange === t) lastPaint = performance.now(); }, 0));
   };
   for (const s of sources) s.properties.data.change.connect(slot);
   const t0 = performance.now();

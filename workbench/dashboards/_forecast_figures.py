@@ -15,8 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 from bokeh.events import Tap
-from bokeh.models import (BoxAnnotation, ColorBar, ColumnDataSource, HoverTool, LinearColorMapper,
-                          Range1d, Span)
+from bokeh.models import (
+    BoxAnnotation,
+    ColorBar,
+    ColumnDataSource,
+    HoverTool,
+    LinearColorMapper,
+    Range1d,
+    Span,
+)
 from bokeh.palettes import RdBu11, Viridis256, interp_palette
 from bokeh.plotting import figure
 
@@ -118,7 +125,10 @@ class TraceFigure:
         self.truth = ColumnDataSource(dict(t=[], v=[]), name="trace_truth")
         self.forecast = ColumnDataSource(dict(t=[], v=[]), name="trace_forecast")
         self.band = ColumnDataSource(dict(t=[], lo=[], hi=[]), name="trace_band")
+        # explicit ranges, set with the data: an auto-range would be recomputed in the browser and
+        # synced back to the server after every step
         f = figure(title="neuron (loading ...)", height=height, sizing_mode="stretch_width",
+                   x_range=Range1d(-0.5, 1.5), y_range=Range1d(0, 1),
                    x_axis_label="frame relative to forecast origin", y_axis_label="dF/F",
                    tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
         self.context_box = BoxAnnotation(left=-0.5, right=0.5, fill_color="#bbbbbb", fill_alpha=0.3)
@@ -136,6 +146,7 @@ class TraceFigure:
 
     def set_layout(self, context: int, horizon: int, color: str):
         self.context_box.update(left=-context + 0.5, right=0.5)
+        self.figure.x_range.update(start=-context + 0.5, end=horizon + 0.5)
         self.forecast_renderer.glyph.line_color = color
         self.band_renderer.glyph.fill_color = color
 
@@ -149,6 +160,12 @@ class TraceFigure:
             f, s = np.asarray(forecast, float), np.asarray(std, float)
             self.band.data = dict(t=np.asarray(leads, float), lo=f - 1.96 * s, hi=f + 1.96 * s)
         self.band_renderer.visible = std is not None
+        vals = np.concatenate([np.asarray(truth, float), np.asarray(forecast, float)] +
+                              ([self.band.data["lo"], self.band.data["hi"]] if std is not None else []))
+        vals = vals[np.isfinite(vals)]
+        lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
+        pad = 0.06 * max(hi - lo, 1e-3)
+        self.figure.y_range.update(start=lo - pad, end=hi + pad)
 
     def set_lead(self, lead: int):
         self.lead_span.location = int(lead)

@@ -8,8 +8,9 @@ stores of :mod:`workbench.forecast.video.store` under ``$WORKBENCH_DATA/forecast
 On first use a trace-baseline store (clearly labelled as a trace forecast rendered on the
 segmentation) is written in seconds so the page renders, and a small video forecaster with a
 last-layer Laplace is trained in a worker thread (progress shown); its store appears as the
-"video" method when done. A directory holding a video checkpoint (``video_checkpoint.pt``) but
-no video store gets its store written from the checkpoint instead of training.
+"video" method when done. A trained checkpoint (``checkpoint=`` / ``?checkpoint=``, or a
+``video_checkpoint.pt`` in the forecast directory) is used instead of training, stimulus-conditioned
+models included.
 
 Rendering: the Bokeh figures of :mod:`._forecast_figures` are built once; a slider or player
 step (window, lead, z) reads one (y, x) plane per panel straight from zarr (an LRU cache keyed on
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,8 +35,13 @@ import xarray as xr
 
 from workbench._paths import DATA_DIR
 from workbench.dashboards._background import in_server_session, server_loop, start_when_loaded
-from workbench.dashboards._forecast_figures import (ALL_TRAIN, COLORS, MAEFigure, SliceFigures,
-                                                    TraceFigure)
+from workbench.dashboards._forecast_figures import (
+    ALL_TRAIN,
+    COLORS,
+    MAEFigure,
+    SliceFigures,
+    TraceFigure,
+)
 from workbench.forecast.video.store import open_forecast_store, read_plane
 from workbench.forecast.video.viewer_data import (
     PlaneCache,
@@ -49,6 +56,25 @@ __all__ = ["ForecastViewer", "DATA_DIR", "open_viewer_dataset", "outline", "ALL_
 
 _DATA_LOCK = threading.Lock()
 _PLAYER_BUTTONS = ["slower", "previous", "pause", "play", "next", "faster"]
+
+
+_PREFETCH: list[ThreadPoolExecutor] = []
+
+
+def _prefetcher() -> ThreadPoolExecutor:
+    """One read-ahead thread shared by all viewer sessions of the process."""
+    with _DATA_LOCK:
+        if not _PREFETCH:
+            _PREFETCH.append(ThreadPoolExecutor(1, thread_name_prefix="forecast-viewer-read-ahead"))
+        return _PREFETCH[0]
+
+
+class _StepSlider(pn.widgets.IntSlider):
+    """An IntSlider whose changes the server handles at once: Panel waits 50 ms by default
+    (``Syncable._debounce``) to coalesce events, a quarter of the viewer's 200 ms step budget;
+    events that arrive while one is handled are still merged."""
+
+    _debounce = 0
 
 
 def open_viewer_dataset(data=None, preset: str = "small", seed: int = 0, root=None) -> tuple[xr.Dataset, str]:
@@ -96,7 +122,7 @@ class ForecastViewer(pn.viewable.Viewer):
 
     def __init__(self, data=None, preset: str = "small", seed: int = 0, root=None, train_video=None,
                  baseline: str = "linear", autostart: bool = True, cache_bytes: int = 256 * 2**20,
-                 prefetch: bool = True, **params):
+                 prefetch: bool | None = None, checkpoint=None, **params):
         super().__init__(**params)
         args = pn.state.session_args if pn.state.curdoc is not None else {}
         arg = lambda k: args[k][0].decode() if args.get(k) else None  # noqa: E731
@@ -106,15 +132,18 @@ class ForecastViewer(pn.viewable.Viewer):
         self.train_video = (tv not in ("0", "false", "no")) if tv is not None else (
             True if train_video is None else bool(train_video))
         self.baseline = baseline
+        self.checkpoint = checkpoint or arg("checkpoint")
         self.ds: xr.Dataset | None = None
         self.stores: dict[str, Path] = {}
         self._store: xr.Dataset | None = None
         self._scores: xr.Dataset | None = None
         self._key = None
         self.cache = PlaneCache(cache_bytes)
+        pf = arg("prefetch")
+        prefetch = (pf not in ("0", "false", "no")) if pf is not None else (True if prefetch is None else prefetch)
         # neighbours of the shown (window, lead, z) are read ahead in one worker thread, so the
         # next slider/player step usually finds its planes in the cache
-        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="viewer-prefetch") if prefetch else None
+        self._prefetch = _prefetcher() if prefetch else None
         self._generation = 0
         self._status = pn.pane.Markdown("Preparing the recording and a forecast store ...",
                                         sizing_mode="stretch_width")
@@ -151,8 +180,9 @@ class ForecastViewer(pn.viewable.Viewer):
         return ds, key, directory, stores, scores_by_method(stores, ds)
 
     def train(self, callback=None):
-        """Write the video store (from ``video_checkpoint.pt`` if present, else by training; blocking)."""
-        ensure_video_store(self.ds, self._directory, callback=callback)
+        """Write the video store (from ``checkpoint=``, else the directory's ``video_checkpoint.pt``,
+        else by training the small forecaster; blocking)."""
+        ensure_video_store(self.ds, self._directory, callback=callback, checkpoint=self.checkpoint)
         stores = available_stores(self._directory)
         return stores, scores_by_method(stores, self.ds)
 
@@ -186,7 +216,7 @@ class ForecastViewer(pn.viewable.Viewer):
             self._status.object = f"**Could not prepare the viewer:** {err}"
             self._progress.active = False
             raise
-        if self.train_video and "video" not in self.stores:
+        if (self.train_video or self.checkpoint) and "video" not in self.stores:
             self._progress.value, self._progress.active = 0, True
             try:
                 stores, scores = await loop.run_in_executor(None, self.train, self._on_train_progress)
@@ -312,6 +342,7 @@ class ForecastViewer(pn.viewable.Viewer):
 
     def _read_ahead(self, generation, window, lead, z):
         """Fill the cache with the planes one step away in window, lead and z (stops when stale)."""
+        time.sleep(0.05)       # let the page take the step first (the CPU may be shared with the browser)
         nw, nz = self._starts.size, self._seg.shape[0]
         steps = [(window, lead + 1, z), (window, lead - 1, z), (window, lead, z + 1), (window, lead, z - 1),
                  (window + 1, lead, z), (window - 1, lead, z)]
@@ -404,32 +435,37 @@ class ForecastViewer(pn.viewable.Viewer):
             self.neuron = int(plane[ys[k], xs[k]]) - 1
 
     # -- layout ------------------------------------------------------------------------------------
-    def _player(self, name: str, label: str, interval: int):
+    def _slider_and_player(self, name: str, label: str, interval: int):
+        """The parameter's slider and a player linked to it in the browser (the player moves the
+        slider client-side; only the slider syncs to the server, so a step is one round trip)."""
+        slider = _StepSlider.from_param(self.param[name], width=260)
         lo, hi = self.param[name].bounds
         player = pn.widgets.Player(name=label, start=lo, end=hi, value=getattr(self, name),
                                    loop_policy="loop", interval=interval, width=250, show_value=False,
                                    show_loop_controls=False, visible_buttons=_PLAYER_BUTTONS)
-        player.link(self, value=name)
-        self.param.watch(lambda e: setattr(player, "value", e.new), [name])
+        player.jslink(slider, value="value", bidirectional=True)
 
         def bounds(_):
             lo, hi = self.param[name].bounds
             player.param.update(start=lo, end=hi, value=getattr(self, name))
         self.param.watch(bounds, ["version"])
-        return player
+        return slider, player
 
     def __panel__(self):
         if self._layout is not None:
             return self._layout
-        w = pn.Param(self.param, show_name=False, width=280,
-                     parameters=["method", "window", "lead", "z", "neuron", "condition", "show_outline"],
-                     widgets={"window": pn.widgets.IntSlider, "lead": pn.widgets.IntSlider,
-                              "z": pn.widgets.IntSlider, "neuron": pn.widgets.IntInput})
-        players = [("Play leads", "lead", 300), ("Play z-planes", "z", 400), ("Play windows", "window", 500)]
-        controls = []
-        for label, name, interval in players:
-            controls += [f"{label}:", self._player(name, label, interval)]
-        sidebar = pn.Column("### Forecast viewer", w, *controls, self._progress, width=300)
+        sliders, players = [], []
+        for label, name, interval in (("Play windows", "window", 500), ("Play leads", "lead", 300),
+                                      ("Play z-planes", "z", 400)):
+            slider, player = self._slider_and_player(name, label, interval)
+            sliders.append(slider)
+            players += [f"{label}:", player]
+        top = pn.Param(self.param, show_name=False, width=280, parameters=["method"])
+        rest = pn.Param(self.param, show_name=False, width=280,
+                        parameters=["neuron", "condition", "show_outline"],
+                        widgets={"neuron": pn.widgets.IntInput})
+        controls = [top, *sliders, rest, *players]
+        sidebar = pn.Column("### Forecast viewer", *controls, self._progress, width=300)
         main = pn.Column(self._status, self._info, self._images,
                          pn.Row(self._trace, self._mae, sizing_mode="stretch_width"),
                          "Click a cell in any image to pick its neuron (nearest labelled voxel); the "

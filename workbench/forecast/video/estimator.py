@@ -348,6 +348,9 @@ class VideoForecaster(BaseEstimator):
             return None
         extra = dict(losses=list(losses), params=self.get_params(), offset=self.offset_, scale=self.scale_,
                      spatial_shape=self.spatial_shape_, n_stimulus_features=self.n_stimulus_features_)
+        if self.stimulus:   # the input normalisation of the stimulus features, needed to predict
+            extra.update(stim_mean=self.stim_mean_.detach().cpu().double().numpy().tolist(),
+                         stim_scale=self.stim_scale_.detach().cpu().double().numpy().tolist())
         return save_checkpoint(path, model=model, optimizer=opt, scheduler=sched, step=step,
                                generator=gen, extra=extra)
 
@@ -366,9 +369,17 @@ class VideoForecaster(BaseEstimator):
         est.spatial_shape_ = tuple(ex["spatial_shape"])
         est.n_stimulus_features_ = int(ex["n_stimulus_features"])
         est.offset_, est.scale_ = float(ex["offset"]), float(ex["scale"])
-        if est.stimulus:
-            raise ValueError("from_checkpoint does not restore stimulus statistics; refit with the data")
         dev, dtype = est._torch_device(), _DTYPES[est.dtype]
+        if est.stimulus:
+            if "stim_mean" not in ex or "stim_scale" not in ex:
+                raise ValueError(f"checkpoint {str(path)!r} was trained with stimulus=True but holds no "
+                                 "stimulus normalisation (stim_mean/stim_scale; written before they were "
+                                 "saved); refit the forecaster")
+            est.stim_mean_, est.stim_scale_ = (torch.as_tensor(np.asarray(ex[k], np.float64), dtype=dtype, device=dev)
+                                               for k in ("stim_mean", "stim_scale"))
+            if est.stim_mean_.numel() != est.n_stimulus_features_:
+                raise ValueError(f"checkpoint {str(path)!r}: {est.stim_mean_.numel()} stimulus means for "
+                                 f"{est.n_stimulus_features_} stimulus features")
         est.model_ = est._build_model().to(device=dev, dtype=dtype, memory_format=torch.channels_last_3d)
         est.model_.load_state_dict(ck["model"])
         est.model_.eval()

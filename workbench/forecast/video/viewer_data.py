@@ -58,25 +58,42 @@ def ensure_baseline_store(ds: xr.Dataset, directory, method: str = "linear", con
 
 
 def ensure_video_store(ds: xr.Dataset, directory, max_windows: int = 32, uncertainty: bool = True,
-                       callback=None, **params) -> Path:
-    """Train the video forecaster (``DEMO_VIDEO_PARAMS`` updated by ``params``) and write its store.
+                       callback=None, checkpoint=None, **params) -> Path:
+    """The video store of ``directory``, written on first use from a trained forecaster.
 
-    ``callback(fraction, message)`` reports progress. The checkpoint is kept next to the store.
+    The forecaster comes from ``checkpoint`` if given, else from ``<directory>/video_checkpoint.pt``
+    if present (:meth:`.VideoForecaster.from_checkpoint`, stimulus-conditioned models included:
+    their stimulus features are read from ``ds`` for every window), else it is trained here
+    (``DEMO_VIDEO_PARAMS`` updated by ``params``) and its checkpoint kept next to the store.
+    ``callback(fraction, message)`` reports progress.
     """
     from .estimator import VideoForecaster
     from .uncertainty import LastLayerLaplace
     path = Path(directory) / "video.zarr"
     if (path / "zarr.json").is_file():
         return path
-    p = {**DEMO_VIDEO_PARAMS, **params}
+    saved = Path(checkpoint) if checkpoint is not None else Path(directory) / "video_checkpoint.pt"
+    if checkpoint is not None and not saved.is_file():
+        raise FileNotFoundError(f"video checkpoint {str(saved)!r} does not exist")
     if ds["volume"].nbytes <= 2 * 2**30:          # one read of a lazily opened store, not one per block
         ds = ds.load()
-    est = VideoForecaster(**p)
-    cb = None if callback is None else (lambda step, n, loss: callback(0.85 * step / max(n, 1),
-                                                                       f"training step {step}/{n}, loss {loss:.4f}"))
-    est.fit(ds, callback=cb)
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    est.save_checkpoint(Path(directory) / "video_checkpoint.pt")
+    if saved.is_file():
+        if callback:
+            callback(0.0, f"loading the video forecaster from {saved.name}")
+        est = VideoForecaster.from_checkpoint(saved)
+        shape = tuple(ds["segmentation"].shape)
+        if tuple(est.spatial_shape_) != shape:
+            raise ValueError(f"checkpoint {str(saved)!r} was trained on volumes {tuple(est.spatial_shape_)}, "
+                             f"the data has {shape}")
+        p = {k: v for k, v in est.get_params().items() if k in DEMO_VIDEO_PARAMS}
+    else:
+        p = {**DEMO_VIDEO_PARAMS, **params}
+        est = VideoForecaster(**p)
+        cb = None if callback is None else (
+            lambda step, n, loss: callback(0.85 * step / max(n, 1), f"training step {step}/{n}, loss {loss:.4f}"))
+        est.fit(ds, callback=cb)
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        est.save_checkpoint(saved)
     source = est
     if uncertainty:
         if callback:
