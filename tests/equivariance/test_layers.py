@@ -79,16 +79,36 @@ def test_strided_conv_is_subsampled_stride_one_conv():
                                torch.roll(c2(h), (1, 2), (2, 3)))
 
 
-def test_soft_layer_is_half_sum_of_pathways():
+def test_soft_layer_is_sum_of_pathways():
     torch.manual_seed(4)
-    layer = SoftEquivariantConv2d(2, 3, (8, 8), stride=2).double()
+    layer = SoftEquivariantConv2d(2, 3, (8, 8), stride=2, free_init=0.5).double()
     h = torch.randn(2, 2, 8, 8)
-    torch.testing.assert_close(layer(h), 0.5 * (layer.conv(h) + layer.free(h)))
+    torch.testing.assert_close(layer(h), layer.conv(h) + layer.free(h))
     parts = layer.pathway_outputs(h)
     assert set(parts) == {"conv", "free"}
+    assert parts["free"].abs().max() > 1e-3
     pure = SoftEquivariantConv2d(2, 3, (8, 8), pathways="conv").double()
-    assert not hasattr(pure, "free") and pure.scale == 1.0
+    assert not hasattr(pure, "free")
     torch.testing.assert_close(pure(h), pure.conv(h))
+
+
+def test_soft_net_starts_as_the_cnn():
+    """free_init=0 (default): the free row factor is zero, so with the same seed the soft net
+    computes exactly the pure CNN, and the free factor A still receives gradients."""
+    x = torch.randn(3, 1, 16, 16)
+    torch.manual_seed(7)
+    cnn = SoftEquivariantNet(pathways="conv").double()
+    torch.manual_seed(7)
+    soft = SoftEquivariantNet().double()
+    for lc, ls in zip(cnn.layers, soft.layers):
+        ls.conv.load_state_dict(lc.conv.state_dict())
+        assert ls.free.rows.weight.abs().max() == 0 and ls.free.cols.weight.abs().max() > 0
+    soft.head.load_state_dict(cnn.head.state_dict())
+    torch.testing.assert_close(soft(x), cnn(x), rtol=0, atol=0)
+    soft(x).sum().backward()
+    assert soft.layers[-1].free.rows.weight.grad.abs().max() > 0
+    with pytest.raises(ValueError, match="free_init"):
+        SoftEquivariantConv2d(1, 2, (8, 8), free_init=-1.0)
 
 
 def test_pure_cnn_is_invariant_pure_fc_is_not():
@@ -104,11 +124,14 @@ def test_pure_cnn_is_invariant_pure_fc_is_not():
 
 
 def test_float64_in_float64_out_and_output_norms():
-    net = SoftEquivariantNet(channels=(4, 4), strides=(1, 2)).double()
+    net = SoftEquivariantNet(channels=(4, 4), strides=(1, 2), free_init=1.0).double()
     x = torch.randn(3, 1, 16, 16)
     assert net(x).dtype == torch.float64
     norms = net.pathway_output_norms(x)
     assert norms.shape == (2, 2) and (norms > 0).all()
+    # default free_init=0: the free pathways start silent
+    assert (SoftEquivariantNet(channels=(4, 4), strides=(1, 2)).double()
+            .pathway_output_norms(x)[:, 1] == 0).all()
     assert (SoftEquivariantNet(channels=(4, 4), strides=(1, 2), pathways="conv").double()
             .pathway_output_norms(x)[:, 1] == 0).all()
 
@@ -144,3 +167,26 @@ def test_saved_run_keeps_int64_coordinates(tmp_path):
     back = load_run(save_run(ds, tmp_path / "run.nc"))
     assert back.layer.dtype == np.int64 and back.epoch.dtype == np.int64
     xr.testing.assert_identical(back, ds)
+
+
+def test_cache_key_holds_the_format_version(tmp_path, monkeypatch):
+    """A run cached under an older format version is not reused."""
+    from workbench.equivariance import runs
+
+    calls = []
+
+    def fake_run(**settings):
+        import xarray as xr
+
+        calls.append(settings)
+        return xr.Dataset(attrs={"n": len(calls)})
+
+    monkeypatch.setattr(runs, "run_equivariance", fake_run)
+    first = runs.cached_run("equivariance", directory=tmp_path, seed=0)
+    again = runs.cached_run("equivariance", directory=tmp_path, seed=0)
+    assert len(calls) == 1 and again.attrs["n"] == 1
+    assert first.attrs["format_version"] == runs.RUN_FORMAT_VERSION
+    monkeypatch.setattr(runs, "RUN_FORMAT_VERSION", runs.RUN_FORMAT_VERSION + 1)
+    newer = runs.cached_run("equivariance", directory=tmp_path, seed=0)
+    assert len(calls) == 2 and newer.attrs["n"] == 2
+    assert len(list(tmp_path.glob("equivariance_*.nc"))) == 2

@@ -134,6 +134,12 @@ def test_bad_inputs_raise(tiny_data):
     with pytest.raises(ValueError, match="prior_structure"):
         LearnedEquivarianceClassifier(prior_structure="unitwise").fit(tiny_data.X_train,
                                                                        tiny_data.y_train)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        LearnedEquivarianceClassifier(**{**TINY, "optimizer": "rmsprop"}).fit(tiny_data.X_train,
+                                                                               tiny_data.y_train)
+    with pytest.raises(ValueError, match="lr_min"):
+        LearnedEquivarianceClassifier(**{**TINY, "lr_min": 1.0}).fit(tiny_data.X_train,
+                                                                      tiny_data.y_train)
     with pytest.raises(ValueError, match="pathways"):
         LearnedEquivarianceClassifier(**{**TINY, "pathways": "mlp"}).fit(tiny_data.X_train,
                                                                           tiny_data.y_train)

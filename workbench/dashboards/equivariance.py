@@ -31,7 +31,7 @@ __all__ = ["EquivarianceDashboard", "DATA_DIR", "DEFAULT_EQUIVARIANCE", "DEFAULT
 RUN_DIR = DATA_DIR / "equivariance"
 # small enough to train on first use in well under a minute on a busy 2-core machine
 DEFAULT_EQUIVARIANCE = dict(channels=[6, 6, 6, 6], n_epochs_burnin=1, marglik_frequency=1,
-                            n_hypersteps=20, batch_size=50, lr=3e-3)
+                            n_hypersteps=20, batch_size=50, lr=0.05)
 DEFAULT_INVARIANCE = dict(hidden=[64], n_samples=4, n_samples_eval=8, n_epochs_burnin=1,
                           marglik_frequency=1, n_hypersteps=1, batch_size=50, lr=3e-3,
                           lr_hyp=0.1)

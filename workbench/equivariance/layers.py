@@ -1,4 +1,4 @@
-"""Soft-equivariant layers: ½ (equivariant pathway + free pathway), after van der Ouderaa, Immer and
+"""Soft-equivariant layers: equivariant pathway + free pathway, after van der Ouderaa, Immer and
 van der Wilk (NeurIPS 2023).
 
 Every pathway is built only from ``nn.Conv2d`` and ``nn.Linear`` modules, so the Laplace core's
@@ -20,6 +20,19 @@ Free pathway ``free``
     applied to every (channel, row). Nothing is shared across positions: ``A`` can treat every
     row differently and ``B`` every column, so the pathway can express position-dependent maps
     that a convolution cannot. Parameters: (C H)(C' H') + W W' instead of C H W C' H' W'.
+Sum, not ½ sum
+    The paper writes a layer as ½ (conv + free). With a prior precision per pathway the ½ is only
+    a reparameterisation, but not for the optimiser: to start at the same function the ½ needs
+    doubled weights, which under SGD makes the soft net's convolutions learn 4x slower than the
+    pure CNN's. A plain sum lets a soft layer with a zero free pathway be *exactly* the CNN layer
+    (same initialisation, same gradients).
+Initialisation of the free pathway
+    ``A`` starts at ``free_init`` times its He scale (0 by default: exactly zero, the soft network
+    starts as the CNN), ``B`` at its He scale (it must be non-zero for ``A`` to get gradients).
+    Starting at zero matters for the marginal likelihood: at its optimum a pathway's precision
+    satisfies δ = γ / ‖θ‖² (γ the effective dimension), so random initial weights that the data
+    never asked for would hold δ down and the effective dimension up. With zero start ‖A‖ only
+    grows where the data pay for it.
 Stride
     by sub-sampling: the convolution's output is taken at every ``stride``-th position, and the
     free pathway maps directly to the sub-sampled grid (which is what sub-sampling a fully
@@ -108,7 +121,7 @@ class FactoredFreeMap(nn.Module):
 
 
 class SoftEquivariantConv2d(nn.Module):
-    """One layer ``½ (conv(h) + free(h))`` (or just one of them for the pure baselines).
+    """One layer ``conv(h) + free(h)`` (or just one of them for the pure baselines).
 
     Parameters
     ----------
@@ -117,14 +130,14 @@ class SoftEquivariantConv2d(nn.Module):
     kernel_size : convolution kernel (odd).
     stride : sub-sampling factor of the output (1 or a divisor of H and W).
     pathways : which pathways exist: ``("conv", "free")`` (soft), ``("conv",)`` or ``("free",)``.
-        With a single pathway the layer is that pathway alone (no ½ factor).
-    free_init : initial scale of a soft layer's free pathway relative to its convolution
-        (He-initialised, 1.0 = both pathways equally strong at initialisation).
+    free_init : initial scale of a soft layer's free row factor ``A`` relative to He (0 = the
+        free pathway starts at exactly zero; 1.0 = both pathways equally strong). A pure free
+        layer is always He-initialised.
     """
 
     def __init__(self, in_channels: int, out_channels: int, in_size: tuple[int, int],
                  kernel_size: int = 3, stride: int = 1, pathways=PATHWAYS,
-                 free_init: float = 0.1):
+                 free_init: float = 0.0):
         super().__init__()
         self.pathways = _check_pathways(pathways)
         if len(in_size) != 2 or min(in_size) < 1:
@@ -135,17 +148,17 @@ class SoftEquivariantConv2d(nn.Module):
             raise ValueError(f"in_size {self.in_size} is not divisible by stride {stride}")
         self.stride = stride
         self.out_size = (self.in_size[0] // stride, self.in_size[1] // stride)
-        self.scale = 1.0 / len(self.pathways)
-        # init: the scaled convolution pathway alone has He variance; in a soft layer the free
-        # pathway starts at ``free_init`` times that scale, so a soft network starts close to a
-        # CNN and the data (through the marglik) decide how much of the free pathway to use
+        if free_init < 0:
+            raise ValueError(f"free_init must be >= 0, got {free_init}")
+        # the convolution is He-initialised as in a CNN; in a soft layer the free pathway starts
+        # at ``free_init`` times its He scale (default 0), and the data, through the marglik,
+        # decide how much of it to use
         free_gain = free_init if len(self.pathways) > 1 else 1.0
         if "conv" in self.pathways:
-            self.conv = CircularConv2d(in_channels, out_channels, kernel_size, stride,
-                                       1.0 / self.scale)
+            self.conv = CircularConv2d(in_channels, out_channels, kernel_size, stride)
         if "free" in self.pathways:
             self.free = FactoredFreeMap(in_channels, out_channels, self.in_size, stride,
-                                        free_gain / self.scale)
+                                        free_gain)
 
     def _check(self, h: torch.Tensor):
         if h.ndim != 4 or h.shape[1] != self.in_channels or tuple(h.shape[2:]) != self.in_size:
@@ -154,9 +167,9 @@ class SoftEquivariantConv2d(nn.Module):
                 f"{self.in_size[1]}), got {tuple(h.shape)}")
 
     def pathway_outputs(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each pathway's contribution to the output (already scaled by ½ in a soft layer)."""
+        """Each pathway's contribution to the output."""
         self._check(h)
-        return {p: self.scale * getattr(self, p)(h) for p in self.pathways}
+        return {p: getattr(self, p)(h) for p in self.pathways}
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         outs = self.pathway_outputs(h)

@@ -30,12 +30,13 @@ class SoftEquivariantNet(nn.Module):
     kernel_size : convolution kernel of the equivariant pathways.
     pathways : ``("conv", "free")`` for soft layers, ``"conv"`` / ``"free"`` for the pure
         baselines, or a *list* with one such entry per layer.
-    free_init : initial scale of the free pathways relative to the convolutions in soft layers.
+    free_init : initial scale of the soft layers' free pathways relative to He (0: they start at
+        exactly zero and the network starts as the pure CNN).
     """
 
     def __init__(self, image_shape=(1, 16, 16), n_classes: int = 10,
                  channels=(16, 16, 16, 16), strides=(1, 2, 1, 2), kernel_size: int = 3,
-                 pathways=PATHWAYS, free_init: float = 0.1):
+                 pathways=PATHWAYS, free_init: float = 0.0):
         super().__init__()
         if len(image_shape) != 3:
             raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")

@@ -18,6 +18,9 @@ from workbench._paths import DATA_DIR
 from workbench.equivariance.tasks import TASKS, make_task
 
 MODELS = {"soft": ("conv", "free"), "cnn": "conv", "fc": "free"}
+#: version of what a cached run means (training algorithm, parameterisation, defaults, saved
+#: variables); part of every cache key, so changing it makes old files stale instead of reused
+RUN_FORMAT_VERSION = 2
 DEFAULT_DIR = DATA_DIR
 RUN_DIR = DEFAULT_DIR / "equivariance"
 
@@ -115,7 +118,7 @@ def list_runs(directory: str | os.PathLike = RUN_DIR) -> list[Path]:
     return sorted(d.glob("*.nc"), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-__all__ = ["MODELS", "TASKS", "RUN_DIR", "run_equivariance", "run_invariance", "run_key", "cached_run",
+__all__ = ["MODELS", "TASKS", "RUN_DIR", "RUN_FORMAT_VERSION", "run_equivariance", "run_invariance", "run_key", "cached_run",
            "save_run", "load_run", "list_runs"]
 
 
@@ -126,11 +129,13 @@ def cached_run(kind: str, directory: str | os.PathLike | None = None, **settings
         raise ValueError(f"kind must be 'equivariance' or 'invariance', got {kind!r}")
     directory = Path(directory) if directory is not None else RUN_DIR
     key_settings = {k: v for k, v in settings.items() if k not in ("callback", "progress")}
-    path = directory / f"{kind}_{run_key(kind=kind, **key_settings)}.nc"
+    key = run_key(kind=kind, format_version=RUN_FORMAT_VERSION, **key_settings)
+    path = directory / f"{kind}_{key}.nc"
     if path.is_file():
         return load_run(path)
     run = run_equivariance if kind == "equivariance" else run_invariance
     ds = run(**settings)
     ds.attrs["kind"] = kind
+    ds.attrs["format_version"] = RUN_FORMAT_VERSION
     save_run(ds, path)
     return ds
