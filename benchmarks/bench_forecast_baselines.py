@@ -1,33 +1,37 @@
 """Benchmark: score every test window of every trace baseline, vectorised vs a per-window loop.
 
 On a synthetic recording with the release's 7879 frames and 20 000 neurons (preset "large",
-traces only, cached under data/ after the first run), for C = 4 and C = 256:
+traces only, generated and cached under data/ on first use), for C = 4 and C = 256, same run:
 
-1. fit mean / stimulus / linear / TSMixer (TSMixer kept small: a CPU budget, not a tuned model);
-2. time :func:`score_forecaster` (streamed over time blocks of the lazy zarr store, batched
-   windows) on all 1557 test windows;
-3. time :func:`evaluate_loop` - one ``predict`` + float64 scoring per window - on
-   ``--loop-windows`` evenly spread test windows, (a) reading each window from the lazy store as
-   a straightforward script would and (b) from traces already in memory; both are extrapolated
-   linearly to all windows; the errors of those windows are checked against the vectorised ones;
-4. peak memory of the vectorised scoring (tracemalloc, one pass at C = 256 for the linear model)
-   and the process' peak RSS;
-5. MAE by lead (conditions averaged, held-out apart) for every baseline and context.
+1. fit mean / stimulus / linear / TSMixer (TSMixer on a CPU budget: random neuron subsets per
+   step, early stopping on val, and at C = 256 a C -> 32 -> C time-mixing bottleneck);
+2. time :func:`score_forecaster` on all 1557 test windows, traces in memory (fused compiled
+   predict + score, see ``workbench.forecast.kernels``), wall and CPU time, and its peak memory:
+   the growth of the process' peak resident set (VmHWM, reset through /proc/self/clear_refs
+   just before scoring) over its resident set at that moment - everything numpy, numba and
+   torch allocate while scoring, the already loaded traces excluded;
+3. time :func:`evaluate_loop` - for each window: slice its frames, ``predict`` it, per-lead
+   mean |error| and squared error with whole-array numpy in float32 - on ``--loop-windows``
+   evenly spread test windows, extrapolated linearly to all windows; their errors are checked
+   against the vectorised ones;
+4. once, the vectorised scoring streamed from the lazy zarr store (one read per time block);
+5. MAE by lead (mean over the 8 training conditions, conditions weighted equally) per baseline,
+   at C = 4 and C = 256, with block-bootstrap intervals, and the held-out condition apart.
 
-    .venv/bin/python benchmarks/bench_forecast_baselines.py            # full (~30-40 min on 2 busy cores)
-    .venv/bin/python benchmarks/bench_forecast_baselines.py --preset tiny --loop-windows 40   # smoke run
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_forecast_baselines.py      # ~6-10 min, 1 thread
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_forecast_baselines.py --preset tiny   # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import time
-import tracemalloc
 
 import numpy as np
+import pandas as pd
 
-from workbench.forecast import load_or_generate, protocol
+from workbench.forecast import kernels, load_or_generate, protocol
 from workbench.forecast.baselines import (
     LinearBaseline,
     MeanBaseline,
@@ -44,102 +48,122 @@ def make(method, c, args):
         return StimulusBaseline(c)
     if method == "linear":
         return LinearBaseline(c)
-    return TSMixerBaseline(c, ff_dim=args.ff_dim, n_blocks=1, batch_size=8, max_epochs=args.tsmixer_epochs,
-                           steps_per_epoch=args.tsmixer_steps, max_val_windows=32, patience=2)
+    return TSMixerBaseline(c, n_blocks=1, ff_dim=args.ff_dim, batch_size=16, max_epochs=args.tsmixer_epochs,
+                           steps_per_epoch=args.tsmixer_steps, max_val_windows=args.val_windows, patience=2,
+                           max_train_neurons=args.train_neurons, time_dim=args.time_dim if c > args.time_dim else None)
+
+
+def _status_kb(key):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def measure(fn, *args, **kwargs):
+    """``(result, wall_s, cpu_s, peak_extra_MB)``: peak RSS growth while ``fn`` runs (VmHWM reset)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")                                    # reset VmHWM to the current RSS
+    rss0 = _status_kb("VmRSS")
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn(*args, **kwargs)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return out, wall, cpu, (_status_kb("VmHWM") - rss0) / 1024
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="large")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--root", default="data")
+    ap.add_argument("--root", default=None, help="data folder (default: workbench's data/)")
     ap.add_argument("--contexts", type=int, nargs="+", default=[4, 256])
     ap.add_argument("--methods", nargs="+", default=["mean", "stimulus", "linear", "tsmixer"])
-    ap.add_argument("--loop-windows", type=int, default=60)
-    ap.add_argument("--tsmixer-contexts", type=int, nargs="+", default=[4],
-                    help="contexts for TSMixer: at C=256 with 20 000 neurons scoring alone needs ~4 TFLOP "
-                         "(time mixing is C x C per neuron), i.e. tens of minutes on 2 busy cores")
-    ap.add_argument("--tsmixer-epochs", type=int, default=2)
-    ap.add_argument("--tsmixer-steps", type=int, default=15)
+    ap.add_argument("--loop-windows", type=int, default=40)
+    ap.add_argument("--tsmixer-epochs", type=int, default=4)
+    ap.add_argument("--tsmixer-steps", type=int, default=10)
+    ap.add_argument("--train-neurons", type=int, default=2048, help="TSMixer: neurons drawn per training step")
+    ap.add_argument("--time-dim", type=int, default=32, help="TSMixer: time-mixing bottleneck when C > this")
+    ap.add_argument("--val-windows", type=int, default=16)
     ap.add_argument("--ff-dim", type=int, default=16)
     ap.add_argument("--n-boot", type=int, default=200)
     args = ap.parse_args(argv)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
 
     t0 = time.perf_counter()
-    lazy = load_or_generate(args.preset, seed=args.seed, root=args.root, progress=True)
-    print(f"data: {args.preset} seed {args.seed}: {lazy.sizes['time']} frames x {lazy.sizes['neuron']} neurons "
-          f"({time.perf_counter() - t0:.1f} s to open/generate)")
-    mem = lazy[["traces", "stimulus"]].load()
-    print(f"traces in memory: {mem['traces'].nbytes / 1e6:.0f} MB")
+    kw = {} if args.root is None else {"root": args.root}
+    lazy = load_or_generate(args.preset, seed=args.seed, progress=True, **kw)
+    mem = lazy.load()
+    n_t, n_n = lazy.sizes["time"], lazy.sizes["neuron"]
+    print(f"data: preset {args.preset!r} seed {args.seed}: {n_t} frames x {n_n} neurons, traces "
+          f"{mem['traces'].nbytes / 1e6:.0f} MB ({time.perf_counter() - t0:.1f} s to open and load); "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    t0 = time.perf_counter()
+    kernels.warm_up()
+    print(f"scoring kernels compiled / loaded from cache in {time.perf_counter() - t0:.1f} s (not in the timings)")
 
-    rows, scored, fitted = [], [], {}
+    rows, scored = [], []
     for c in args.contexts:
-        w_all = protocol.windows(lazy, "test", context=c)
-        pick = np.unique(np.linspace(0, w_all.sizes["window"] - 1, args.loop_windows).astype(int))
+        w_all = protocol.windows(mem, "test", context=c)
+        n_win = w_all.sizes["window"]
+        pick = np.unique(np.linspace(0, n_win - 1, min(args.loop_windows, n_win)).astype(int))
         w_sub = w_all.isel(window=pick)
         for m in args.methods:
-            if m == "tsmixer" and c not in args.tsmixer_contexts:
-                continue
             tf = time.perf_counter()
             f = make(m, c, args).fit(mem)
             fit_s = time.perf_counter() - tf
-            fitted[(m, c)] = f
-            tv = time.perf_counter()
-            errors, w = score_forecaster(f, lazy)
-            vec_s = time.perf_counter() - tv
+            (errors, w), vec_s, vec_cpu, peak = measure(score_forecaster, f, mem, windows=w_all)
             scored.append((m, c, errors, w, vec_s))
-            tl = time.perf_counter()
-            loop_lazy = evaluate_loop(f, lazy, windows=w_sub)
-            lazy_s = (time.perf_counter() - tl) / pick.size * w_all.sizes["window"]
-            tm = time.perf_counter()
-            loop_mem = evaluate_loop(f, mem, windows=w_sub)
-            mem_s = (time.perf_counter() - tm) / pick.size * w_all.sizes["window"]
-            diff = float(np.nanmax(np.abs(errors["abs_err"].values[pick] - loop_lazy["abs_err"].values)))
-            diff = max(diff, float(np.nanmax(np.abs(loop_mem["abs_err"].values - loop_lazy["abs_err"].values))))
-            rows.append((m, c, fit_s, vec_s, lazy_s, mem_s, diff))
-            print(f"{m:9s} C={c:3d}  fit {fit_s:7.1f} s | vectorised {vec_s:7.2f} s | loop (lazy store) "
-                  f"{lazy_s:8.1f} s -> x{lazy_s / vec_s:6.1f} | loop (in memory) {mem_s:7.1f} s -> "
-                  f"x{mem_s / vec_s:5.1f} | max |diff| {diff:.1e}", flush=True)
+            loop, loop_s, loop_cpu, loop_peak = measure(
+                evaluate_loop, f, mem, windows=w_sub, dtype=np.float32)
+            diff = float(np.nanmax(np.abs(errors["abs_err"].values[pick] - loop["abs_err"].values)))
+            rel = diff / float(np.nanmax(loop["abs_err"].values))
+            scale = n_win / pick.size
+            rows.append(dict(method=m, C=c, fit_s=fit_s, vectorised_s=vec_s, loop_s=loop_s * scale,
+                             ratio=loop_s * scale / vec_s, vectorised_cpu_s=vec_cpu, loop_cpu_s=loop_cpu * scale,
+                             ratio_cpu=loop_cpu * scale / vec_cpu, peak_MB=peak, loop_peak_MB=loop_peak,
+                             max_rel_diff=rel))
+            print(f"{m:9s} C={c:3d}  fit {fit_s:6.1f} s | vectorised {vec_s:7.2f} s (cpu {vec_cpu:6.2f}, "
+                  f"peak +{peak:5.0f} MB) | loop {loop_s * scale:7.1f} s (cpu {loop_cpu * scale:6.1f}, "
+                  f"{pick.size} windows x{scale:.1f}) -> x{loop_s * scale / vec_s:6.1f} wall, "
+                  f"x{loop_cpu * scale / vec_cpu:6.1f} cpu | max rel diff {rel:.1e}", flush=True)
 
-    # peak memory of the vectorised scoring: one traced pass (linear, largest context, refit-free)
-    c = max(args.contexts)
-    f = fitted.get(("linear", c)) or LinearBaseline(c).fit(mem)
-    tracemalloc.start()
-    score_forecaster(f, lazy)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\npeak traced memory of vectorised scoring (linear, C={c}): {peak / 1e6:.0f} MB; "
-          f"process peak RSS {rss:.0f} MB (traces alone: {mem['traces'].nbytes / 1e6:.0f} MB)")
+    c0 = args.contexts[0]
+    f = MeanBaseline(c0).fit(mem)
+    _, lazy_s, lazy_cpu, lazy_peak = measure(score_forecaster, f, lazy)
+    print(f"\nstreamed from the lazy zarr store (mean, C={c0}): {lazy_s:.2f} s wall, {lazy_cpu:.2f} s cpu, "
+          f"peak +{lazy_peak:.0f} MB")
 
-    n_win = protocol.windows(lazy, "test", context=4).sizes["window"]
-    print(f"\nscoring all {n_win} test windows (times measured on a shared, loaded 2-core machine; loop times "
-          f"extrapolated from {args.loop_windows} windows)")
-    print(f"{'method':9s} {'C':>4s} {'vectorised s':>13s} {'loop(lazy) s':>13s} {'ratio':>7s} "
-          f"{'loop(mem) s':>12s} {'ratio':>7s}")
-    for m, c, _fit_s, vec_s, lazy_s, mem_s, _ in rows:
-        print(f"{m:9s} {c:4d} {vec_s:13.2f} {lazy_s:13.1f} {lazy_s / vec_s:7.1f} {mem_s:12.1f} {mem_s / vec_s:7.1f}")
-    tot_v = sum(r[3] for r in rows)
-    tot_l = sum(r[4] for r in rows)
-    tot_m = sum(r[5] for r in rows)
-    print(f"{'all':9s} {'':4s} {tot_v:13.2f} {tot_l:13.1f} {tot_l / tot_v:7.1f} {tot_m:12.1f} {tot_m / tot_v:7.1f}")
+    table = pd.DataFrame(rows)
+    tot = table[["vectorised_s", "loop_s", "vectorised_cpu_s", "loop_cpu_s"]].sum()
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_columns", 20)
+    print(f"\nscoring all test windows ({protocol.windows(mem, 'test', context=4).sizes['window']}) of "
+          f"{n_t} frames x {n_n} neurons; loop times extrapolated from {args.loop_windows} windows; "
+          "peak_MB = peak RSS growth while scoring")
+    print(table.round({"fit_s": 1, "vectorised_s": 2, "loop_s": 1, "ratio": 1, "vectorised_cpu_s": 2,
+                       "loop_cpu_s": 1, "ratio_cpu": 1, "peak_MB": 0, "loop_peak_MB": 0}).to_string(index=False))
+    print(f"all methods and contexts: vectorised {tot['vectorised_s']:.1f} s, loop {tot['loop_s']:.1f} s -> "
+          f"x{tot['loop_s'] / tot['vectorised_s']:.1f} wall (x{tot['loop_cpu_s'] / tot['vectorised_cpu_s']:.1f} cpu)")
 
-    res = results_from_errors(scored, lazy, n_boot=args.n_boot)
-    leads = [1, 2, 4, 8, 16, 32]
-    print("\nMAE by lead (mean over the 8 training conditions; 95% block-bootstrap interval at lead 1), "
-          "and the held-out condition (taxis) averaged over leads")
-    print(f"{'method':9s} {'C':>4s} " + " ".join(f"{'lead ' + str(ld):>8s}" for ld in leads)
-          + f" {'lead1 CI':>17s} {'held-out':>9s}")
-    for m in args.methods:
-        for c in args.contexts:
-            if (m, c) not in fitted:
-                continue
-            r = res.sel({"method": m, "context": c})
-            tc = r["mae_train_conditions"]
-            held = float(r["mae"].isel(condition=np.flatnonzero(r["heldout"].values)).mean())
-            print(f"{m:9s} {c:4d} " + " ".join(f"{float(tc.sel(lead=ld)):8.4f}" for ld in leads)
-                  + f"  [{float(r['mae_train_conditions_lower'].sel(lead=1)):.4f}, "
-                    f"{float(r['mae_train_conditions_upper'].sel(lead=1)):.4f}] {held:9.4f}")
+    res = results_from_errors(scored, mem, n_boot=args.n_boot)
+    leads = [ld for ld in (1, 2, 4, 8, 16, 32) if ld in res["lead"].values]
+    for c in args.contexts:
+        r = res.sel({"context": c})
+        print(f"\nMAE by lead, C = {c} (mean over the training conditions; xarray mae_train_conditions):")
+        print(r["mae_train_conditions"].sel(lead=leads).to_pandas().round(4).to_string())
+        lo = r["mae_train_conditions_lower"].sel(lead=leads).to_pandas()
+        hi = r["mae_train_conditions_upper"].sel(lead=leads).to_pandas()
+        print("95% block-bootstrap half-width (max over leads): "
+              + ", ".join(f"{m} {float(((hi - lo) / 2).loc[m].max()):.4f}" for m in lo.index))
+        held = r["mae"].isel(condition=np.flatnonzero(r["heldout"].values)).mean("condition")
+        print("held-out condition (taxis):")
+        print(held.sel(lead=leads).to_pandas().round(4).to_string())
 
 
 if __name__ == "__main__":

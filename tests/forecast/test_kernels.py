@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from workbench.forecast import kernels, protocol
-from workbench.forecast.baselines import LinearBaseline, MeanBaseline, StimulusBaseline
+from workbench.forecast.baselines import (
+    LinearBaseline,
+    MeanBaseline,
+    StimulusBaseline,
+    TraceForecaster,
+)
 from workbench.forecast.evaluate import evaluate_loop, score_forecaster
 
 
@@ -19,6 +24,13 @@ class _PredictOnly:
 
     def predict(self, ds, starts):
         return self.inner.predict(ds, starts)
+
+
+class _DefaultBlocks(LinearBaseline):
+    """Linear forecasts scored through the base class' predict-then-score ``block_errors``."""
+
+    block_errors = TraceForecaster.block_errors
+    prediction_budget = 3e4                   # several batches of windows on the tiny set
 
 
 def _poisoned(ds, seed=0):
@@ -41,6 +53,7 @@ FORECASTERS = {
     "linear7-nocenter": lambda: LinearBaseline(7, center=None),
     "linear64-blas": lambda: LinearBaseline(64),
     "predict-only": lambda: _PredictOnly(LinearBaseline(4)),
+    "default-blocks": lambda: _DefaultBlocks(6),
 }
 
 
@@ -84,6 +97,8 @@ def test_kernels_against_numpy():
     a, b = rng.normal(size=(c, h)), rng.normal(size=h)
     lin = (np.einsum("wcn,ch->whn", ctx, a) + b[:, None]).astype(np.float32).astype(np.float64)
     check(kernels.score_linear(tr, starts, a, b, chunk=8), ref(lin))
+    check(kernels.score_linear(tr, starts, a, b, blas_above=2), ref(lin))
+    check(kernels.score_linear_ctx(ctx, tr, starts + c, a, b, chunk=16), ref(lin))
     pred = rng.normal(size=tgt.shape).astype(np.float32)
     check(kernels.score_predictions(pred, tr, starts + c), ref(pred.astype(np.float64)))
     table = rng.normal(size=(3, 37)).astype(np.float32)

@@ -165,11 +165,11 @@ def evaluate_loop(forecaster, ds: xr.Dataset, split: str = "test", windows: xr.D
                   in_memory: bool = False, dtype=np.float64) -> xr.Dataset:
     """Reference: a straightforward loop over windows, one ``predict`` per window.
 
-    For each window: take its frames from ``ds`` (``in_memory=False``: lazily, as a naive script
-    would; ``True``: from traces loaded once), ``predict`` it, and compute the per-lead mean
-    absolute and squared errors over the non-missing neurons with whole-array numpy operations
-    in ``dtype`` (float64: the exactness reference of the tests). Returns per-window errors like
-    :func:`score_forecaster`.
+    For each window: ``predict`` it (``in_memory=False``: frames read lazily from ``ds``, as a
+    naive script would; ``True``: from traces loaded once), take its target frames, and compute
+    the per-lead mean absolute and squared errors over the non-missing neurons with whole-array
+    numpy operations in ``dtype`` (float64: the exactness reference of the tests). Returns
+    per-window errors like :func:`score_forecaster`.
     """
     c = int(forecaster.context)
     h = int(getattr(forecaster, "horizon", protocol.HORIZON))
@@ -181,18 +181,19 @@ def evaluate_loop(forecaster, ds: xr.Dataset, split: str = "test", windows: xr.D
     abs_err = np.zeros((starts.size, h))
     sq_err = np.zeros((starts.size, h))
     n_miss = np.zeros((starts.size, h), dtype=np.int64)
+    traces = sub_ds["traces"].data                                    # numpy, or dask when lazy
     for i, s in enumerate(starts):                                    # one window at a time
-        sub = sub_ds.isel(time=slice(int(s), int(s) + c + h))
-        pred = np.asarray(forecaster.predict(sub, np.array([0]))[0], dtype=dtype)      # (H, N)
-        d = pred - np.asarray(sub["traces"].values[c:], dtype=dtype)
+        s = int(s)
+        pred = np.asarray(forecaster.predict(sub_ds, np.array([s]))[0], dtype=dtype)    # (H, N)
+        d = pred - np.asarray(traces[s + c:s + c + h], dtype=dtype)
         miss = np.isnan(d)
         n_miss[i] = miss.sum(1)
         if n_miss[i].any():
             d[miss] = 0.0
         n_ok = n - n_miss[i]
         with np.errstate(invalid="ignore", divide="ignore"):
-            abs_err[i] = np.where(n_ok > 0, np.abs(d).sum(1, dtype=np.float64) / n_ok, np.nan)
-            sq_err[i] = np.where(n_ok > 0, np.square(d).sum(1, dtype=np.float64) / n_ok, np.nan)
+            abs_err[i] = np.where(n_ok > 0, np.abs(d).sum(1) / n_ok, np.nan)
+            sq_err[i] = np.where(n_ok > 0, np.square(d).sum(1) / n_ok, np.nan)
     return xr.Dataset({"abs_err": (("window", "lead"), abs_err), "sq_err": (("window", "lead"), sq_err),
                        "n_missing": (("window", "lead"), n_miss)},
                       coords={"window": w["window"].values, "lead": np.arange(1, h + 1),

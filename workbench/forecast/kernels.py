@@ -28,20 +28,29 @@ import numpy as np
 import xarray as xr
 
 __all__ = ["score_predictions", "score_context_mean", "frame_errors", "windows_from_frames",
-           "score_linear", "errors_from_sums", "warm_up"]
+           "score_linear", "score_linear_ctx", "errors_from_sums", "warm_up"]
 
 # fast-math without 'nnan'/'ninf': reductions may be reordered (vectorised) but NaN still propagates
 _FM = {"reassoc", "contract", "arcp", "nsz"}
+
+
+_BLOCK = 256       # float32 partial sums over this many neurons, then added in float64
 
 
 @nb.njit(fastmath=_FM, cache=True, nogil=True)
 def _row_sums(p, t):
     sa = 0.0
     ss = 0.0
-    for i in range(t.size):
-        d = np.float64(p[i]) - np.float64(t[i])
-        sa += abs(d)
-        ss += d * d
+    n = t.size
+    for i0 in range(0, n, _BLOCK):
+        ba = np.float32(0.0)
+        bs = np.float32(0.0)
+        for i in range(i0, min(n, i0 + _BLOCK)):
+            d = p[i] - t[i]
+            ba += abs(d)
+            bs += d * d
+        sa += ba
+        ss += bs
     return sa, ss
 
 
@@ -64,9 +73,9 @@ def _row_sums_nan(p, t):
 def _store(p, t, sa, ss, out_abs, out_sq, out_miss, w, h):
     if np.isnan(sa):
         sa, ss, m = _row_sums_nan(p, t)
-        out_miss[w, h] = m
-    out_abs[w, h] = sa
-    out_sq[w, h] = ss
+        out_miss[w, h] += m
+    out_abs[w, h] += sa
+    out_sq[w, h] += ss
 
 
 @nb.njit(cache=True, nogil=True)
@@ -105,27 +114,31 @@ def _scale_to32(out, acc, a):
 
 
 @nb.njit(cache=True, nogil=True)
-def _score_context_mean(traces, starts, context, horizon, out_abs, out_sq, out_miss):
+def _score_context_mean(traces, starts, context, horizon, chunk, out_abs, out_sq, out_miss):
     n = traces.shape[1]
-    run = np.zeros(n)                       # float64 running sum of the context frames
-    m = np.empty(n, np.float32)             # the prediction, rounded like MeanBaseline.predict
-    prev = -(2 ** 62)
+    run = np.zeros(chunk)                   # float64 running sum of the context frames
+    m = np.empty(chunk, np.float32)         # the prediction, rounded like MeanBaseline.predict
     inv = 1.0 / context
-    for w in range(starts.size):
-        s = starts[w]
-        if s == prev + 1:                   # slide by one frame: O(N)
-            _add_diff(run, traces[s + context - 1], traces[s - 1])
-        if s != prev + 1 or np.isnan(_total(run)):
-            # restart: first window, a gap between conditions, or a NaN that sliding would keep
-            run[:] = 0.0
-            for c in range(context):
-                _add_scaled(run, traces[s + c], 1.0)
-        prev = s
-        _scale_to32(m, run, inv)
-        for h in range(horizon):
-            t = traces[s + context + h]
-            sa, ss = _row_sums(m, t)
-            _store(m, t, sa, ss, out_abs, out_sq, out_miss, w, h)
+    for n0 in range(0, n, chunk):           # neuron chunks outermost: consecutive windows then
+        k = min(n, n0 + chunk) - n0         # reuse the chunk's target rows from cache
+        r = run[:k]
+        mk = m[:k]
+        prev = -(2 ** 62)
+        for w in range(starts.size):
+            s = starts[w]
+            if s == prev + 1:               # slide by one frame: O(chunk)
+                _add_diff(r, traces[s + context - 1, n0:n0 + k], traces[s - 1, n0:n0 + k])
+            if s != prev + 1 or np.isnan(_total(r)):
+                # restart: first window, a gap between conditions, or a NaN that sliding would keep
+                r[:] = 0.0
+                for c in range(context):
+                    _add_scaled(r, traces[s + c, n0:n0 + k], 1.0)
+            prev = s
+            _scale_to32(mk, r, inv)
+            for h in range(horizon):
+                t = traces[s + context + h, n0:n0 + k]
+                sa, ss = _row_sums(mk, t)
+                _store(mk, t, sa, ss, out_abs, out_sq, out_miss, w, h)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -154,31 +167,114 @@ def _axpy1(acc, xs, coef, r, h, n0, k):
         acc[i] += a0 * x0[i]
 
 
+@nb.njit(fastmath=_FM, cache=True, nogil=True)
+def _final4(acc, xs, coef, r, h, n0, k, t):
+    """Error sums of ``p = acc + (four context rows r..r+3)`` against ``t``, in one pass."""
+    a0, a1, a2, a3 = coef[r, h], coef[r + 1, h], coef[r + 2, h], coef[r + 3, h]
+    x0, x1, x2, x3 = xs[r, n0:n0 + k], xs[r + 1, n0:n0 + k], xs[r + 2, n0:n0 + k], xs[r + 3, n0:n0 + k]
+    sa = 0.0
+    ss = 0.0
+    for i0 in range(0, k, _BLOCK):
+        ba = np.float32(0.0)
+        bs = np.float32(0.0)
+        for i in range(i0, min(k, i0 + _BLOCK)):
+            d = (acc[i] + a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i]) - t[i]
+            ba += abs(d)
+            bs += d * d
+        sa += ba
+        ss += bs
+    return sa, ss
+
+
+@nb.njit(fastmath=_FM, cache=True, nogil=True)
+def _final4_const(b, xs, coef, r, h, n0, k, t):
+    """As :func:`_final4` with a constant ``b`` in place of ``acc`` (contexts of exactly 4 rows)."""
+    a0, a1, a2, a3 = coef[r, h], coef[r + 1, h], coef[r + 2, h], coef[r + 3, h]
+    x0, x1, x2, x3 = xs[r, n0:n0 + k], xs[r + 1, n0:n0 + k], xs[r + 2, n0:n0 + k], xs[r + 3, n0:n0 + k]
+    sa = 0.0
+    ss = 0.0
+    for i0 in range(0, k, _BLOCK):
+        ba = np.float32(0.0)
+        bs = np.float32(0.0)
+        for i in range(i0, min(k, i0 + _BLOCK)):
+            d = (b + a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i]) - t[i]
+            ba += abs(d)
+            bs += d * d
+        sa += ba
+        ss += bs
+    return sa, ss
+
+
+@nb.njit(cache=True, nogil=True)
+def _linear_chunk(xs, traces, t0, coef, intercept, w, n0, k, acc, out_abs, out_sq, out_miss):
+    """Predict (``sum_c coef[c, h] xs[c] + intercept[h]``) and score one window on neurons n0:n0+k."""
+    context, horizon = coef.shape
+    rem = context % 4
+    fused = context >= 4
+    last = context - 4
+    for h in range(horizon):
+        t = traces[t0 + h, n0:n0 + k]
+        b = intercept[h]
+        if fused and context == 4:          # one pass: predict and score
+            sa, ss = _final4_const(b, xs, coef, 0, h, n0, k, t)
+        else:
+            acc[:k] = b
+            for r in range(rem):
+                _axpy1(acc, xs, coef, r, h, n0, k)
+            for r in range(rem, last if fused else context, 4):
+                _axpy4(acc, xs, coef, r, h, n0, k)
+            if fused:                       # the last four rows fused with scoring
+                sa, ss = _final4(acc, xs, coef, last, h, n0, k, t)
+            else:
+                sa, ss = _row_sums(acc[:k], t)
+        if np.isnan(sa):                    # form the predictions explicitly, count the missing
+            acc[:k] = b
+            for r in range(rem):
+                _axpy1(acc, xs, coef, r, h, n0, k)
+            for r in range(rem, context, 4):
+                _axpy4(acc, xs, coef, r, h, n0, k)
+            sa, ss, mm = _row_sums_nan(acc[:k], t)
+            out_miss[w, h] += mm
+        out_abs[w, h] += sa
+        out_sq[w, h] += ss
+
+
 @nb.njit(cache=True, nogil=True)
 def _score_linear(traces, starts, coef, intercept, chunk, out_abs, out_sq, out_miss):
-    context, horizon = coef.shape
+    context = coef.shape[0]
     n = traces.shape[1]
     acc = np.empty(chunk, np.float32)       # float32 accumulation, like a float32 BLAS forecast
-    n4 = context - context % 4
+    for n0 in range(0, n, chunk):           # neuron chunks outermost: consecutive windows reuse
+        k = min(n, n0 + chunk) - n0         # the chunk's context and target rows from cache
+        for w in range(starts.size):
+            s = starts[w]
+            _linear_chunk(traces[s:s + context], traces, s + context, coef, intercept, w, n0, k, acc,
+                          out_abs, out_sq, out_miss)
+
+
+@nb.njit(cache=True, nogil=True)
+def _score_linear_ctx(ctx, traces, first, coef, intercept, chunk, out_abs, out_sq, out_miss):
+    n = traces.shape[1]
+    acc = np.empty(chunk, np.float32)
+    for n0 in range(0, n, chunk):
+        k = min(n, n0 + chunk) - n0
+        for w in range(ctx.shape[0]):
+            _linear_chunk(ctx[w], traces, first[w], coef, intercept, w, n0, k, acc, out_abs, out_sq, out_miss)
+
+
+@nb.njit(cache=True, nogil=True)
+def _score_linear_blas(traces, starts, at, intercept, out_abs, out_sq, out_miss):
+    horizon, context = at.shape
+    buf = np.empty((horizon, traces.shape[1]), np.float32)
     for w in range(starts.size):
         s = starts[w]
-        xs = traces[s:s + context]
-        for n0 in range(0, n, chunk):       # a chunk of neurons: its context rows stay in cache
-            k = min(n, n0 + chunk) - n0
-            for h in range(horizon):
-                acc[:k] = intercept[h]
-                for r in range(0, n4, 4):
-                    _axpy4(acc, xs, coef, r, h, n0, k)
-                for r in range(n4, context):
-                    _axpy1(acc, xs, coef, r, h, n0, k)
-                p = acc[:k]
-                t = traces[s + context + h, n0:n0 + k]
-                sa, ss = _row_sums(p, t)
-                if np.isnan(sa):
-                    sa, ss, mm = _row_sums_nan(p, t)
-                    out_miss[w, h] += mm
-                out_abs[w, h] += sa
-                out_sq[w, h] += ss
+        np.dot(at, traces[s:s + context], buf)         # one BLAS product per window, no copies
+        for h in range(horizon):
+            p = buf[h]
+            p += intercept[h]
+            t = traces[s + context + h]
+            sa, ss = _row_sums(p, t)
+            _store(p, t, sa, ss, out_abs, out_sq, out_miss, w, h)
 
 
 def _outputs(w, h):
@@ -213,14 +309,14 @@ def score_predictions(pred, traces, first_target):
     return out
 
 
-def score_context_mean(traces, starts, context: int, horizon: int):
+def score_context_mean(traces, starts, context: int, horizon: int, chunk: int = 2048):
     """Sums for the mean-of-context forecast of windows starting (first context frame) at ``starts``."""
     tr = _f32(traces, "traces")
     s = _idx(starts)
     if s.size and (s.min() < 0 or s.max() + context + horizon > tr.shape[0]):
         raise ValueError(f"windows reach outside the {tr.shape[0]} frames of traces")
     out = _outputs(s.size, horizon)
-    _score_context_mean(tr, s, int(context), int(horizon), *out)
+    _score_context_mean(tr, s, int(context), int(horizon), int(min(chunk, max(1, tr.shape[1]))), *out)
     return out
 
 
@@ -252,12 +348,15 @@ def windows_from_frames(sums, frames, first_target, horizon: int):
     return tuple(np.asarray(s)[pos] for s in sums)
 
 
-def score_linear(traces, starts, coef, intercept, chunk: int = 1024):
+def score_linear(traces, starts, coef, intercept, chunk: int = 1024, blas_above: int = 32):
     """Sums for ``pred[w, h, n] = sum_c coef[c, h] traces[starts[w] + c, n] + intercept[h]``.
 
-    Predictions are accumulated in float32 (as a float32 BLAS forecast would be), ``chunk``
-    neurons at a time so that the chunk's context rows stay in cache while all leads are formed
-    and scored; nothing of size (window, lead, neuron) is allocated.
+    Predictions are accumulated in float32 (as a float32 BLAS forecast would be). Contexts up
+    to ``blas_above`` frames: ``chunk`` neurons at a time, so the chunk's context rows stay in
+    cache while all leads are formed and scored in one pass each. Longer contexts (the product
+    is then compute-bound): one BLAS product per window straight from the traces (no gathered
+    copy) into an (H, N) buffer that is scored at once. Nothing of size (window, lead, neuron)
+    is allocated.
     """
     tr = _f32(traces, "traces")
     s = _idx(starts)
@@ -269,7 +368,30 @@ def score_linear(traces, starts, coef, intercept, chunk: int = 1024):
     if s.size and (s.min() < 0 or s.max() + c + h > tr.shape[0]):
         raise ValueError(f"windows reach outside the {tr.shape[0]} frames of traces")
     out = _outputs(s.size, h)
-    _score_linear(tr, s, a, b, int(min(chunk, max(1, tr.shape[1]))), *out)
+    if c > blas_above:
+        _score_linear_blas(tr, s, np.ascontiguousarray(a.T), b, *out)
+    else:
+        _score_linear(tr, s, a, b, int(min(chunk, max(1, tr.shape[1]))), *out)
+    return out
+
+
+def score_linear_ctx(ctx, traces, first_target, coef, intercept, chunk: int = 1024):
+    """As :func:`score_linear` with each window's inputs given: ``ctx`` (window, row, neuron), e.g.
+    a network's features; ``pred[w, h] = sum_r coef[r, h] ctx[w, r] + intercept[h]`` is scored
+    against ``traces[first_target[w] + h]``."""
+    x = _f32(ctx, "ctx")
+    tr = _f32(traces, "traces")
+    first = _idx(first_target)
+    a = np.ascontiguousarray(coef, dtype=np.float32)
+    b = np.ascontiguousarray(intercept, dtype=np.float32).reshape(-1)
+    if x.ndim != 3 or a.ndim != 2 or x.shape[1] != a.shape[0] or b.size != a.shape[1] \
+            or x.shape[2] != tr.shape[1] or first.size != x.shape[0]:
+        raise ValueError(f"ctx (window, row, neuron) {x.shape}, coef (row, horizon) {a.shape}, intercept "
+                         f"{b.shape}, traces {tr.shape} and first_target ({first.size},) do not fit together")
+    if first.size and (first.min() < 0 or first.max() + a.shape[1] > tr.shape[0]):
+        raise ValueError(f"targets reach outside the {tr.shape[0]} frames of traces")
+    out = _outputs(x.shape[0], a.shape[1])
+    _score_linear_ctx(x, tr, first, a, b, int(min(chunk, max(1, tr.shape[1]))), *out)
     return out
 
 
@@ -291,4 +413,7 @@ def warm_up():
     score_context_mean(tr, [0, 1, 5], 2, 2)
     f, fr = frame_errors(np.zeros((2, 3), np.float32), tr, [3, 4])[0], np.array([3, 4])
     windows_from_frames((f,), fr, [3], 2)
-    score_linear(tr, [0, 1], np.zeros((2, 2)), np.zeros(2))
+    for c in (2, 4, 6):
+        score_linear(tr, [0, 1], np.zeros((c, 2)), np.zeros(2))
+    score_linear(tr, [0, 1], np.zeros((6, 2)), np.zeros(2), blas_above=4)
+    score_linear_ctx(np.zeros((1, 5, 3)), tr, [4], np.zeros((5, 2)), np.zeros(2))

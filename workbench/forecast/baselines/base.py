@@ -91,6 +91,9 @@ class TraceForecaster(BaseEstimator):
 
     def _predict_block(self, block, rel, ds, starts):
         """Predict from the traces ``block`` covering all context frames; sub-batched gathers."""
+        if rel.size == 1:                                               # one window: a view, no copy
+            r = int(rel[0])
+            return self._predict(block[r:r + self.context][None], ds, starts)
         per = max(1, int(self.context_budget // (self.context * block.shape[1] * block.itemsize)))
         if rel.size <= per:
             ctx, _ = protocol.gather(block, rel, self.context, 0)

@@ -79,9 +79,6 @@ class LinearBaseline(TraceForecaster):
             a[-1] += 1.0 - self.coef_.sum(0)
         return a, np.asarray(self.intercept_, dtype=np.float64)
 
-    # contexts up to this length are predicted inside the scoring kernel; longer ones use BLAS
-    fused_max_context = 32
-
     def _predict(self, ctx, ds, starts):
         # one float32 (H, C) @ (C, N) product per window, batched; no transposes or temporaries
         a, b = self.folded_coef()
@@ -91,27 +88,8 @@ class LinearBaseline(TraceForecaster):
         return y
 
     def block_errors(self, ds, starts):
-        """Short contexts: prediction fused into the scoring kernel. Long contexts: batched BLAS
-        products on sliding-window *views* of the traces (no gathered copies), a cache-sized
-        batch of windows at a time, each batch scored by the kernel."""
-        from ..kernels import score_linear, score_predictions
+        """Prediction fused with scoring in one compiled pass (``kernels.score_linear``)."""
+        from ..kernels import score_linear
 
-        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
-        traces = np.ascontiguousarray(ds["traces"].values, dtype=np.float32)
         a, b = self.folded_coef()
-        if self.context <= self.fused_max_context:
-            return score_linear(traces, starts, a, b)
-        c, h, n = self.context, self.horizon, traces.shape[1]
-        at = a.T.astype(np.float32)
-        b32 = b.astype(np.float32)[:, None]
-        view = np.lib.stride_tricks.sliding_window_view(traces, c, axis=0).transpose(0, 2, 1)  # (T-C+1, C, N)
-        per = max(1, int(self.prediction_budget // (h * n * 4)))
-        out = [np.zeros((starts.size, h)), np.zeros((starts.size, h)), np.zeros((starts.size, h), np.int64)]
-        for b0 in range(0, starts.size, per):                         # cache-sized batches of windows
-            s = starts[b0:b0 + per]
-            ctx = view[s[0]:s[-1] + 1] if np.all(np.diff(s) == 1) else view[s]
-            pred = np.matmul(at, ctx)
-            pred += b32
-            for o, p in zip(out, score_predictions(pred, traces, s + c)):
-                o[b0:b0 + per] = p
-        return tuple(out)
+        return score_linear(np.asarray(ds["traces"].values), starts, a, b)

@@ -32,24 +32,56 @@ def _torch():
 
 
 def TSMixerNet(context: int, horizon: int, n_neurons: int, n_blocks: int = 2, ff_dim: int = 64,
-               dropout: float = 0.1):
-    """The network as a ``torch.nn.Module`` (built lazily so importing the package needs no torch)."""
+               dropout: float = 0.1, time_dim: int | None = None):
+    """The network as a ``torch.nn.Module`` (built lazily so importing the package needs no torch).
+
+    ``forward(x, neurons=None)``: ``x`` is (batch, C, n); with ``neurons`` (an index of n of the
+    ``n_neurons``) only those neurons' rows of the per-neuron parameters are used, so a training
+    step can run on a random subset of neurons (the feature-mixing input is rescaled by
+    ``n_neurons / n`` to keep its expected value). All products are channels-last matmuls, no
+    transposes. ``time_dim``: ``None`` is TSMixer's ``C -> C`` time-mixing layer; an int makes
+    it a ``C -> time_dim -> C`` bottleneck MLP (cost O(C * time_dim) per neuron instead of O(C^2)).
+    """
     torch = _torch()
     nn = torch.nn
+    F = torch.nn.functional
+
+    def _mm(lin, x):                                                 # (out, in) @ (B, in, n) -> (B, out, n)
+        # baddbmm on the expanded weight: one GEMM per window, no transposed copy of x
+        return torch.baddbmm(lin.bias[:, None], lin.weight.expand(x.shape[0], -1, -1), x)
+
+    def _norm(norm, x, neurons):
+        if neurons is None:
+            return norm(x)
+        return F.layer_norm(x, (x.shape[-1],), norm.weight[neurons], norm.bias[neurons], norm.eps)
 
     class _Block(nn.Module):
         def __init__(self):
             super().__init__()
             self.norm_t = nn.LayerNorm(n_neurons)
-            self.time = nn.Sequential(nn.Linear(context, context), nn.ReLU(), nn.Dropout(dropout))
+            dims = [context, context] if time_dim is None else [context, int(time_dim), context]
+            self.time = nn.ModuleList([nn.Linear(i, o) for i, o in zip(dims[:-1], dims[1:])])
             self.norm_f = nn.LayerNorm(n_neurons)
-            self.feat = nn.Sequential(nn.Linear(n_neurons, ff_dim), nn.ReLU(), nn.Dropout(dropout),
-                                      nn.Linear(ff_dim, n_neurons), nn.Dropout(dropout))
+            self.feat_in = nn.Linear(n_neurons, ff_dim)
+            self.feat_out = nn.Linear(ff_dim, n_neurons)
+            self.drop = nn.Dropout(dropout)
 
-        def forward(self, x):                                       # x: (B, C, N)
-            y = self.time(self.norm_t(x).transpose(1, 2)).transpose(1, 2)
-            x = x + y
-            return x + self.feat(self.norm_f(x))
+        def forward(self, x, neurons=None):                         # x: (B, C, n)
+            y = _norm(self.norm_t, x, neurons)
+            for i, lin in enumerate(self.time):                     # mixes along time, shared by neurons
+                y = _mm(lin, y)
+                if i == 0:
+                    y = F.relu(y)
+            x = x + self.drop(y)
+            y = _norm(self.norm_f, x, neurons)                      # mixes across neurons
+            if neurons is None:
+                z = F.relu(self.feat_in(y))
+                y = self.feat_out(self.drop(z))
+            else:
+                scale = n_neurons / len(neurons)
+                z = F.relu(F.linear(y, self.feat_in.weight[:, neurons]) * scale + self.feat_in.bias)
+                y = F.linear(self.drop(z), self.feat_out.weight[neurons], self.feat_out.bias[neurons])
+            return x + self.drop(y)
 
     class _Net(nn.Module):
         def __init__(self):
@@ -59,12 +91,17 @@ def TSMixerNet(context: int, horizon: int, n_neurons: int, n_blocks: int = 2, ff
             nn.init.zeros_(self.head.weight)       # starts as the last-value forecast
             nn.init.zeros_(self.head.bias)
 
-        def forward(self, x):                                       # (B, C, N) -> (B, H, N)
+        def features(self, x, neurons=None):
+            """``(z, last)``: the mixer's output (B, C, n) before the head, and the last frame."""
             last = x[:, -1:, :]
             z = x - last
             for b in self.blocks:
-                z = b(z)
-            return self.head(z.transpose(1, 2)).transpose(1, 2) + last
+                z = b(z, neurons)
+            return z, last
+
+        def forward(self, x, neurons=None):                          # (B, C, n) -> (B, H, n)
+            z, last = self.features(x, neurons)
+            return _mm(self.head, z) + last
 
     return _Net()
 
@@ -74,8 +111,14 @@ class TSMixerBaseline(TraceForecaster):
 
     ``max_epochs`` epochs of ``steps_per_epoch`` Adam steps on random mini-batches of
     ``batch_size`` training windows (default steps: one pass over the training windows), MAE
-    loss; after each epoch the MAE on (at most ``max_val_windows``) validation windows decides
-    early stopping with ``patience``. ``history_`` records both losses per epoch.
+    loss; after each epoch the MAE on (at most ``max_val_windows``) validation windows, all
+    neurons, decides early stopping with ``patience``. ``history_`` records both losses per epoch.
+
+    For whole-brain sizes: ``max_train_neurons`` trains each step on a fresh random subset of
+    that many neurons (the shared time-mixing and head weights see every step; each neuron's own
+    feature-mixing and norm weights the steps that draw it), and ``time_dim`` replaces the
+    ``C x C`` time-mixing layer by a ``C -> time_dim -> C`` bottleneck (see :func:`TSMixerNet`).
+    Prediction runs a few windows at a time (``predict_budget`` bytes per activation).
     """
 
     name = "tsmixer"
@@ -84,7 +127,8 @@ class TSMixerBaseline(TraceForecaster):
                  lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 16,
                  max_epochs: int = 20, steps_per_epoch: int | None = None, patience: int = 3,
                  max_val_windows: int | None = 256, seed: int = 0, device: str = "cpu",
-                 num_threads: int | None = 1, progress: bool = False):
+                 num_threads: int | None = 1, progress: bool = False, time_dim: int | None = None,
+                 max_train_neurons: int | None = None):
         self.context = context
         self.n_blocks = n_blocks
         self.ff_dim = ff_dim
@@ -100,6 +144,11 @@ class TSMixerBaseline(TraceForecaster):
         self.device = device
         self.num_threads = num_threads
         self.progress = progress
+        self.time_dim = time_dim
+        self.max_train_neurons = max_train_neurons
+
+    # bytes of one (window, C, neuron) float32 activation batch at prediction / validation time
+    predict_budget = 4e7
 
     def _threads(self):
         """Context manager: torch intra-op threads set to ``num_threads`` (None: unchanged).
@@ -140,7 +189,9 @@ class TSMixerBaseline(TraceForecaster):
         if train.size == 0:
             raise ValueError(f"no training windows for context={c}")
         rng = np.random.default_rng(self.seed)
-        net = TSMixerNet(c, h, traces.shape[1], self.n_blocks, self.ff_dim, self.dropout).to(self.device)
+        n = traces.shape[1]
+        sub = self.max_train_neurons if self.max_train_neurons is not None and self.max_train_neurons < n else None
+        net = TSMixerNet(c, h, n, self.n_blocks, self.ff_dim, self.dropout, self.time_dim).to(self.device)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         steps = self.steps_per_epoch or max(1, train.size // self.batch_size)
         best, best_state, bad = np.inf, copy.deepcopy(net.state_dict()), 0
@@ -155,10 +206,17 @@ class TSMixerBaseline(TraceForecaster):
             losses = []
             for _ in range(steps):
                 s = rng.choice(train, size=min(self.batch_size, train.size), replace=False)
-                x, y = protocol.gather(traces, s, c, h)
-                x = torch.from_numpy(x).to(self.device)
-                y = torch.from_numpy(y).to(self.device)
-                loss = (net(x) - y).abs().mean()
+                if sub is None:
+                    x, y = protocol.gather(traces, s, c, h)
+                    neurons = None
+                else:                                              # gather only the drawn neurons
+                    neurons = np.sort(rng.choice(n, sub, replace=False))
+                    xy = traces[(s[:, None] + np.arange(c + h))[:, :, None], neurons[None, None, :]]
+                    x, y = xy[:, :c], xy[:, c:]
+                    neurons = torch.from_numpy(neurons).to(self.device)
+                x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+                y = torch.from_numpy(np.ascontiguousarray(y)).to(self.device)
+                loss = (net(x, neurons) - y).abs().mean()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -184,9 +242,10 @@ class TSMixerBaseline(TraceForecaster):
         torch = _torch()
         net.eval()
         tot = 0.0
+        per = self._per_batch(traces.shape[1])
         with torch.no_grad():
-            for b0 in range(0, starts.size, 64):
-                x, y = protocol.gather(traces, starts[b0:b0 + 64], self.context, self.horizon)
+            for b0 in range(0, starts.size, per):
+                x, y = protocol.gather(traces, starts[b0:b0 + per], self.context, self.horizon)
                 p = net(torch.from_numpy(x).to(self.device))
                 tot += float((p - torch.from_numpy(y).to(self.device)).abs().mean(dim=(1, 2)).sum())
         return tot / starts.size
@@ -194,8 +253,43 @@ class TSMixerBaseline(TraceForecaster):
     def _predict(self, ctx, ds, starts):
         torch = _torch()
         out = np.empty((ctx.shape[0], self.horizon, ctx.shape[2]), np.float32)
+        per = self._per_batch(ctx.shape[2])
         with torch.no_grad():
-            for b0 in range(0, ctx.shape[0], 64):
-                x = torch.from_numpy(np.ascontiguousarray(ctx[b0:b0 + 64], dtype=np.float32)).to(self.device)
-                out[b0:b0 + 64] = self.net_(x).cpu().numpy()
+            for b0 in range(0, ctx.shape[0], per):
+                x = torch.from_numpy(np.ascontiguousarray(ctx[b0:b0 + per], dtype=np.float32)).to(self.device)
+                out[b0:b0 + per] = self.net_(x).cpu().numpy()
         return out
+
+    # contexts up to this length have their linear head fused into the scoring kernel
+    fused_head_max_context = 32
+
+    def block_errors(self, ds, starts):
+        """Short contexts: the network runs up to its head; the head ``C -> H`` (plus the last
+        value) is applied inside the scoring kernel, so the (window, lead, neuron) forecast is
+        never formed. Long contexts (the mixer dominates): predict + score (the default)."""
+        if self.context > self.fused_head_max_context:
+            return super().block_errors(ds, starts)
+        from ..kernels import score_linear_ctx
+
+        torch = _torch()
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        traces = np.asarray(ds["traces"].values)
+        head = self.net_.head
+        coef = np.concatenate([head.weight.detach().cpu().numpy().T,
+                               np.ones((1, self.horizon), np.float32)])       # (C + 1, H): z rows, last
+        bias = head.bias.detach().cpu().numpy()
+        per = self._per_batch(traces.shape[1])
+        out = [np.zeros((starts.size, self.horizon)) for _ in range(2)]
+        out.append(np.zeros((starts.size, self.horizon), np.int64))
+        with self._threads(), torch.no_grad():
+            for b0 in range(0, starts.size, per):                     # batches of windows
+                s = starts[b0:b0 + per]
+                ctx, _ = protocol.gather(traces, s, self.context, 0)
+                z, last = self.net_.features(torch.from_numpy(np.ascontiguousarray(ctx, np.float32)).to(self.device))
+                feats = torch.cat([z, last], dim=1).cpu().numpy()
+                for o, p in zip(out, score_linear_ctx(feats, traces, s + self.context, coef, bias)):
+                    o[b0:b0 + per] = p
+        return tuple(out)
+
+    def _per_batch(self, n_neurons):
+        return max(1, min(64, int(self.predict_budget // (self.context * n_neurons * 4))))
