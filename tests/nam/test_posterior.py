@@ -153,3 +153,17 @@ def test_marglik_gradients_flow_to_hyperparameters():
     up = log_marginal_likelihood(model, curv, log_prior, log_sigma.detach() + eps, "regression")
     dn = log_marginal_likelihood(model, curv, log_prior, log_sigma.detach() - eps, "regression")
     assert float(log_sigma.grad) == pytest.approx(float(up - dn) / (2 * eps), rel=1e-5)
+
+
+def test_curvature_does_not_depend_on_the_sample_chunking():
+    from workbench.nam.posterior import sample_chunk
+
+    model = _model(1)
+    x, c, y = _data(50, 1)
+    ref = compute_curvature(model, x, c, y, "regression", chunk=50)
+    assert sample_chunk(model) >= 32 and sample_chunk(model, budget=1) == 32
+    for chunk in (None, 7):
+        cur = compute_curvature(model, x, c, y, "regression", chunk=chunk)
+        for g in ref.ggn:
+            assert torch.allclose(cur.ggn[g], ref.ggn[g]) and torch.allclose(cur.mean_jac[g], ref.mean_jac[g])
+        assert cur.data_term == pytest.approx(ref.data_term)

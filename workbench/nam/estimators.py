@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from workbench.nam.inspection import InspectionMixin
 from workbench.nam.modules import AdditiveNet
-from workbench.nam.posterior import BlockPosterior
+from workbench.nam.posterior import BlockPosterior, sample_chunk
 from workbench.nam.preprocessing import TabularPreprocessor, check_target
 from workbench.nam.training import train_marglik
 
@@ -191,8 +191,11 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
     def _glm_predictive_tensors(self, x_num, x_cat):
         mean = self.model_(x_num, x_cat).double()
         var = torch.zeros_like(mean)
-        for g, jac in self.model_.jacobians(x_num, x_cat).items():
-            var += self.posterior_.functional_variance(g, jac).diagonal(dim1=-2, dim2=-1).sum(1)
+        chunk = sample_chunk(self.model_)  # bounded Jacobian tensors, whatever the number of features
+        for start in range(0, len(mean), chunk):
+            sl = slice(start, start + chunk)
+            for g, jac in self.model_.jacobians(x_num[sl], x_cat[sl]).items():
+                var[sl] += self.posterior_.functional_variance(g, jac).diagonal(dim1=-2, dim2=-1).sum(1)
         return mean.numpy(), var.numpy()
 
     def _output_scale(self) -> float:

@@ -76,14 +76,19 @@ class MLPGroup(nn.Module):
     @torch.no_grad()
     def jacobian(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample Jacobian of each subnetwork's output w.r.t. its parameters, (N, S, K, P)."""
-        N, S, K = x.shape[0], self.S, self.K
+        N, S, K, d, H = x.shape[0], self.S, self.K, self.d, self.H
         a, da = gelu_and_grad(self._pre(x))
         g = da.unsqueeze(2) * self.w2.transpose(1, 2).unsqueeze(0)  # (N,S,K,H): d out_k / d h
-        j_w1 = x.unsqueeze(2).unsqueeze(-1) * g.unsqueeze(3)  # (N,S,K,d,H)
-        eye = torch.eye(K, dtype=x.dtype, device=x.device)
-        j_w2 = a.unsqueeze(2).unsqueeze(-1) * eye.view(1, 1, K, 1, K)  # (N,S,K,H,K)
-        j_b2 = eye.expand(N, S, K, K)
-        return torch.cat([j_w1.reshape(N, S, K, -1), g, j_w2.reshape(N, S, K, -1), j_b2], dim=-1)
+        # written in place into one preallocated tensor (no concatenation copy of the big Jacobian)
+        out = torch.zeros(N, S, K, self.n_params, dtype=x.dtype, device=x.device)
+        o = d * H
+        torch.mul(x.unsqueeze(2).unsqueeze(-1), g.unsqueeze(3), out=out[..., :o].view(N, S, K, d, H))
+        out[..., o : o + H] = g
+        j_w2 = out[..., o + H : o + H + H * K].view(N, S, K, H, K)
+        for k in range(K):  # d out_k / d W2[:, k] = a (the other output columns stay 0)
+            j_w2[:, :, k, :, k] = a
+        out[..., o + H + H * K :] = torch.eye(K, dtype=x.dtype, device=x.device)
+        return out
 
 
 class TableGroup(nn.Module):
