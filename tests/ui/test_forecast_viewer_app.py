@@ -16,14 +16,16 @@ import pytest
 from tests.ui.harness import plot_digest, set_widget_value, wait_idle, wait_rendered
 
 # Set a widget's value and resolve with the milliseconds until the image data it changes is
-# painted: every ColumnDataSource holding an `image` column is watched; after the first change
+# painted: every ColumnDataSource holding 2-d images is watched; after the first change
 # the update counts as finished once no source changed for `quiet` ms.
 _TIMED_STEP_JS = """
 async ([key, value, quiet, timeout]) => {
   const models = (window.Bokeh?.documents ?? []).flatMap((d) => Array.from(d.all_models));
-  const cols = (m) => (m.data instanceof Map ? Array.from(m.data.keys()) : Object.keys(m.data));
+  // image sources: a column whose entries are 2-d arrays (BokehJS ndarrays carry a shape)
+  const columns = (m) => (m.data instanceof Map ? Array.from(m.data.values()) : Object.values(m.data));
+  const isImage = (c) => c != null && c.length > 0 && c[0] != null && c[0].shape?.length === 2;
   const sources = models.filter((m) => m.data !== undefined && m.selected !== undefined
-                                       && cols(m).includes('image'));
+                                       && columns(m).some(isImage));
   const label = (m) => [m.title, m.name, m.label].filter((x) => typeof x === 'string')
                          .map((l) => l.replace(/:\\s*$/, ''));
   const widget = models.find((m) => 'value' in m && label(m).includes(key));

@@ -20,6 +20,7 @@ from bokeh.models import (
     ColorBar,
     ColumnDataSource,
     HoverTool,
+    Label,
     LinearColorMapper,
     Range1d,
     Span,
@@ -127,7 +128,8 @@ class TraceFigure:
         self.band = ColumnDataSource(dict(t=[], lo=[], hi=[]), name="trace_band")
         # explicit ranges, set with the data: an auto-range would be recomputed in the browser and
         # synced back to the server after every step
-        f = figure(title="neuron (loading ...)", height=height, sizing_mode="stretch_width",
+        f = figure(title="picked neuron: context (grey), truth, forecast", height=height,
+                   sizing_mode="stretch_width",
                    x_range=Range1d(-0.5, 1.5), y_range=Range1d(0, 1),
                    x_axis_label="frame relative to forecast origin", y_axis_label="dF/F",
                    tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
@@ -138,6 +140,10 @@ class TraceFigure:
         f.line("t", "v", source=self.truth, color="black", line_width=2, legend_label="truth")
         self.forecast_renderer = f.line("t", "v", source=self.forecast, color=COLORS["video"],
                                         line_width=2, legend_label="forecast")
+        # which neuron/window: a label inside the frame (a new title text would re-lay out the figure)
+        self.label = Label(x=8, y=8, x_units="screen", y_units="screen", text="neuron (loading ...)",
+                           text_font_size="11pt", background_fill_color="white", background_fill_alpha=0.7)
+        f.add_layout(self.label)
         self.lead_span = Span(location=1, dimension="height", line_color="#888888", line_dash="dashed")
         f.add_layout(self.lead_span)
         f.legend.location = "top_left"
@@ -151,7 +157,7 @@ class TraceFigure:
         self.band_renderer.glyph.fill_color = color
 
     def show(self, title, rel, truth, leads, forecast, std=None):
-        self.figure.title.text = title
+        self.label.text = title
         self.truth.data = dict(t=np.asarray(rel, float), v=np.asarray(truth, float))
         self.forecast.data = dict(t=np.asarray(leads, float), v=np.asarray(forecast, float))
         if std is None:

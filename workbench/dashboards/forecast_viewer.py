@@ -404,7 +404,7 @@ class ForecastViewer(pn.viewable.Viewer):
         """Title, context+target frames, truth, leads, forecast and std (or None) of one neuron."""
         truth, fc, sd = self._window_traces(window)
         n, c = int(neuron), self._context
-        title = f"neuron {n}, window {window}, {self.method} (grey: context)"
+        title = f"neuron {n}, window {window}, {self.method}"
         return (title, np.arange(-c + 1, -c + 1 + truth.shape[0]), truth[:, n], self._leads, fc[:, n],
                 None if sd is None else sd[:, n])
 
