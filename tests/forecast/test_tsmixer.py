@@ -38,5 +38,9 @@ def test_tsmixer_neuron_subsets_and_time_bottleneck(tiny):
     e, _ = score_forecaster(f, tiny, windows=w)
     ref = evaluate_loop(f, tiny, windows=w)
     np.testing.assert_allclose(e["abs_err"].values, ref["abs_err"].values, rtol=1e-6)
+    f.fused_head_max_context = 0                                     # the long-context path, same model
+    e_long, _ = score_forecaster(f, tiny, windows=w)
+    np.testing.assert_allclose(e_long["abs_err"].values, ref["abs_err"].values, rtol=1e-6)
+    np.testing.assert_allclose(e_long["sq_err"].values, ref["sq_err"].values, rtol=1e-5)
     e_mean, _ = score_forecaster(MeanBaseline(16).fit(tiny), tiny, windows=w)
     assert float(e["abs_err"].mean()) < float(e_mean["abs_err"].mean())

@@ -264,30 +264,37 @@ class TSMixerBaseline(TraceForecaster):
     fused_head_max_context = 32
 
     def block_errors(self, ds, starts):
-        """Short contexts: the network runs up to its head; the head ``C -> H`` (plus the last
-        value) is applied inside the scoring kernel, so the (window, lead, neuron) forecast is
-        never formed. Long contexts (the mixer dominates): predict + score (the default)."""
-        if self.context > self.fused_head_max_context:
-            return super().block_errors(ds, starts)
-        from ..kernels import score_linear_ctx
+        """Batches of windows read as views of the traces (no gathered context copy). Short
+        contexts: the network runs up to its head, and the head ``C -> H`` (plus the last value)
+        is applied inside the scoring kernel, so the (window, lead, neuron) forecast is never
+        formed. Long contexts (the mixer dominates): forecasts of a batch, then the kernel."""
+        from ..kernels import score_linear_ctx, score_predictions
 
         torch = _torch()
+        c, h = self.context, self.horizon
         starts = np.asarray(starts, dtype=np.int64).reshape(-1)
-        traces = np.asarray(ds["traces"].values)
-        head = self.net_.head
-        coef = np.concatenate([head.weight.detach().cpu().numpy().T,
-                               np.ones((1, self.horizon), np.float32)])       # (C + 1, H): z rows, last
-        bias = head.bias.detach().cpu().numpy()
+        traces = np.ascontiguousarray(ds["traces"].values, dtype=np.float32)
+        # (T - C + 1, C, N) view; writeable only to keep torch quiet, never written
+        view = np.lib.stride_tricks.sliding_window_view(traces, c, axis=0, writeable=True).transpose(0, 2, 1)
+        fused = c <= self.fused_head_max_context
+        if fused:
+            head = self.net_.head
+            coef = np.concatenate([head.weight.detach().cpu().numpy().T,
+                                   np.ones((1, h), np.float32)])     # (C + 1, H): z rows, then last
+            bias = head.bias.detach().cpu().numpy()
         per = self._per_batch(traces.shape[1])
-        out = [np.zeros((starts.size, self.horizon)) for _ in range(2)]
-        out.append(np.zeros((starts.size, self.horizon), np.int64))
+        out = [np.zeros((starts.size, h)), np.zeros((starts.size, h)), np.zeros((starts.size, h), np.int64)]
         with self._threads(), torch.no_grad():
             for b0 in range(0, starts.size, per):                     # batches of windows
                 s = starts[b0:b0 + per]
-                ctx, _ = protocol.gather(traces, s, self.context, 0)
-                z, last = self.net_.features(torch.from_numpy(np.ascontiguousarray(ctx, np.float32)).to(self.device))
-                feats = torch.cat([z, last], dim=1).cpu().numpy()
-                for o, p in zip(out, score_linear_ctx(feats, traces, s + self.context, coef, bias)):
+                ctx = view[s[0]:s[-1] + 1] if np.all(np.diff(s) == 1) else view[s]
+                x = torch.from_numpy(ctx).to(self.device)
+                if fused:
+                    z, last = self.net_.features(x)
+                    part = score_linear_ctx(torch.cat([z, last], dim=1).cpu().numpy(), traces, s + c, coef, bias)
+                else:
+                    part = score_predictions(self.net_(x).cpu().numpy(), traces, s + c)
+                for o, p in zip(out, part):
                     o[b0:b0 + per] = p
         return tuple(out)
 
