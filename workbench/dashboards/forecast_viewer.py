@@ -342,7 +342,7 @@ class ForecastViewer(pn.viewable.Viewer):
 
     def _read_ahead(self, generation, window, lead, z):
         """Fill the cache with the planes one step away in window, lead and z (stops when stale)."""
-        time.sleep(0.05)       # let the page take the step first (the CPU may be shared with the browser)
+        time.sleep(0.15)   # start after the browser has painted the step (they may share the CPU)
         nw, nz = self._starts.size, self._seg.shape[0]
         steps = [(window, lead + 1, z), (window, lead - 1, z), (window, lead, z + 1), (window, lead, z - 1),
                  (window + 1, lead, z), (window - 1, lead, z)]
