@@ -14,15 +14,15 @@ def test_cli_generate_baselines_evaluate(tmp_path, capsys):
     assert top_cli.main(["forecast", "generate", "--preset", "tiny", "--root", root]) == 0
     assert "tiny-seed0.zarr" in capsys.readouterr().out
     assert cli.main(["baselines", "--preset", "tiny", "--root", root, "--context", "4", "--methods",
-                     "mean", "linear", "--out", out]) == 0
+                     "mean", "linear", "tsmixer", "--max-epochs", "1", "--out", out]) == 0   # models are pickled
     assert cli.main(["evaluate", "--preset", "tiny", "--root", root, "--out", out, "--n-boot", "50"]) == 0
     res = xr.open_dataset(tmp_path / "res" / "results.nc")
     assert res["mae"].dims == ("method", "context", "condition", "lead")
-    assert set(res["method"].values) == {"mean", "linear"}
+    assert set(res["method"].values) == {"mean", "linear", "tsmixer"}
     table = pd.read_csv(tmp_path / "res" / "summary.csv")
-    assert set(table["method"]) == {"mean", "linear"} and np.all(table["mae_lead1"] > 0)
+    assert set(table["method"]) == {"mean", "linear", "tsmixer"} and np.all(table["mae_lead1"] > 0)
     long = pd.read_csv(tmp_path / "res" / "results.csv")
-    assert len(long) == 2 * 9 * 32
+    assert len(long) == 3 * 9 * 32
 
 
 def test_cli_errors_and_module_entry(tmp_path, capsys):

@@ -42,5 +42,9 @@ def test_tsmixer_neuron_subsets_and_time_bottleneck(tiny):
     e_long, _ = score_forecaster(f, tiny, windows=w)
     np.testing.assert_allclose(e_long["abs_err"].values, ref["abs_err"].values, rtol=1e-6)
     np.testing.assert_allclose(e_long["sq_err"].values, ref["sq_err"].values, rtol=1e-5)
+    import pickle
+
+    g = pickle.loads(pickle.dumps(f))                                 # the CLI pickles fitted models
+    np.testing.assert_array_equal(g.predict(tiny, w["start"].values[:5]), f.predict(tiny, w["start"].values[:5]))
     e_mean, _ = score_forecaster(MeanBaseline(16).fit(tiny), tiny, windows=w)
     assert float(e["abs_err"].mean()) < float(e_mean["abs_err"].mean())

@@ -150,6 +150,23 @@ class TSMixerBaseline(TraceForecaster):
     # bytes of one (window, C, neuron) float32 activation batch at prediction / validation time
     predict_budget = 4e7
 
+    def __getstate__(self):
+        """Picklable (the CLI stores fitted models): the network travels as its state dict."""
+        state = dict(super().__getstate__())           # a copy: sklearn may return __dict__ itself
+        net = state.pop("net_", None)
+        if net is not None:
+            state["_net_state"] = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        return state
+
+    def __setstate__(self, state):
+        net_state = state.pop("_net_state", None)
+        super().__setstate__(state)
+        if net_state is not None:
+            net = TSMixerNet(self.context, self.horizon, int(self.n_neurons_), self.n_blocks, self.ff_dim,
+                             self.dropout, getattr(self, "time_dim", None))
+            net.load_state_dict(net_state)
+            self.net_ = net.to(self.device).eval()
+
     def _threads(self):
         """Context manager: torch intra-op threads set to ``num_threads`` (None: unchanged).
 
