@@ -100,11 +100,15 @@ def test_soft_net_starts_as_the_cnn():
     cnn = SoftEquivariantNet(pathways="conv").double()
     torch.manual_seed(7)
     soft = SoftEquivariantNet().double()
+    # the free pathways draw from their own stream: same conv and head weights as the CNN
     for lc, ls in zip(cnn.layers, soft.layers):
-        ls.conv.load_state_dict(lc.conv.state_dict())
+        torch.testing.assert_close(ls.conv.conv.weight, lc.conv.conv.weight, rtol=0, atol=0)
         assert ls.free.rows.weight.abs().max() == 0 and ls.free.cols.weight.abs().max() > 0
-    soft.head.load_state_dict(cnn.head.state_dict())
+    torch.testing.assert_close(soft.head.weight, cnn.head.weight, rtol=0, atol=0)
     torch.testing.assert_close(soft(x), cnn(x), rtol=0, atol=0)
+    torch.manual_seed(7)
+    again = SoftEquivariantNet().double()  # and deterministic given the seed
+    torch.testing.assert_close(again.layers[1].free.cols.weight, soft.layers[1].free.cols.weight)
     soft(x).sum().backward()
     assert soft.layers[-1].free.rows.weight.grad.abs().max() > 0
     with pytest.raises(ValueError, match="free_init"):

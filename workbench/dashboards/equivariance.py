@@ -108,7 +108,7 @@ class EquivarianceDashboard(pn.viewable.Viewer):
 
     task = param.Selector(default="translated", objects=["translated", "quadrant"], label="Task")
     model = param.Selector(default="soft", objects=["soft", "cnn", "fc"], label="Model",
-                           doc="soft: ½ (conv + free) layers; cnn / fc: the pure baselines")
+                           doc="soft: conv + free layers; cnn / fc: the pure baselines")
     n_train = param.Integer(default=150, bounds=(50, 1500), label="Training images")
     n_epochs = param.Integer(default=3, bounds=(2, 60), label="Epochs")
     seed = param.Integer(default=0, bounds=(0, 99), label="Seed")

@@ -1,6 +1,6 @@
 """Learned layer-wise equivariance and learned invariance (LILA) with the Laplace marglik.
 
-- :mod:`.layers`        soft-equivariant layer ½ (circular convolution + factored free map)
+- :mod:`.layers`        soft-equivariant layer: circular convolution + factored free map
 - :mod:`.models`        ``SoftEquivariantNet`` (about 4 such layers) and its pure CNN / FC forms
 - :mod:`.readout`       per-layer (layer, pathway) xarray readouts and the equivariance score
 - :mod:`.training`      ``LearnedEquivarianceClassifier``: online KFAC-marglik training

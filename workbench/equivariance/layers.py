@@ -156,9 +156,17 @@ class SoftEquivariantConv2d(nn.Module):
         free_gain = free_init if len(self.pathways) > 1 else 1.0
         if "conv" in self.pathways:
             self.conv = CircularConv2d(in_channels, out_channels, kernel_size, stride)
-        if "free" in self.pathways:
-            self.free = FactoredFreeMap(in_channels, out_channels, self.in_size, stride,
-                                        free_gain)
+        if "free" in self.pathways and len(self.pathways) > 1:
+            # draw the free pathway's initial weights from a stream of their own (seeded from
+            # the global one without advancing it): the convolutions and the head then get the
+            # same initial weights as in the pure CNN with the same seed, so soft vs CNN is a
+            # paired comparison from the same starting function
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(torch.randint(2**62, ())) ^ 0x5EED)
+                self.free = FactoredFreeMap(in_channels, out_channels, self.in_size, stride,
+                                            free_gain)
+        elif "free" in self.pathways:
+            self.free = FactoredFreeMap(in_channels, out_channels, self.in_size, stride)
 
     def _check(self, h: torch.Tensor):
         if h.ndim != 4 or h.shape[1] != self.in_channels or tuple(h.shape[2:]) != self.in_size:

@@ -20,7 +20,7 @@ from workbench.equivariance.tasks import TASKS, make_task
 MODELS = {"soft": ("conv", "free"), "cnn": "conv", "fc": "free"}
 #: version of what a cached run means (training algorithm, parameterisation, defaults, saved
 #: variables); part of every cache key, so changing it makes old files stale instead of reused
-RUN_FORMAT_VERSION = 2
+RUN_FORMAT_VERSION = 3
 DEFAULT_DIR = DATA_DIR
 RUN_DIR = DEFAULT_DIR / "equivariance"
 
