@@ -3,7 +3,7 @@ and the cost of going from 10 to 100 features.
 
     .venv/bin/python benchmarks/bench_lanam.py            # everything (EBM with its default bags)
     .venv/bin/python benchmarks/bench_lanam.py --quick    # EBM with 4 outer bags
-    options: --seeds 0 1 2  --threads 1  --skip synthetic cv timing  --datasets diabetes breast_cancer
+    options: --seeds 0 1 2  --threads 1  --skip synthetic cv timing  --datasets diabetes breast_cancer  --models LA-NAM EBM pyGAM
 
 Every number is measured in this run; ratios are against baselines measured in this same run.
 """
@@ -184,7 +184,7 @@ def _regression_nll(name: str, m, X_tr, y_tr, X_te, y_te) -> float:
     return float(_gaussian_nll(y_te, mu, std).mean())
 
 
-def cross_validate(quick: bool, threads: int, datasets: list[str]) -> pd.DataFrame:
+def cross_validate(quick: bool, threads: int, datasets: list[str], only: list[str] | None = None) -> pd.DataFrame:
     rows = []
     for name in datasets:
         loader, task = DATASETS[name]
@@ -195,6 +195,7 @@ def cross_validate(quick: bool, threads: int, datasets: list[str]) -> pd.DataFra
         models = {"LA-NAM": (lambda: LaplaceAdditiveRegressor(**LANAM, n_threads=threads)) if task == "regression"
                   else (lambda: LaplaceAdditiveClassifier(**LANAM, n_threads=threads))}
         models.update(_peers(task, quick, threads))
+        models = {k: v for k, v in models.items() if not only or k in only}
         for mname, make in models.items():
             scores, nlls, times = [], [], []
             for k, (tr, te) in enumerate(folds):
@@ -275,6 +276,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded 2-core box)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["synthetic", "cv", "timing"])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS), help="CV data sets")
+    ap.add_argument("--models", nargs="+", default=None, choices=["LA-NAM", "EBM", "pyGAM"], help="CV models (default all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pd.set_option("display.width", 200, "display.max_columns", 30)
@@ -284,7 +286,7 @@ def main():
         print(synthetic(args.seeds, args.threads).to_string(index=False))
     if "cv" not in args.skip:
         print("== 5-fold CV")
-        print(cross_validate(args.quick, args.threads, args.datasets).to_string(index=False))
+        print(cross_validate(args.quick, args.threads, args.datasets, args.models).to_string(index=False))
     if "timing" not in args.skip:
         print("== cost")
         print(timing(args.threads).to_string(index=False))
