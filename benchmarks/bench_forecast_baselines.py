@@ -18,7 +18,7 @@ traces only, generated and cached under data/ on first use), for C = 4 and C = 2
 5. MAE by lead (mean over the 8 training conditions, conditions weighted equally) per baseline,
    at C = 4 and C = 256, with block-bootstrap intervals, and the held-out condition apart.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_forecast_baselines.py      # ~6-10 min, 1 thread
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_forecast_baselines.py      # ~5 min CPU, 1 thread
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_forecast_baselines.py --preset tiny   # smoke run
 """
 
@@ -69,7 +69,7 @@ def measure(fn, *args, **kwargs):
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return out, wall, cpu, (_status_kb("VmHWM") - rss0) / 1024
+    return out, wall, cpu, max(0.0, (_status_kb("VmHWM") - rss0) / 1024)
 
 
 def main(argv=None):
