@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from ._validation import check_finite, unpack_batch
 from .curvature.jacobians import jac_t_products
-from .curvature.kfac import exact_diag, full_from_ag, kfac_accumulate
+from .curvature.kfac import KronAccumulator, exact_diag, full_from_ag
 from .curvature.modules import capture, collect, module_grads, out_in, weight_order
 from .posteriors import DiagBlock, FullBlock, KronBlock
 
@@ -218,7 +218,9 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
                     )
                     if comps:  # KFAC keeps the fit-time σ inside its factors
                         g = g / la._sigma_fit[colk][:, None, None, None]
-                    acc[i] = kfac_accumulate(acc[i], a, g, la.kfac, bias=has_w and has_b)
+                    if acc[i] is None:
+                        acc[i] = KronAccumulator(la.kfac, bias=has_w and has_b)
+                    acc[i].add(a, g)
                 elif p["kind"] == "full" and p["modules"]:
                     ag = [
                         collect(mod, store[m], grads[m], w is not None, b is not None)
@@ -287,6 +289,6 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
         elif p["kind"] == "diag":
             blocks.append(DiagBlock(idx, p["names"], hdiag[..., idx]))
         else:
-            A, B, cnt = acc[i]
+            A, B, cnt = acc[i].result()
             blocks.append(KronBlock(idx, p["names"], A, B / cnt, p["module"]))
     return blocks, stats, n_data, out_shape

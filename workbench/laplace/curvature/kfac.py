@@ -12,49 +12,103 @@ for the empirical Fisher).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
-def kfac_accumulate(state, a, g, flavour, bias=False):
-    """Add one batch's (A, B, count) contributions to ``state`` ([A, B, count] or None).
+def _gram_into(C, X):
+    """C += Xᵀ X for a contiguous (n, d) X.
 
-    ``bias=True``: ``a`` is the layer input *without* the bias column and the bias row/column of
-    A is filled from column sums (no bias-augmented copy of the input). The Gram products are
-    accumulated in place (``addmm_``) unless autograd tracks them (``create_graph``), which saves
-    an allocation and an addition of every factor per batch."""
-    if flavour == "expand":
-        a2 = a.reshape(-1, a.shape[-1])
-        g2 = g.reshape(-1, g.shape[-1])
-        cnt = a.shape[0] * a.shape[1]
-    else:
-        a2 = a.mean(1)
-        g2 = g.sum(2).reshape(-1, g.shape[-1])
-        cnt = a.shape[0]
-    tracked = a2.requires_grad or g2.requires_grad
-    if state is not None:
-        tracked = tracked or state[0].requires_grad or state[1].requires_grad
-    if tracked:
-        A = a2.T @ a2
-        if bias:
-            col = a2.sum(0)
-            corner = a2.new_full((1,), float(a2.shape[0]))
-            A = torch.cat([torch.cat([A, col[:, None]], 1), torch.cat([col, corner])[None]], 0)
-        B = g2.T @ g2
-        return [A, B, cnt] if state is None else [state[0] + A, state[1] + B, state[2] + cnt]
-    if state is None:
-        ia = a2.shape[-1] + int(bias)
-        state = [a2.new_zeros(ia, ia), g2.new_zeros(g2.shape[-1], g2.shape[-1]), 0]
-    A, B, n = state
-    if bias:
-        A[:-1, :-1].addmm_(a2.T, a2)
-        col = a2.sum(0)
-        A[:-1, -1] += col
-        A[-1, :-1] += col
-        A[-1, -1] += a2.shape[0]
-    else:
-        A.addmm_(a2.T, a2)
-    B.addmm_(g2.T, g2)
-    return [A, B, n + cnt]
+    On CPU, without autograd, this is BLAS ``syrk`` (scipy), which computes one triangle only:
+    about half the work of ``addmm_``. Returns whether C now holds just one triangle (so the
+    caller symmetrises it once at the end)."""
+    if C.device.type == "cpu" and C.dtype in _SYRK and X.shape[0] > 0:
+        X = X.contiguous()
+        # X (n, d) row-major is Xᵀ (d, n) column-major, so syrk(trans=0) adds Xᵀ X. C's row-major
+        # buffer read column-major is Cᵀ; syrk fills the lower triangle of that view, which is the
+        # upper triangle of C as torch sees it (the one ``_symmetrise`` reads).
+        out = _SYRK[C.dtype](
+            1.0, X.numpy().T, beta=1.0, c=C.numpy().T, trans=0, lower=1, overwrite_c=1
+        )
+        if not np.shares_memory(out, C.numpy()):  # defensive: BLAS wrapper copied instead
+            C.copy_(torch.from_numpy(np.ascontiguousarray(out.T)))
+        return True
+    C.addmm_(X.T, X)
+    return False
+
+
+def _load_syrk():
+    try:
+        from scipy.linalg import blas
+    except ImportError:  # pragma: no cover - scipy is a core dependency
+        return {}
+    return {torch.float32: blas.ssyrk, torch.float64: blas.dsyrk}
+
+
+_SYRK = _load_syrk()
+
+
+def _symmetrise(M):
+    """Fill a matrix of which one triangle holds the values (the other may hold stale zeros)."""
+    upper = torch.triu(M)
+    return upper + torch.triu(M, 1).T
+
+
+class KronAccumulator:
+    """Sums one layer's KFAC factors over batches: ``add(a, g)`` per batch, then ``result()``.
+
+    ``bias=True``: ``a`` is the layer input *without* the bias column; the bias row/column of A
+    comes from column sums (no bias-augmented copy of the input). Without autograd the Gram
+    products go into preallocated buffers (BLAS syrk on CPU, ``addmm_`` elsewhere); with
+    ``create_graph`` they are plain differentiable products."""
+
+    def __init__(self, flavour, bias=False):
+        self.flavour, self.bias = flavour, bias
+        self.A = self.B = self.col = None
+        self.rows = self.count = 0
+        self.triangular = set()
+
+    def add(self, a, g):
+        if self.flavour == "expand":
+            a2 = a.reshape(-1, a.shape[-1])
+            g2 = g.reshape(-1, g.shape[-1])
+            self.count += a.shape[0] * a.shape[1]
+        else:
+            a2 = a.mean(1)
+            g2 = g.sum(2).reshape(-1, g.shape[-1])
+            self.count += a.shape[0]
+        self.rows += a2.shape[0]
+        col = a2.sum(0) if self.bias else None
+        tracked = a2.requires_grad or g2.requires_grad
+        if tracked or (self.A is not None and (self.A.requires_grad or self.B.requires_grad)):
+            A, B = a2.T @ a2, g2.T @ g2
+            if self.A is None:
+                self.A, self.B, self.col = A, B, col
+            else:
+                self.A, self.B = self.A + A, self.B + B
+                self.col = None if col is None else self.col + col
+            return
+        if self.A is None:
+            self.A = a2.new_zeros(a2.shape[-1], a2.shape[-1])
+            self.B = g2.new_zeros(g2.shape[-1], g2.shape[-1])
+            self.col = None if col is None else torch.zeros_like(col)
+        if _gram_into(self.A, a2):
+            self.triangular.add("A")
+        if _gram_into(self.B, g2):
+            self.triangular.add("B")
+        if col is not None:
+            self.col += col
+
+    def result(self):
+        """(A, B, count): A bias-augmented when ``bias``; both factors symmetric."""
+        A = _symmetrise(self.A) if "A" in self.triangular else self.A
+        B = _symmetrise(self.B) if "B" in self.triangular else self.B
+        if self.bias:
+            corner = A.new_full((1,), float(self.rows))
+            A = torch.cat(
+                [torch.cat([A, self.col[:, None]], 1), torch.cat([self.col, corner])[None]], 0
+            )
+        return A, B, self.count
 
 
 def exact_diag(a, g, budget=2**24):
