@@ -140,3 +140,22 @@ def test_embedding_kfac_matches_dense_block():
     )
     # single-output linear read-out: both factors exact (rank-one output gradient, one-hot inputs)
     assert max(block_errors(la, G)) < 1e-9
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_both_factor_accumulation_routes_are_exact(threads):
+    # one torch thread: BLAS syrk into one triangle; several: addmm_ (see curvature/kfac.py)
+    X, y = torch.randn(7, 4, 3), torch.randn(7, 4, 2)
+    model = SeqLinear()
+    G = dense_ggn(model, X, y.reshape(7, -1), "regression")
+    dl = DataLoader(TensorDataset(X, y), batch_size=3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        la = Laplace(model, "regression", hessian_structure="kron").fit(dl)
+    finally:
+        torch.set_num_threads(before)
+    assert max(block_errors(la, G)) < 1e-9
+    for b in la.blocks_:
+        torch.testing.assert_close(b.A, b.A.T, rtol=0, atol=1e-13)
+        torch.testing.assert_close(b.B, b.B.T, rtol=0, atol=1e-13)
