@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.linalg import blas
 
 
 def _gram_into(C, X):
@@ -44,15 +45,7 @@ def _gram_into(C, X):
     return False
 
 
-def _load_syrk():
-    try:
-        from scipy.linalg import blas
-    except ImportError:  # pragma: no cover - scipy is a core dependency
-        return {}
-    return {torch.float32: blas.ssyrk, torch.float64: blas.dsyrk}
-
-
-_SYRK = _load_syrk()
+_SYRK = {torch.float32: blas.ssyrk, torch.float64: blas.dsyrk}
 
 
 def _symmetrise(M):
