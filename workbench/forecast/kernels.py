@@ -35,18 +35,21 @@ _FM = {"reassoc", "contract", "arcp", "nsz"}
 
 
 _BLOCK = 256       # float32 partial sums over this many neurons, then added in float64
+_U = np.uint64     # unsigned indices: numba then drops its negative-index wraparound, so LLVM sees
+                   # unit-stride loads and vectorises (signed range(i0, i1) indices became gathers)
 
 
 @nb.njit(fastmath=_FM, cache=True, nogil=True)
-def _row_sums(p, t):
+def _row_sums(p, po, t, to, k):
+    """``(sum |d|, sum d^2)`` of ``d = p[po:po+k] - t[to:to+k]``: float32 blocks, float64 total."""
     sa = 0.0
     ss = 0.0
-    n = t.size
-    for i0 in range(0, n, _BLOCK):
+    for b in range((k + _BLOCK - 1) // _BLOCK):
+        i0 = b * _BLOCK
         ba = np.float32(0.0)
         bs = np.float32(0.0)
-        for i in range(i0, min(n, i0 + _BLOCK)):
-            d = p[i] - t[i]
+        for j in range(min(k - i0, _BLOCK)):
+            d = p[_U(po + i0 + j)] - t[_U(to + i0 + j)]
             ba += abs(d)
             bs += d * d
         sa += ba
@@ -55,12 +58,12 @@ def _row_sums(p, t):
 
 
 @nb.njit(cache=True, nogil=True)
-def _row_sums_nan(p, t):
+def _row_sums_nan(p, po, t, to, k):
     sa = 0.0
     ss = 0.0
     m = 0
-    for i in range(t.size):
-        d = np.float64(p[i]) - np.float64(t[i])
+    for j in range(k):
+        d = np.float64(p[_U(po + j)]) - np.float64(t[_U(to + j)])
         if np.isnan(d):
             m += 1
         else:
@@ -70,9 +73,9 @@ def _row_sums_nan(p, t):
 
 
 @nb.njit(cache=True, nogil=True)
-def _store(p, t, sa, ss, out_abs, out_sq, out_miss, w, h):
+def _store(p, po, t, to, k, sa, ss, out_abs, out_sq, out_miss, w, h):
     if np.isnan(sa):
-        sa, ss, m = _row_sums_nan(p, t)
+        sa, ss, m = _row_sums_nan(p, po, t, to, k)
         out_miss[w, h] += m
     out_abs[w, h] += sa
     out_sq[w, h] += ss
@@ -80,37 +83,39 @@ def _store(p, t, sa, ss, out_abs, out_sq, out_miss, w, h):
 
 @nb.njit(cache=True, nogil=True)
 def _score_predictions(pred, traces, first, out_abs, out_sq, out_miss):
+    n = traces.shape[1]
     for w in range(pred.shape[0]):
         for h in range(pred.shape[1]):
             t = traces[first[w] + h]
-            sa, ss = _row_sums(pred[w, h], t)
-            _store(pred[w, h], t, sa, ss, out_abs, out_sq, out_miss, w, h)
+            p = pred[w, h]
+            sa, ss = _row_sums(p, 0, t, 0, n)
+            _store(p, 0, t, 0, n, sa, ss, out_abs, out_sq, out_miss, w, h)
 
 
 @nb.njit(fastmath=_FM, cache=True, nogil=True)
-def _add_scaled(acc, x, a):
-    for i in range(acc.size):
-        acc[i] += a * np.float64(x[i])
+def _add_diff(acc, k, x_in, x_out, o):
+    for j in range(k):
+        acc[_U(j)] += np.float64(x_in[_U(o + j)]) - np.float64(x_out[_U(o + j)])
 
 
 @nb.njit(fastmath=_FM, cache=True, nogil=True)
-def _add_diff(acc, x_in, x_out):
-    for i in range(acc.size):
-        acc[i] += np.float64(x_in[i]) - np.float64(x_out[i])
+def _add_row(acc, k, x, o):
+    for j in range(k):
+        acc[_U(j)] += np.float64(x[_U(o + j)])
 
 
 @nb.njit(fastmath=_FM, cache=True, nogil=True)
-def _total(x):
+def _total(x, k):
     t = 0.0
-    for i in range(x.size):
-        t += x[i]
+    for j in range(k):
+        t += x[_U(j)]
     return t
 
 
 @nb.njit(fastmath=_FM, cache=True, nogil=True)
-def _scale_to32(out, acc, a):
-    for i in range(acc.size):
-        out[i] = np.float32(acc[i] * a)
+def _scale_to32(out, acc, k, a):
+    for j in range(k):
+        out[_U(j)] = np.float32(acc[_U(j)] * a)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -121,83 +126,71 @@ def _score_context_mean(traces, starts, context, horizon, chunk, out_abs, out_sq
     inv = 1.0 / context
     for n0 in range(0, n, chunk):           # neuron chunks outermost: consecutive windows then
         k = min(n, n0 + chunk) - n0         # reuse the chunk's target rows from cache
-        r = run[:k]
-        mk = m[:k]
         prev = -(2 ** 62)
         for w in range(starts.size):
             s = starts[w]
             if s == prev + 1:               # slide by one frame: O(chunk)
-                _add_diff(r, traces[s + context - 1, n0:n0 + k], traces[s - 1, n0:n0 + k])
-            if s != prev + 1 or np.isnan(_total(r)):
+                _add_diff(run, k, traces[s + context - 1], traces[s - 1], n0)
+            if s != prev + 1 or np.isnan(_total(run, k)):
                 # restart: first window, a gap between conditions, or a NaN that sliding would keep
-                r[:] = 0.0
+                run[:k] = 0.0
                 for c in range(context):
-                    _add_scaled(r, traces[s + c, n0:n0 + k], 1.0)
+                    _add_row(run, k, traces[s + c], n0)
             prev = s
-            _scale_to32(mk, r, inv)
+            _scale_to32(m, run, k, inv)
             for h in range(horizon):
-                t = traces[s + context + h, n0:n0 + k]
-                sa, ss = _row_sums(mk, t)
-                _store(mk, t, sa, ss, out_abs, out_sq, out_miss, w, h)
+                t = traces[s + context + h]
+                sa, ss = _row_sums(m, 0, t, n0, k)
+                _store(m, 0, t, n0, k, sa, ss, out_abs, out_sq, out_miss, w, h)
 
 
 @nb.njit(cache=True, nogil=True)
 def _frame_errors(table, rows, traces, frames, out_abs, out_sq, out_miss):
+    n = traces.shape[1]
     for k in range(frames.size):
         t = traces[frames[k]]
         p = table[rows[k]]
-        sa, ss = _row_sums(p, t)
-        _store(p, t, sa, ss, out_abs, out_sq, out_miss, k, 0)
+        sa, ss = _row_sums(p, 0, t, 0, n)
+        _store(p, 0, t, 0, n, sa, ss, out_abs, out_sq, out_miss, k, 0)
 
 
 @nb.njit(fastmath=_FM, cache=True, nogil=True)
-def _axpy4(acc, xs, coef, r, h, n0, k):
-    """acc[i] += sum_{j<4} coef[r + j, h] xs[r + j, n0 + i]: four context rows in one pass."""
+def _axpy4(acc, xs, xr, coef, r, h, n0, k):
+    """acc[j] += sum_{i<4} coef[r + i, h] xs[xr + r + i, n0 + j]: four context rows in one pass."""
     a0, a1, a2, a3 = coef[r, h], coef[r + 1, h], coef[r + 2, h], coef[r + 3, h]
-    x0, x1, x2, x3 = xs[r, n0:n0 + k], xs[r + 1, n0:n0 + k], xs[r + 2, n0:n0 + k], xs[r + 3, n0:n0 + k]
-    for i in range(k):
-        acc[i] += a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i]
+    x0, x1, x2, x3 = xs[xr + r], xs[xr + r + 1], xs[xr + r + 2], xs[xr + r + 3]
+    for j in range(k):
+        i = _U(n0 + j)
+        acc[_U(j)] += a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i]
 
 
 @nb.njit(fastmath=_FM, cache=True, nogil=True)
-def _axpy1(acc, xs, coef, r, h, n0, k):
+def _axpy1(acc, xs, xr, coef, r, h, n0, k):
     a0 = coef[r, h]
-    x0 = xs[r, n0:n0 + k]
-    for i in range(k):
-        acc[i] += a0 * x0[i]
+    x0 = xs[xr + r]
+    for j in range(k):
+        acc[_U(j)] += a0 * x0[_U(n0 + j)]
 
 
 @nb.njit(fastmath=_FM, cache=True, nogil=True)
-def _final4(acc, xs, coef, r, h, n0, k, t):
-    """Error sums of ``p = acc + (four context rows r..r+3)`` against ``t``, in one pass."""
+def _final4(acc, b, xs, xr, coef, r, h, n0, k, t):
+    """Error sums of ``p = b + acc + (four context rows r..r+3)`` against ``t``, in one pass
+    (``acc=None``: no accumulated part, contexts of exactly four rows)."""
     a0, a1, a2, a3 = coef[r, h], coef[r + 1, h], coef[r + 2, h], coef[r + 3, h]
-    x0, x1, x2, x3 = xs[r, n0:n0 + k], xs[r + 1, n0:n0 + k], xs[r + 2, n0:n0 + k], xs[r + 3, n0:n0 + k]
+    x0, x1, x2, x3 = xs[xr + r], xs[xr + r + 1], xs[xr + r + 2], xs[xr + r + 3]
     sa = 0.0
     ss = 0.0
-    for i0 in range(0, k, _BLOCK):
+    for bl in range((k + _BLOCK - 1) // _BLOCK):
+        j0 = bl * _BLOCK
         ba = np.float32(0.0)
         bs = np.float32(0.0)
-        for i in range(i0, min(k, i0 + _BLOCK)):
-            d = (acc[i] + a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i]) - t[i]
-            ba += abs(d)
-            bs += d * d
-        sa += ba
-        ss += bs
-    return sa, ss
-
-
-@nb.njit(fastmath=_FM, cache=True, nogil=True)
-def _final4_const(b, xs, coef, r, h, n0, k, t):
-    """As :func:`_final4` with a constant ``b`` in place of ``acc`` (contexts of exactly 4 rows)."""
-    a0, a1, a2, a3 = coef[r, h], coef[r + 1, h], coef[r + 2, h], coef[r + 3, h]
-    x0, x1, x2, x3 = xs[r, n0:n0 + k], xs[r + 1, n0:n0 + k], xs[r + 2, n0:n0 + k], xs[r + 3, n0:n0 + k]
-    sa = 0.0
-    ss = 0.0
-    for i0 in range(0, k, _BLOCK):
-        ba = np.float32(0.0)
-        bs = np.float32(0.0)
-        for i in range(i0, min(k, i0 + _BLOCK)):
-            d = (b + a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i]) - t[i]
+        for jj in range(min(k - j0, _BLOCK)):
+            j = j0 + jj
+            i = _U(n0 + j)
+            p = b + a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i]
+            if acc is not None:
+                p += acc[_U(j)]
+            d = p - t[i]
             ba += abs(d)
             bs += d * d
         sa += ba
@@ -206,34 +199,36 @@ def _final4_const(b, xs, coef, r, h, n0, k, t):
 
 
 @nb.njit(cache=True, nogil=True)
-def _linear_chunk(xs, traces, t0, coef, intercept, w, n0, k, acc, out_abs, out_sq, out_miss):
-    """Predict (``sum_c coef[c, h] xs[c] + intercept[h]``) and score one window on neurons n0:n0+k."""
+def _linear_chunk(xs, r0, traces, t0, coef, intercept, w, n0, k, acc, out_abs, out_sq, out_miss):
+    """Predict (``sum_c coef[c, h] xs[r0 + c] + intercept[h]``) and score one window on neurons
+    n0:n0+k against ``traces[t0 + h]``; ``xs`` rows are indexed at ``n0``, like the traces."""
     context, horizon = coef.shape
     rem = context % 4
     fused = context >= 4
     last = context - 4
     for h in range(horizon):
-        t = traces[t0 + h, n0:n0 + k]
+        t = traces[t0 + h]
         b = intercept[h]
         if fused and context == 4:          # one pass: predict and score
-            sa, ss = _final4_const(b, xs, coef, 0, h, n0, k, t)
+            sa, ss = _final4(None, b, xs, r0, coef, 0, h, n0, k, t)
         else:
-            acc[:k] = b
+            acc[:k] = 0.0
             for r in range(rem):
-                _axpy1(acc, xs, coef, r, h, n0, k)
+                _axpy1(acc, xs, r0, coef, r, h, n0, k)
             for r in range(rem, last if fused else context, 4):
-                _axpy4(acc, xs, coef, r, h, n0, k)
+                _axpy4(acc, xs, r0, coef, r, h, n0, k)
             if fused:                       # the last four rows fused with scoring
-                sa, ss = _final4(acc, xs, coef, last, h, n0, k, t)
+                sa, ss = _final4(acc, b, xs, r0, coef, last, h, n0, k, t)
             else:
-                sa, ss = _row_sums(acc[:k], t)
+                acc[:k] += b
+                sa, ss = _row_sums(acc, 0, t, n0, k)
         if np.isnan(sa):                    # form the predictions explicitly, count the missing
             acc[:k] = b
             for r in range(rem):
-                _axpy1(acc, xs, coef, r, h, n0, k)
+                _axpy1(acc, xs, r0, coef, r, h, n0, k)
             for r in range(rem, context, 4):
-                _axpy4(acc, xs, coef, r, h, n0, k)
-            sa, ss, mm = _row_sums_nan(acc[:k], t)
+                _axpy4(acc, xs, r0, coef, r, h, n0, k)
+            sa, ss, mm = _row_sums_nan(acc, 0, t, n0, k)
             out_miss[w, h] += mm
         out_abs[w, h] += sa
         out_sq[w, h] += ss
@@ -247,8 +242,7 @@ def _score_linear(traces, starts, coef, intercept, chunk, out_abs, out_sq, out_m
     for n0 in range(0, n, chunk):           # neuron chunks outermost: consecutive windows reuse
         k = min(n, n0 + chunk) - n0         # the chunk's context and target rows from cache
         for w in range(starts.size):
-            s = starts[w]
-            _linear_chunk(traces[s:s + context], traces, s + context, coef, intercept, w, n0, k, acc,
+            _linear_chunk(traces, starts[w], traces, starts[w] + context, coef, intercept, w, n0, k, acc,
                           out_abs, out_sq, out_miss)
 
 
@@ -259,13 +253,14 @@ def _score_linear_ctx(ctx, traces, first, coef, intercept, chunk, out_abs, out_s
     for n0 in range(0, n, chunk):
         k = min(n, n0 + chunk) - n0
         for w in range(ctx.shape[0]):
-            _linear_chunk(ctx[w], traces, first[w], coef, intercept, w, n0, k, acc, out_abs, out_sq, out_miss)
+            _linear_chunk(ctx[w], 0, traces, first[w], coef, intercept, w, n0, k, acc, out_abs, out_sq, out_miss)
 
 
 @nb.njit(cache=True, nogil=True)
 def _score_linear_blas(traces, starts, at, intercept, out_abs, out_sq, out_miss):
     horizon, context = at.shape
-    buf = np.empty((horizon, traces.shape[1]), np.float32)
+    n = traces.shape[1]
+    buf = np.empty((horizon, n), np.float32)
     for w in range(starts.size):
         s = starts[w]
         np.dot(at, traces[s:s + context], buf)         # one BLAS product per window, no copies
@@ -273,8 +268,8 @@ def _score_linear_blas(traces, starts, at, intercept, out_abs, out_sq, out_miss)
             p = buf[h]
             p += intercept[h]
             t = traces[s + context + h]
-            sa, ss = _row_sums(p, t)
-            _store(p, t, sa, ss, out_abs, out_sq, out_miss, w, h)
+            sa, ss = _row_sums(p, 0, t, 0, n)
+            _store(p, 0, t, 0, n, sa, ss, out_abs, out_sq, out_miss, w, h)
 
 
 def _outputs(w, h):
