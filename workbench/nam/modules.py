@@ -90,6 +90,37 @@ class MLPGroup(nn.Module):
         out[..., o + H + H * K :] = torch.eye(K, dtype=x.dtype, device=x.device)
         return out
 
+    def layer_shapes(self) -> list[tuple[int, int]]:
+        """(inputs + 1 bias row, outputs) of the two layers: the flat parameter vector is
+        ``vec([[W1], [b1]])`` then ``vec([[W2], [b2]])`` (row-major), i.e. Kronecker order
+        (input, output)."""
+        return [(self.d + 1, self.H), (self.H + 1, self.K)]
+
+    @torch.no_grad()
+    def kron_terms(self, x: torch.Tensor, lam: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer KFAC (expand) sums of this chunk, float64, batched over subnetworks:
+        ``A_l = sum_n a a^T`` over the bias-augmented layer input (S, in, in) and
+        ``B_l = sum_n g^T Lambda_n g`` over the output-side Jacobian g of the subnetwork output
+        w.r.t. the layer's pre-activation (S, out, out); ``lam`` is (N, K, K)."""
+        N, S, K = x.shape[0], self.S, self.K
+        h = self._pre(x)
+        a, da = gelu_and_grad(h)
+        ones = torch.ones(N, S, 1, dtype=x.dtype, device=x.device)
+        a0 = torch.cat([x, ones], -1).double()  # (N, S, d+1)
+        a1 = torch.cat([a, ones], -1).double()  # (N, S, H+1)
+        g1 = (da.unsqueeze(2) * self.w2.transpose(1, 2).unsqueeze(0)).double()  # (N, S, K, H)
+        lam = lam.double()
+        if K == 1:
+            gs = g1[:, :, 0, :] * lam[:, 0, 0].clamp_min(0).sqrt()[:, None, None]
+            B1 = torch.einsum("nsh,nsj->shj", gs, gs)
+        else:
+            B1 = torch.einsum("nslh,nslj->shj", torch.einsum("nskh,nkl->nslh", g1, lam), g1)
+        B2 = lam.sum(0).expand(S, K, K).clone()
+        return [
+            (torch.einsum("nsi,nsj->sij", a0, a0), B1),
+            (torch.einsum("nsi,nsj->sij", a1, a1), B2),
+        ]
+
 
 class TableGroup(nn.Module):
     """C lookup tables (one per categorical feature), padded to M levels: ``(C, M, K)``.

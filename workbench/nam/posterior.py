@@ -1,10 +1,12 @@
-"""Block-diagonal (one full block per subnetwork) linearised Laplace for :class:`AdditiveNet`.
+"""Block-diagonal (one block per subnetwork) linearised Laplace for :class:`AdditiveNet`.
 
-This is LA-NAM's own exact curvature: for every subnetwork s the full GGN block
+``structure="full"`` is LA-NAM's exact per-subnetwork curvature: for every subnetwork s the full GGN block
 ``G_s = sum_n J_s(x_n)^T Lambda_n J_s(x_n)`` is accumulated for all subnetworks of a group at once
 (batched einsum over the subnetwork axis, chunked over samples, float64 accumulators), with
 ``Lambda = 1/sigma^2`` (Gaussian), ``p(1-p)`` (Bernoulli) or ``diag(p) - p p^T`` (softmax).
-Prior precisions are layerwise: one per parameter tensor per subnetwork (``log_prior[group]`` is
+``structure="kron"`` replaces the blocks of the MLP subnetworks (numeric and pair groups) by KFAC
+factors per layer (:mod:`workbench.nam.kron`, the reference LA-NAM's choice); lookup tables and the
+intercept keep their exact blocks. Prior precisions are layerwise: one per parameter tensor per subnetwork (``log_prior[group]`` is
 ``(S, T)``). The Laplace evidence follows the laplace-torch convention (see REFERENCES.md):
 
 ``log p(D) ~= log p(D | theta) - 1/2 sum_s [log det P_s - log det P0_s + theta_s^T P0_s theta_s]``.
@@ -17,13 +19,21 @@ subnetwork"; the closed-form Jacobians here make the whole curvature a handful o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from workbench.nam.modules import AdditiveNet
+from workbench.nam import kron
+from workbench.nam.modules import AdditiveNet, MLPGroup
 
 LIKELIHOODS = ("regression", "binary", "multiclass")
+STRUCTURES = ("full", "kron")
+
+
+def check_structure(structure: str) -> str:
+    if structure not in STRUCTURES:
+        raise ValueError(f"hessian_structure must be one of {STRUCTURES}, got {structure!r}")
+    return structure
 
 
 def lambda_hessian(f: torch.Tensor, likelihood: str) -> torch.Tensor:
@@ -51,13 +61,14 @@ def log_likelihood_terms(f: torch.Tensor, y: torch.Tensor, likelihood: str) -> t
 class Curvature:
     """GGN blocks and training-set statistics at one parameter value (all float64)."""
 
-    ggn: dict[str, torch.Tensor]  # group -> (S, P, P) (Gaussian: unscaled, i.e. sigma = 1)
+    ggn: dict[str, torch.Tensor]  # full groups -> (S, P, P) (Gaussian: unscaled, i.e. sigma = 1)
     theta: dict[str, torch.Tensor]  # group -> (S, P)
     data_term: float  # SSE (regression) or sum log-likelihood (classification)
     n_samples: int
     n_outputs: int
     mean_jac: dict[str, torch.Tensor]  # group -> (S, K, P): training mean of each Jacobian
     mean_out: dict[str, torch.Tensor]  # group -> (S, K): training mean of each subnetwork output
+    kron: dict[str, list[kron.KronLayer]] = field(default_factory=dict)  # KFAC groups -> layers
 
 
 def sample_chunk(model: AdditiveNet, budget: int = 2**22) -> int:
@@ -72,14 +83,18 @@ def sample_chunk(model: AdditiveNet, budget: int = 2**22) -> int:
 @torch.no_grad()
 def compute_curvature(
     model: AdditiveNet, x_num: torch.Tensor, x_cat: torch.Tensor, y: torch.Tensor, likelihood: str,
-    chunk: int | None = None,
+    chunk: int | None = None, structure: str = "full",
 ) -> Curvature:
-    """One pass over the data: full GGN block of every subnetwork, vectorised over subnetworks
-    (chunks of samples; ``chunk=None`` sizes them by :func:`sample_chunk`)."""
+    """One pass over the data: the GGN block of every subnetwork (full, or KFAC factors for the
+    MLP groups with ``structure="kron"``), vectorised over subnetworks (chunks of samples;
+    ``chunk=None`` sizes them by :func:`sample_chunk`)."""
     n = x_num.shape[0]
     chunk = chunk or sample_chunk(model)
     groups = model.groups
-    ggn = {g: torch.zeros(m.S, m.n_params, m.n_params, dtype=torch.float64) for g, m in groups.items()}
+    kron_groups = [g for g, m in groups.items() if check_structure(structure) == "kron" and isinstance(m, MLPGroup)]
+    ggn = {g: torch.zeros(m.S, m.n_params, m.n_params, dtype=torch.float64)
+           for g, m in groups.items() if g not in kron_groups}
+    sums: dict[str, list] = {}
     sj = {g: torch.zeros(m.S, m.K, m.n_params, dtype=torch.float64) for g, m in groups.items()}
     so = {g: torch.zeros(m.S, m.K, dtype=torch.float64) for g, m in groups.items()}
     data_term = 0.0
@@ -89,7 +104,15 @@ def compute_curvature(
         f = sum(c.sum(1) for c in contrib.values())
         data_term += float(log_likelihood_terms(f, y[start : start + chunk], likelihood))
         lam = lambda_hessian(f, likelihood)
+        inputs = model.group_inputs(xs, cs)
+        for g in kron_groups:
+            terms = groups[g].kron_terms(inputs[g], lam)
+            sums[g] = terms if g not in sums else [(a + ta, b + tb) for (a, b), (ta, tb) in zip(sums[g], terms)]
         for g, jac in model.jacobians(xs, cs).items():
+            sj[g] += jac.sum(0).double()
+            so[g] += contrib[g].sum(0).double()
+            if g in kron_groups:
+                continue
             if jac.shape[2] == 1:
                 js = jac[:, :, 0, :] * lam[:, 0, 0].clamp_min(0).sqrt()[:, None, None]
                 block = torch.einsum("nsp,nsq->spq", js, js)
@@ -97,12 +120,11 @@ def compute_curvature(
                 jl = torch.einsum("nskp,nkl->nslp", jac, lam)
                 block = torch.einsum("nslp,nslq->spq", jl, jac)
             ggn[g] += block.double()
-            sj[g] += jac.sum(0).double()
-            so[g] += contrib[g].sum(0).double()
     theta = {g: m.flat().detach().double() for g, m in groups.items()}
     return Curvature(
         ggn=ggn, theta=theta, data_term=data_term, n_samples=n, n_outputs=model.n_out,
         mean_jac={g: v / n for g, v in sj.items()}, mean_out={g: v / n for g, v in so.items()},
+        kron={g: kron.make_layers(v, n) for g, v in sums.items()},
     )
 
 
@@ -139,11 +161,15 @@ def log_marginal_likelihood(
         L = _cholesky(G * scale + torch.diag_embed(d))
         logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum()
         penalty = penalty + logdet - torch.log(d).sum() + (d * curv.theta[g] ** 2).sum()
+    for g, layers in curv.kron.items():  # exact log det of the KFAC blocks under the layerwise prior
+        penalty = penalty + kron.log_det_ratio(layers, log_prior[g].double(), scale)
+        penalty = penalty + (deltas[g] * curv.theta[g] ** 2).sum()
     return loglik - 0.5 * penalty
 
 
 class BlockPosterior:
-    """Gaussian posterior, one full covariance block per subnetwork (plus the intercept)."""
+    """Gaussian posterior, one covariance block per subnetwork (plus the intercept): full, or
+    Kronecker-factored per layer for the groups the curvature holds as KFAC factors."""
 
     def __init__(self, model: AdditiveNet, curv: Curvature, log_prior: dict[str, torch.Tensor],
                  log_sigma: torch.Tensor | None, likelihood: str):
@@ -154,15 +180,26 @@ class BlockPosterior:
         deltas = prior_diag(model, {g: lp.detach().double() for g, lp in log_prior.items()})
         self.precision = {g: G * scale + torch.diag_embed(deltas[g]) for g, G in curv.ggn.items()}
         self.chol = {g: _cholesky(p) for g, p in self.precision.items()}
+        self.kron = {g: kron.posterior_layers(layers, log_prior[g].detach().double(), scale)
+                     for g, layers in curv.kron.items()}
+
+    def structure(self, group: str) -> str:
+        return "kron" if group in self.kron else "full"
 
     def covariance(self, group: str) -> torch.Tensor:
-        """(S, P, P) posterior covariance blocks of a group."""
+        """(S, P, P) posterior covariance blocks of a group (KFAC groups: block-diagonal over layers)."""
+        if group in self.kron:
+            return kron.covariance(self.kron[group])
         return torch.cholesky_inverse(self.chol[group])
 
     def functional_variance(self, group: str, jac: torch.Tensor, subnets: slice | None = None) -> torch.Tensor:
         """``J_s Sigma_s J_s^T`` for every sample and subnetwork: jac (N, S, K, P) -> (N, S, K, K);
         ``subnets`` selects which of the group's subnetworks ``jac`` belongs to (default: all)."""
         n, s, k, p = jac.shape
+        if group in self.kron:
+            sel = slice(None) if subnets is None else subnets
+            layers = [kron.KronPosteriorLayer(Q=lay.Q[sel], U=lay.U[sel], w=lay.w[sel]) for lay in self.kron[group]]
+            return kron.functional_variance(layers, jac)
         chol = self.chol[group] if subnets is None else self.chol[group][subnets]
         rhs = jac.double().permute(1, 3, 0, 2).reshape(s, p, n * k)
         z = torch.linalg.solve_triangular(chol, rhs, upper=False).reshape(s, p, n, k)

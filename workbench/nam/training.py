@@ -1,7 +1,7 @@
 """Online marginal-likelihood training of an :class:`AdditiveNet` (Immer et al., ICML 2021, Alg. 1).
 
 Train the MAP objective with Adam; after a burn-in, every ``marglik_frequency`` epochs compute the
-per-subnetwork GGN blocks on the whole training set and take ``n_hypersteps`` Adam steps on the
+per-subnetwork GGN blocks (full or KFAC, ``structure``) on the whole training set and take ``n_hypersteps`` Adam steps on the
 negative Laplace evidence w.r.t. the log layerwise prior precisions and log sigma (curvature held
 fixed). The model (and its hyperparameters and curvature) with the best evidence is kept, so no
 validation split is needed.
@@ -76,6 +76,7 @@ def train_marglik(
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
     stage: str = "main effects",
+    structure: str = "full",
 ) -> MarglikResult:
     """Fit ``model`` in place (it ends holding the best-evidence parameters)."""
     n = x_num.shape[0]
@@ -114,7 +115,7 @@ def train_marglik(
         sched.step()
         record = {"epoch": epoch, "stage": stage, "loss": epoch_loss, "log_marglik": float("nan")}
         if epoch in marglik_epochs:
-            curv = compute_curvature(model, x_num, x_cat, y, likelihood)
+            curv = compute_curvature(model, x_num, x_cat, y, likelihood, structure=structure)
             for _ in range(n_hypersteps):
                 hyper_opt.zero_grad(set_to_none=True)
                 neg = -log_marginal_likelihood(model, curv, log_prior, log_sigma, likelihood)
