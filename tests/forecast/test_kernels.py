@@ -120,3 +120,29 @@ def test_kernel_input_errors():
         kernels.score_linear(tr, [0], np.zeros((2, 3)), np.zeros(2))
     with pytest.raises(ValueError, match="rows"):
         kernels.frame_errors(np.zeros((2, 4)), tr, [1, 2], rows=[0, 5])
+
+
+@pytest.mark.parametrize("h", [5, 6])
+def test_linear_four_row_context_against_numpy(h):
+    """C = 4 scores two leads per pass (odd horizons leave one lead to the single-lead path);
+    NaNs in context or target rows fall back to explicit predictions with missing counted."""
+    rng = np.random.default_rng(h)
+    tr = rng.normal(size=(60, 700)).astype(np.float32)
+    tr[20, 5] = np.nan                               # in some windows' context
+    tr[30, 600] = np.nan                             # a target of some leads
+    starts = np.array([0, 3, 4, 5, 17, 25, 40])
+    c = 4
+    ctx, tgt = protocol.gather(tr.astype(np.float64), starts, c, h)
+    a, b = rng.normal(size=(c, h)), rng.normal(size=h)
+    pred = (np.einsum("wcn,ch->whn", ctx, a) + b[:, None]).astype(np.float32).astype(np.float64)
+    d = pred - tgt
+    miss = np.isnan(d)
+    d[miss] = 0
+    want = np.abs(d).sum(-1), (d * d).sum(-1), miss.sum(-1)
+    assert want[2].sum() > 0
+    for chunk in (64, 300, 1024):
+        for got in (kernels.score_linear(tr, starts, a, b, chunk=chunk),
+                    kernels.score_linear_ctx(ctx, tr, starts + c, a, b, chunk=chunk)):
+            np.testing.assert_array_equal(got[2], want[2])
+            for g, r in zip(got[:2], want[:2]):
+                np.testing.assert_allclose(g, r, rtol=1e-6, atol=1e-6)

@@ -198,6 +198,36 @@ def _final4(acc, b, xs, xr, coef, r, h, n0, k, t):
     return sa, ss
 
 
+@nb.njit(fastmath=_FM, cache=True, nogil=True)
+def _final4_leads2(b, xs, xr, coef, h, n0, k, traces, t0):
+    """Error sums of leads ``h, h+1`` of a four-row context (``p = b[h] + sum_c coef[c, h] x[c]``)
+    against ``traces[t0 + h]``, ``traces[t0 + h + 1]`` in one pass: each loaded context value
+    serves two leads (more leads per pass spill registers)."""
+    a00, a10, a20, a30 = coef[0, h], coef[1, h], coef[2, h], coef[3, h]
+    a01, a11, a21, a31 = coef[0, h + 1], coef[1, h + 1], coef[2, h + 1], coef[3, h + 1]
+    b0, b1 = b[h], b[h + 1]
+    x0, x1, x2, x3 = xs[xr], xs[xr + 1], xs[xr + 2], xs[xr + 3]
+    u0, u1 = traces[t0 + h], traces[t0 + h + 1]
+    sa0 = sa1 = ss0 = ss1 = 0.0
+    for bl in range((k + _BLOCK - 1) // _BLOCK):
+        j0 = n0 + bl * _BLOCK
+        ba0 = ba1 = bs0 = bs1 = np.float32(0.0)
+        for jj in range(min(n0 + k - j0, _BLOCK)):
+            i = _U(j0 + jj)
+            v0, v1, v2, v3 = x0[i], x1[i], x2[i], x3[i]
+            d0 = (b0 + a00 * v0 + a10 * v1 + a20 * v2 + a30 * v3) - u0[i]
+            d1 = (b1 + a01 * v0 + a11 * v1 + a21 * v2 + a31 * v3) - u1[i]
+            ba0 += abs(d0)
+            ba1 += abs(d1)
+            bs0 += d0 * d0
+            bs1 += d1 * d1
+        sa0 += ba0
+        sa1 += ba1
+        ss0 += bs0
+        ss1 += bs1
+    return sa0, sa1, ss0, ss1
+
+
 @nb.njit(cache=True, nogil=True)
 def _linear_chunk(xs, r0, traces, t0, coef, intercept, w, n0, k, acc, out_abs, out_sq, out_miss):
     """Predict (``sum_c coef[c, h] xs[r0 + c] + intercept[h]``) and score one window on neurons
@@ -206,7 +236,16 @@ def _linear_chunk(xs, r0, traces, t0, coef, intercept, w, n0, k, acc, out_abs, o
     rem = context % 4
     fused = context >= 4
     last = context - 4
-    for h in range(horizon):
+    h2 = horizon - horizon % 2 if context == 4 else 0
+    for h in range(0, h2, 2):               # two leads per pass over the context rows
+        sa0, sa1, ss0, ss1 = _final4_leads2(intercept, xs, r0, coef, h, n0, k, traces, t0)
+        for q, sa, ss in ((0, sa0, ss0), (1, sa1, ss1)):
+            if np.isnan(sa):
+                _linear_nan(xs, r0, traces, t0, coef, intercept, w, h + q, n0, k, acc, out_abs, out_sq, out_miss)
+            else:
+                out_abs[w, h + q] += sa
+                out_sq[w, h + q] += ss
+    for h in range(h2, horizon):
         t = traces[t0 + h]
         b = intercept[h]
         if fused and context == 4:          # one pass: predict and score
@@ -222,16 +261,27 @@ def _linear_chunk(xs, r0, traces, t0, coef, intercept, w, n0, k, acc, out_abs, o
             else:
                 acc[:k] += b
                 sa, ss = _row_sums(acc, 0, t, n0, k)
-        if np.isnan(sa):                    # form the predictions explicitly, count the missing
-            acc[:k] = b
-            for r in range(rem):
-                _axpy1(acc, xs, r0, coef, r, h, n0, k)
-            for r in range(rem, context, 4):
-                _axpy4(acc, xs, r0, coef, r, h, n0, k)
-            sa, ss, mm = _row_sums_nan(acc, 0, t, n0, k)
-            out_miss[w, h] += mm
-        out_abs[w, h] += sa
-        out_sq[w, h] += ss
+        if np.isnan(sa):
+            _linear_nan(xs, r0, traces, t0, coef, intercept, w, h, n0, k, acc, out_abs, out_sq, out_miss)
+        else:
+            out_abs[w, h] += sa
+            out_sq[w, h] += ss
+
+
+@nb.njit(cache=True, nogil=True)
+def _linear_nan(xs, r0, traces, t0, coef, intercept, w, h, n0, k, acc, out_abs, out_sq, out_miss):
+    """Lead ``h`` with a NaN among its inputs: form the predictions, count and skip the missing."""
+    context = coef.shape[0]
+    rem = context % 4
+    acc[:k] = intercept[h]
+    for r in range(rem):
+        _axpy1(acc, xs, r0, coef, r, h, n0, k)
+    for r in range(rem, context, 4):
+        _axpy4(acc, xs, r0, coef, r, h, n0, k)
+    sa, ss, mm = _row_sums_nan(acc, 0, traces[t0 + h], n0, k)
+    out_miss[w, h] += mm
+    out_abs[w, h] += sa
+    out_sq[w, h] += ss
 
 
 @nb.njit(cache=True, nogil=True)
