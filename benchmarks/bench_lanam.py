@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -223,16 +224,52 @@ def cross_validate(quick: bool, threads: int, datasets: list[str], only: list[st
 
 
 # ---------------------------------------------------------------------- cost vs features
+class _LoopNAM(torch.nn.Module):
+    """The shape a NAM takes without vectorisation: one nn.Sequential per feature, a Python loop
+    over features in every forward (the baseline the issue rules out; timed for the ratio)."""
+
+    def __init__(self, n_features: int, n_hidden: int = 64):
+        super().__init__()
+        self.nets = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Linear(1, n_hidden), torch.nn.GELU(), torch.nn.Linear(n_hidden, 1))
+            for _ in range(n_features)
+        )
+
+    def forward(self, x, c=None):
+        return sum(net(x[:, i : i + 1]) for i, net in enumerate(self.nets))
+
+
+def _epoch(net, opt, x, y, c, batch=512):
+    for s in range(0, len(x), batch):
+        loss = log_likelihood_terms(net(x[s : s + batch], c[s : s + batch]), y[s : s + batch], "regression")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def _seconds(fn, repeats: int = 3) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
+
+
 def timing(threads: int) -> pd.DataFrame:
+    """Whole fits (full and KFAC blocks) on 10 000 x 10, and 10 -> 100 features: a training epoch
+    (vectorised vs a Python loop over per-feature MLPs), one curvature pass per structure, and a
+    short whole fit per structure; per-feature-sample costs make the scaling explicit."""
     torch.set_num_threads(threads)
     rows = []
     d10 = make_additive(10_000, 8, 2, interaction=None, seed=0)
     # warm-up: the first torch.optim use in a process imports torch._dynamo (seconds, once)
     LaplaceAdditiveRegressor(n_epochs=2, n_epochs_burnin=1, n_threads=threads).fit(d10.X[:200], d10.y[:200])
-    t0 = time.perf_counter()
-    LaplaceAdditiveRegressor(n_epochs=50, n_epochs_burnin=10, marglik_frequency=10, n_threads=threads).fit(d10.X, d10.y)
-    rows.append({"what": "whole fit, 10 000 x 10, 50 epochs (5 marglik steps)", "seconds": time.perf_counter() - t0})
-    per_epoch, curv = {}, {}
+    for structure in ("full", "kron"):
+        t0 = time.perf_counter()
+        LaplaceAdditiveRegressor(n_epochs=50, n_epochs_burnin=10, marglik_frequency=10, hessian_structure=structure,
+                                 n_threads=threads).fit(d10.X, d10.y)
+        rows.append({"what": f"whole fit, 10 000 x 10, 50 epochs (5 marglik steps), {structure}",
+                     "F": 10, "seconds": time.perf_counter() - t0})
     for F in (10, 100):
         d = make_additive(10_000, min(F, 8), F - min(F, 8), interaction=None, seed=0)
         x = torch.as_tensor(((d.X - d.X.mean()) / d.X.std()).to_numpy(), dtype=torch.float32)
@@ -240,32 +277,28 @@ def timing(threads: int) -> pd.DataFrame:
         c = torch.zeros(len(x), 0, dtype=torch.long)
         net = AdditiveNet(F, [], 1, 64, seed=0)
         opt = torch.optim.Adam(net.parameters(), 1e-3)
-
-        def epoch(net, opt, x, y, c):
-            for s in range(0, len(x), 512):
-                loss = log_likelihood_terms(net(x[s : s + 512], c[s : s + 512]), y[s : s + 512], "regression")
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-
-        epoch(net, opt, x, y, c)  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(3):
-            epoch(net, opt, x, y, c)
-        per_epoch[F] = (time.perf_counter() - t0) / 3
-        t0 = time.perf_counter()
-        compute_curvature(net, x, c, y, "regression")
-        curv[F] = time.perf_counter() - t0
-        rows.append({"what": f"GGN blocks of all subnetworks (one marglik step), 10 000 x {F}", "seconds": curv[F]})
-        t0 = time.perf_counter()
-        LaplaceAdditiveRegressor(n_epochs=10, n_epochs_burnin=4, marglik_frequency=5, n_threads=threads).fit(d.X, d.y)
-        rows.append({"what": f"whole fit, 10 000 x {F}, 10 epochs (2 marglik steps)", "seconds": time.perf_counter() - t0})
-        rows.append({"what": f"one epoch forward/backward, 10 000 x {F} (batch 512)", "seconds": per_epoch[F]})
+        rows.append({"what": "one epoch fwd/bwd, vectorised (batch 512)", "F": F,
+                     "seconds": _seconds(partial(_epoch, net, opt, x, y, c))})
+        loop = _LoopNAM(F)
+        lopt = torch.optim.Adam(loop.parameters(), 1e-3)
+        rows.append({"what": "one epoch fwd/bwd, Python loop over features", "F": F,
+                     "seconds": _seconds(partial(_epoch, loop, lopt, x, y, c), repeats=1)})
+        for structure in ("full", "kron"):
+            rows.append({"what": f"curvature pass (one marglik step), {structure}", "F": F,
+                         "seconds": _seconds(partial(compute_curvature, net, x, c, y, "regression",
+                                                     structure=structure), repeats=1)})
+            t0 = time.perf_counter()
+            LaplaceAdditiveRegressor(n_epochs=10, n_epochs_burnin=4, marglik_frequency=5, hessian_structure=structure,
+                                     n_threads=threads).fit(d.X, d.y)
+            rows.append({"what": f"whole fit, 10 epochs (2 marglik steps), {structure}", "F": F,
+                         "seconds": time.perf_counter() - t0})
     out = pd.DataFrame(rows)
-    fits = out[out.what.str.contains("10 epochs")].seconds.to_numpy()
-    print(f"  ratio 100 vs 10 features: per-epoch fwd/bwd {per_epoch[100] / per_epoch[10]:.2f}x, "
-          f"GGN blocks {curv[100] / curv[10]:.2f}x, "
-          f"whole fit {fits[1] / fits[0]:.2f}x (10x the features)")
+    out["us per feature-sample"] = out.seconds / (out.F * 10_000) * 1e6
+    wide = out[out.what.isin(out.what[out.F == 100])].pivot(index="what", columns="F", values="seconds")
+    wide["ratio 100/10 (10x the features)"] = wide[100] / wide[10]
+    print(wide.to_string(float_format=lambda v: f"{v:.3f}"))
+    loop_vs_vec = out[(out.F == 100) & out.what.str.contains("epoch")].set_index("what").seconds
+    print(f"  100 features: Python loop / vectorised epoch = {loop_vs_vec.iloc[1] / loop_vs_vec.iloc[0]:.1f}x")
     return out
 
 

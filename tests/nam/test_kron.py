@@ -65,8 +65,14 @@ def test_kfac_factors_are_sums_of_the_per_sample_factors(lik, k):
             torch.testing.assert_close(layer.A, sum(o.kron[g][li].A for o in singles), rtol=1e-10, atol=1e-12)
             torch.testing.assert_close(layer.B, sum(o.kron[g][li].B for o in singles) / len(x),
                                        rtol=1e-10, atol=1e-12)
+    jac = _dense_jacobians(model, x, c)
+    full = compute_curvature(model, x, c, y, lik, chunk=5)
+    for g in KRON_GROUPS:  # training-mean Jacobian (for centred bands) without the per-sample Jacobian
+        ref = torch.stack([_block(jac, model, g, s).mean(0) for s in range(model.groups[g].S)])
+        torch.testing.assert_close(curv.mean_jac[g], ref, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(curv.mean_out[g], full.mean_out[g])
+    assert curv.data_term == pytest.approx(full.data_term, rel=1e-12)
     if lik == "regression":
-        jac = _dense_jacobians(model, x, c)
         for g in KRON_GROUPS:
             m = model.groups[g]
             sl = _layer_slices(m)[1]

@@ -97,29 +97,32 @@ class MLPGroup(nn.Module):
         return [(self.d + 1, self.H), (self.H + 1, self.K)]
 
     @torch.no_grad()
-    def kron_terms(self, x: torch.Tensor, lam: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per-layer KFAC (expand) sums of this chunk, float64, batched over subnetworks:
+    def kron_terms(self, x: torch.Tensor, lam: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """Per-layer KFAC (expand) sums of this chunk, batched over subnetworks:
         ``A_l = sum_n a a^T`` over the bias-augmented layer input (S, in, in) and
         ``B_l = sum_n g^T Lambda_n g`` over the output-side Jacobian g of the subnetwork output
-        w.r.t. the layer's pre-activation (S, out, out); ``lam`` is (N, K, K)."""
+        w.r.t. the layer's pre-activation (S, out, out); ``lam`` is (N, K, K). Also the sum over
+        the chunk of the per-sample Jacobians (S, K, P), formed from the same factors (the full
+        (N, S, K, P) Jacobian is never built). Products in the model's dtype (as the full blocks)."""
         N, S, K = x.shape[0], self.S, self.K
-        h = self._pre(x)
-        a, da = gelu_and_grad(h)
+        a, da = gelu_and_grad(self._pre(x))
         ones = torch.ones(N, S, 1, dtype=x.dtype, device=x.device)
-        a0 = torch.cat([x, ones], -1).double()  # (N, S, d+1)
-        a1 = torch.cat([a, ones], -1).double()  # (N, S, H+1)
-        g1 = (da.unsqueeze(2) * self.w2.transpose(1, 2).unsqueeze(0)).double()  # (N, S, K, H)
-        lam = lam.double()
+        a0 = torch.cat([x, ones], -1).transpose(0, 1)  # (S, N, d+1)
+        a1 = torch.cat([a, ones], -1).transpose(0, 1)  # (S, N, H+1)
+        g1 = da.unsqueeze(2) * self.w2.transpose(1, 2).unsqueeze(0)  # (N, S, K, H)
+        lam = lam.to(x.dtype)
         if K == 1:
-            gs = g1[:, :, 0, :] * lam[:, 0, 0].clamp_min(0).sqrt()[:, None, None]
-            B1 = torch.einsum("nsh,nsj->shj", gs, gs)
+            gs = (da * self.w2[:, :, 0] * lam[:, 0, 0].clamp_min(0).sqrt()[:, None, None]).transpose(0, 1)
+            B1 = torch.bmm(gs.transpose(1, 2), gs)
         else:
             B1 = torch.einsum("nslh,nslj->shj", torch.einsum("nskh,nkl->nslh", g1, lam), g1)
-        B2 = lam.sum(0).expand(S, K, K).clone()
-        return [
-            (torch.einsum("nsi,nsj->sij", a0, a0), B1),
-            (torch.einsum("nsi,nsj->sij", a1, a1), B2),
-        ]
+        B2 = lam.sum(0).expand(S, K, K)
+        layers = [(torch.bmm(a0.transpose(1, 2), a0), B1), (torch.bmm(a1.transpose(1, 2), a1), B2)]
+        # sum_n J_n: layer 1 [x, 1] (x) g_k, layer 2 [a, 1] (x) e_k
+        j1 = torch.einsum("sni,nskh->skih", a0, g1).reshape(S, K, -1)
+        j2 = torch.einsum("sni,kl->skil", a1.sum(1, keepdim=True), torch.eye(K, dtype=x.dtype, device=x.device))
+        jac_sum = torch.cat([j1, j2.reshape(S, K, -1)], -1)
+        return [(A.double(), B.double()) for A, B in layers], jac_sum.double()
 
 
 class TableGroup(nn.Module):

@@ -105,14 +105,15 @@ def compute_curvature(
         data_term += float(log_likelihood_terms(f, y[start : start + chunk], likelihood))
         lam = lambda_hessian(f, likelihood)
         inputs = model.group_inputs(xs, cs)
-        for g in kron_groups:
-            terms = groups[g].kron_terms(inputs[g], lam)
-            sums[g] = terms if g not in sums else [(a + ta, b + tb) for (a, b), (ta, tb) in zip(sums[g], terms)]
-        for g, jac in model.jacobians(xs, cs).items():
-            sj[g] += jac.sum(0).double()
+        for g in groups:
             so[g] += contrib[g].sum(0).double()
-            if g in kron_groups:
-                continue
+        for g in kron_groups:
+            terms, jac_sum = groups[g].kron_terms(inputs[g], lam)
+            sums[g] = terms if g not in sums else [(a + ta, b + tb) for (a, b), (ta, tb) in zip(sums[g], terms)]
+            sj[g] += jac_sum
+        for g in ggn:
+            jac = groups[g].jacobian(inputs[g])
+            sj[g] += jac.sum(0).double()
             if jac.shape[2] == 1:
                 js = jac[:, :, 0, :] * lam[:, 0, 0].clamp_min(0).sqrt()[:, None, None]
                 block = torch.einsum("nsp,nsq->spq", js, js)
