@@ -1,5 +1,5 @@
 """LA-NAM explorer in a real browser: the default fit renders, the feature selector and the data-set
-choice change the plots, no console errors and no server tracebacks."""
+choice and the posterior structure (full / KFAC) change the plots, no console errors and no server tracebacks."""
 
 import re
 
@@ -32,5 +32,11 @@ def test_lanam_explorer(panel_server, ui_page):
     set_widget_value(page, "Data set", "diabetes")  # a new fit in the worker thread
     wait_for_change(page, after_feature, timeout=60)
     _wait_fitted(page, "diabetes")
-    assert plot_digest(page) != after_feature
+    after_data = plot_digest(page)
+    assert after_data != after_feature
+
+    set_widget_value(page, "Posterior blocks (full GGN or KFAC)", "kron")  # KFAC blocks: a new fit
+    wait_for_change(page, after_data, timeout=120)
+    _wait_fitted(page, "diabetes")
+    assert plot_digest(page) != after_data
     panel_server.assert_clean()

@@ -81,6 +81,8 @@ class LanamExplorer(pn.viewable.Viewer):
     n_epochs = param.Integer(default=40, bounds=(10, 1000), label="Epochs")
     n_hidden = param.Integer(default=32, bounds=(4, 128), label="Hidden units per subnetwork")
     n_pairs = param.Integer(default=1, bounds=(0, 5), label="Interaction pairs (2nd stage)")
+    hessian_structure = param.Selector(default="full", objects=["full", "kron"],
+                                       label="Posterior blocks (full GGN or KFAC)")
     feature = param.Selector(default=None, objects=[], label="Feature")
     pair = param.Selector(default=None, objects=[], label="Interaction pair")
     level = param.Selector(default=0.95, objects=[0.5, 0.8, 0.9, 0.95, 0.99], label="Credible level")
@@ -101,7 +103,8 @@ class LanamExplorer(pn.viewable.Viewer):
         self._report = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, height=260, sizing_mode="stretch_width")
         self._est = None
         self._updating = False
-        self.param.watch(self._on_settings, ["dataset", "target", "n_epochs", "n_hidden", "n_pairs"])
+        self.param.watch(self._on_settings, ["dataset", "target", "n_epochs", "n_hidden", "n_pairs",
+                                             "hessian_structure"])
         self.param.watch(self._on_view, ["feature", "pair", "level"])
         if autostart:
             start_when_loaded(self._start)
@@ -109,6 +112,7 @@ class LanamExplorer(pn.viewable.Viewer):
     # -- settings -> cached fit off the event loop ---------------------------------------------
     def settings(self) -> dict:
         return dict(n_epochs=self.n_epochs, n_hidden=self.n_hidden, interactions=self.n_pairs,
+                    hessian_structure=self.hessian_structure,
                     n_epochs_burnin=min(10, self.n_epochs // 3), marglik_frequency=10,
                     n_epochs_interactions=max(self.n_epochs // 2, 10), random_state=0)
 
@@ -319,6 +323,7 @@ class LanamExplorer(pn.viewable.Viewer):
             pn.widgets.IntSlider.from_param(self.param.n_epochs, step=10),
             pn.widgets.IntSlider.from_param(self.param.n_hidden),
             pn.widgets.IntSlider.from_param(self.param.n_pairs),
+            pn.widgets.Select.from_param(self.param.hessian_structure),
             self._progress,
             pn.widgets.Select.from_param(self.param.feature),
             pn.widgets.Select.from_param(self.param.pair),
