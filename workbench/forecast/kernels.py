@@ -34,7 +34,7 @@ __all__ = ["score_predictions", "score_context_mean", "frame_errors", "windows_f
 _FM = {"reassoc", "contract", "arcp", "nsz"}
 
 
-_BLOCK = 256       # float32 partial sums over this many neurons, then added in float64
+_BLOCK = 1024      # float32 partial sums over this many neurons, then added in float64
 _U = np.uint64     # unsigned indices: numba then drops its negative-index wraparound, so LLVM sees
                    # unit-stride loads and vectorises (signed range(i0, i1) indices became gathers)
 
@@ -93,9 +93,16 @@ def _score_predictions(pred, traces, first, out_abs, out_sq, out_miss):
 
 
 @nb.njit(fastmath=_FM, cache=True, nogil=True)
-def _add_diff(acc, k, x_in, x_out, o):
+def _slide(run, m, k, x_in, x_out, o, inv):
+    """Slide the float64 context sum by one frame, write the float32 mean; returns the sum's
+    total (NaN if any neuron's sum is NaN). One pass over the chunk."""
+    tot = 0.0
     for j in range(k):
-        acc[_U(j)] += np.float64(x_in[_U(o + j)]) - np.float64(x_out[_U(o + j)])
+        r = run[_U(j)] + (np.float64(x_in[_U(o + j)]) - np.float64(x_out[_U(o + j)]))
+        run[_U(j)] = r
+        tot += r
+        m[_U(j)] = np.float32(r * inv)
+    return tot
 
 
 @nb.njit(fastmath=_FM, cache=True, nogil=True)
@@ -105,17 +112,32 @@ def _add_row(acc, k, x, o):
 
 
 @nb.njit(fastmath=_FM, cache=True, nogil=True)
-def _total(x, k):
-    t = 0.0
-    for j in range(k):
-        t += x[_U(j)]
-    return t
-
-
-@nb.njit(fastmath=_FM, cache=True, nogil=True)
 def _scale_to32(out, acc, k, a):
     for j in range(k):
         out[_U(j)] = np.float32(acc[_U(j)] * a)
+
+
+@nb.njit(fastmath=_FM, cache=True, nogil=True)
+def _row_sums2(p, t0, t1, o, k):
+    """:func:`_row_sums` of one prediction ``p[:k]`` against two target rows (at offset ``o``):
+    each loaded prediction value serves two leads."""
+    sa0 = sa1 = ss0 = ss1 = 0.0
+    for b in range((k + _BLOCK - 1) // _BLOCK):
+        i0 = b * _BLOCK
+        ba0 = ba1 = bs0 = bs1 = np.float32(0.0)
+        for j in range(min(k - i0, _BLOCK)):
+            p_ = p[_U(i0 + j)]
+            d0 = p_ - t0[_U(o + i0 + j)]
+            d1 = p_ - t1[_U(o + i0 + j)]
+            ba0 += abs(d0)
+            ba1 += abs(d1)
+            bs0 += d0 * d0
+            bs1 += d1 * d1
+        sa0 += ba0
+        sa1 += ba1
+        ss0 += bs0
+        ss1 += bs1
+    return sa0, sa1, ss0, ss1
 
 
 @nb.njit(cache=True, nogil=True)
@@ -124,22 +146,27 @@ def _score_context_mean(traces, starts, context, horizon, chunk, out_abs, out_sq
     run = np.zeros(chunk)                   # float64 running sum of the context frames
     m = np.empty(chunk, np.float32)         # the prediction, rounded like MeanBaseline.predict
     inv = 1.0 / context
+    h2 = horizon - horizon % 2
     for n0 in range(0, n, chunk):           # neuron chunks outermost: consecutive windows then
         k = min(n, n0 + chunk) - n0         # reuse the chunk's target rows from cache
         prev = -(2 ** 62)
         for w in range(starts.size):
             s = starts[w]
-            if s == prev + 1:               # slide by one frame: O(chunk)
-                _add_diff(run, k, traces[s + context - 1], traces[s - 1], n0)
-            if s != prev + 1 or np.isnan(_total(run, k)):
-                # restart: first window, a gap between conditions, or a NaN that sliding would keep
+            # slide by one frame (O(chunk)); restart at the first window, at a gap between
+            # conditions, or when a NaN entered the running sum (sliding would keep it)
+            if s != prev + 1 or np.isnan(_slide(run, m, k, traces[s + context - 1], traces[s - 1], n0, inv)):
                 run[:k] = 0.0
                 for c in range(context):
                     _add_row(run, k, traces[s + c], n0)
+                _scale_to32(m, run, k, inv)
             prev = s
-            _scale_to32(m, run, k, inv)
-            for h in range(horizon):
-                t = traces[s + context + h]
+            t1 = s + context
+            for h in range(0, h2, 2):       # two leads per pass
+                sa0, sa1, ss0, ss1 = _row_sums2(m, traces[t1 + h], traces[t1 + h + 1], n0, k)
+                _store(m, 0, traces[t1 + h], n0, k, sa0, ss0, out_abs, out_sq, out_miss, w, h)
+                _store(m, 0, traces[t1 + h + 1], n0, k, sa1, ss1, out_abs, out_sq, out_miss, w, h + 1)
+            for h in range(h2, horizon):
+                t = traces[t1 + h]
                 sa, ss = _row_sums(m, 0, t, n0, k)
                 _store(m, 0, t, n0, k, sa, ss, out_abs, out_sq, out_miss, w, h)
 
