@@ -122,16 +122,17 @@ def test_kernel_input_errors():
         kernels.frame_errors(np.zeros((2, 4)), tr, [1, 2], rows=[0, 5])
 
 
+@pytest.mark.parametrize("c", [4, 5])
 @pytest.mark.parametrize("h", [5, 6])
-def test_linear_four_row_context_against_numpy(h):
-    """C = 4 scores two leads per pass (odd horizons leave one lead to the single-lead path);
-    NaNs in context or target rows fall back to explicit predictions with missing counted."""
-    rng = np.random.default_rng(h)
+def test_linear_four_row_context_against_numpy(c, h):
+    """Four- and five-row contexts (C = 4; TSMixer's features + last value) score two leads per
+    pass (odd horizons leave one lead to the single-lead path); NaNs in context or target rows
+    fall back to explicit predictions with missing counted."""
+    rng = np.random.default_rng(h + 10 * c)
     tr = rng.normal(size=(60, 700)).astype(np.float32)
     tr[20, 5] = np.nan                               # in some windows' context
     tr[30, 600] = np.nan                             # a target of some leads
     starts = np.array([0, 3, 4, 5, 17, 25, 40])
-    c = 4
     ctx, tgt = protocol.gather(tr.astype(np.float64), starts, c, h)
     a, b = rng.normal(size=(c, h)), rng.normal(size=h)
     pred = (np.einsum("wcn,ch->whn", ctx, a) + b[:, None]).astype(np.float32).astype(np.float64)

@@ -226,12 +226,16 @@ def _final4(acc, b, xs, xr, coef, r, h, n0, k, t):
 
 
 @nb.njit(fastmath=_FM, cache=True, nogil=True)
-def _final4_leads2(b, xs, xr, coef, h, n0, k, traces, t0):
+def _final4_leads2(b, xs, xr, coef, h, n0, k, traces, t0, x4):
     """Error sums of leads ``h, h+1`` of a four-row context (``p = b[h] + sum_c coef[c, h] x[c]``)
     against ``traces[t0 + h]``, ``traces[t0 + h + 1]`` in one pass: each loaded context value
-    serves two leads (more leads per pass spill registers)."""
+    serves two leads (more leads per pass spill registers). ``x4`` (not None): a fifth row
+    ``xs[xr + 4]`` with ``coef[4]`` (e.g. TSMixer's features and last value)."""
     a00, a10, a20, a30 = coef[0, h], coef[1, h], coef[2, h], coef[3, h]
     a01, a11, a21, a31 = coef[0, h + 1], coef[1, h + 1], coef[2, h + 1], coef[3, h + 1]
+    a40 = a41 = np.float32(0.0)
+    if x4 is not None:
+        a40, a41 = coef[4, h], coef[4, h + 1]
     b0, b1 = b[h], b[h + 1]
     x0, x1, x2, x3 = xs[xr], xs[xr + 1], xs[xr + 2], xs[xr + 3]
     u0, u1 = traces[t0 + h], traces[t0 + h + 1]
@@ -242,8 +246,14 @@ def _final4_leads2(b, xs, xr, coef, h, n0, k, traces, t0):
         for jj in range(min(n0 + k - j0, _BLOCK)):
             i = _U(j0 + jj)
             v0, v1, v2, v3 = x0[i], x1[i], x2[i], x3[i]
-            d0 = (b0 + a00 * v0 + a10 * v1 + a20 * v2 + a30 * v3) - u0[i]
-            d1 = (b1 + a01 * v0 + a11 * v1 + a21 * v2 + a31 * v3) - u1[i]
+            p0 = b0 + a00 * v0 + a10 * v1 + a20 * v2 + a30 * v3
+            p1 = b1 + a01 * v0 + a11 * v1 + a21 * v2 + a31 * v3
+            if x4 is not None:
+                v4 = x4[i]
+                p0 += a40 * v4
+                p1 += a41 * v4
+            d0 = p0 - u0[i]
+            d1 = p1 - u1[i]
             ba0 += abs(d0)
             ba1 += abs(d1)
             bs0 += d0 * d0
@@ -263,9 +273,12 @@ def _linear_chunk(xs, r0, traces, t0, coef, intercept, w, n0, k, acc, out_abs, o
     rem = context % 4
     fused = context >= 4
     last = context - 4
-    h2 = horizon - horizon % 2 if context == 4 else 0
+    h2 = horizon - horizon % 2 if context == 4 or context == 5 else 0
     for h in range(0, h2, 2):               # two leads per pass over the context rows
-        sa0, sa1, ss0, ss1 = _final4_leads2(intercept, xs, r0, coef, h, n0, k, traces, t0)
+        if context == 4:
+            sa0, sa1, ss0, ss1 = _final4_leads2(intercept, xs, r0, coef, h, n0, k, traces, t0, None)
+        else:
+            sa0, sa1, ss0, ss1 = _final4_leads2(intercept, xs, r0, coef, h, n0, k, traces, t0, xs[r0 + 4])
         for q, sa, ss in ((0, sa0, ss0), (1, sa1, ss1)):
             if np.isnan(sa):
                 _linear_nan(xs, r0, traces, t0, coef, intercept, w, h + q, n0, k, acc, out_abs, out_sq, out_miss)
