@@ -20,6 +20,8 @@ traces only, generated and cached under data/ on first use), for C = 4 and C = 2
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_forecast_baselines.py      # ~5 min CPU, 1 thread
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_forecast_baselines.py --preset tiny   # smoke run
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_forecast_baselines.py --contexts 4 --methods mean linear
+        --kernel-threads 2                # only what changed; mean / linear kernels on 2 threads
 """
 
 from __future__ import annotations
@@ -87,7 +89,11 @@ def main(argv=None):
     ap.add_argument("--val-windows", type=int, default=16)
     ap.add_argument("--ff-dim", type=int, default=16)
     ap.add_argument("--n-boot", type=int, default=200)
+    ap.add_argument("--kernel-threads", type=int, default=1,
+                    help="threads of the mean / short-context linear kernels (neuron chunks in parallel; "
+                         "ratios then differ in wall and CPU time)")
     args = ap.parse_args(argv)
+    kernels.set_num_threads(args.kernel_threads)
     try:
         import torch
 
@@ -102,7 +108,7 @@ def main(argv=None):
     n_t, n_n = lazy.sizes["time"], lazy.sizes["neuron"]
     print(f"data: preset {args.preset!r} seed {args.seed}: {n_t} frames x {n_n} neurons, traces "
           f"{mem['traces'].nbytes / 1e6:.0f} MB ({time.perf_counter() - t0:.1f} s to open and load); "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, kernel threads {args.kernel_threads}")
     t0 = time.perf_counter()
     kernels.warm_up()
     print(f"scoring kernels compiled / loaded from cache in {time.perf_counter() - t0:.1f} s (not in the timings)")

@@ -147,3 +147,25 @@ def test_linear_four_row_context_against_numpy(c, h):
             np.testing.assert_array_equal(got[2], want[2])
             for g, r in zip(got[:2], want[:2]):
                 np.testing.assert_allclose(g, r, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("c", [1, 4, 6])
+def test_threaded_kernels_equal_serial(c):
+    """Neuron chunks split over threads give the serial sums (float64 rounding) and counts."""
+    rng = np.random.default_rng(c)
+    tr = rng.normal(size=(80, 500)).astype(np.float32)
+    tr[30, 7] = np.nan
+    tr[45, 420] = np.nan
+    starts = np.array([0, 1, 2, 3, 10, 11, 30, 31, 32])
+    a, b = rng.normal(size=(c, 8)), rng.normal(size=8)
+    serial = kernels.score_context_mean(tr, starts, c, 8, chunk=64), kernels.score_linear(tr, starts, a, b, chunk=64)
+    old = kernels.set_num_threads(2)
+    try:
+        threaded = kernels.score_context_mean(tr, starts, c, 8, chunk=64), kernels.score_linear(tr, starts, a, b, chunk=64)
+    finally:
+        kernels.set_num_threads(old)
+    for got, want in zip(threaded, serial):
+        np.testing.assert_array_equal(got[2], want[2])
+        assert want[2].sum() > 0
+        for g, r in zip(got[:2], want[:2]):
+            np.testing.assert_allclose(g, r, rtol=1e-12)

@@ -3,8 +3,15 @@
 Every kernel returns, per (window, lead), the *sums* over neurons of ``|pred - target|`` and
 ``(pred - target)^2`` (float64) and the number of missing neurons (NaN prediction or target);
 :func:`errors_from_sums` turns them into ZAPBench's per-window means. Differences are taken in
-float64 from the float32 inputs (exact), and accumulated in float64, so the kernels agree with a
-float64 reference loop to rounding.
+float32 (the predictions' precision) and summed in float32 over blocks of ``_BLOCK`` neurons
+(SIMD lanes, so each lane adds a few dozen terms), the blocks in float64: the kernels agree with
+a float64 reference loop to ~1e-7 relative.
+
+Inner loops run over neurons with unsigned indices from a row and an offset (not slices): numba
+then omits its negative-index wraparound and LLVM sees unit-stride loads it vectorises (with
+signed ``range(i0, i1)`` indices it emitted AVX-512 gathers, ~10x slower). Where one loaded
+value serves several (window, lead) pairs, a pass scores two leads at once (the mean's
+prediction, the linear context rows); more leads per pass spilled registers.
 
 Clean rows are summed in a vectorised loop in which NaNs propagate; only rows whose sum is NaN
 are summed again neuron by neuron, counting and skipping the missing ones (clean data pays
@@ -28,7 +35,7 @@ import numpy as np
 import xarray as xr
 
 __all__ = ["score_predictions", "score_context_mean", "frame_errors", "windows_from_frames",
-           "score_linear", "score_linear_ctx", "errors_from_sums", "warm_up"]
+           "score_linear", "score_linear_ctx", "errors_from_sums", "warm_up", "set_num_threads"]
 
 # fast-math without 'nnan'/'ninf': reductions may be reordered (vectorised) but NaN still propagates
 _FM = {"reassoc", "contract", "arcp", "nsz"}
@@ -141,14 +148,14 @@ def _row_sums2(p, t0, t1, o, k):
 
 
 @nb.njit(cache=True, nogil=True)
-def _score_context_mean(traces, starts, context, horizon, chunk, out_abs, out_sq, out_miss):
+def _score_context_mean(traces, starts, context, horizon, chunk, c0, cstep, out_abs, out_sq, out_miss):
     n = traces.shape[1]
     run = np.zeros(chunk)                   # float64 running sum of the context frames
     m = np.empty(chunk, np.float32)         # the prediction, rounded like MeanBaseline.predict
     inv = 1.0 / context
     h2 = horizon - horizon % 2
-    for n0 in range(0, n, chunk):           # neuron chunks outermost: consecutive windows then
-        k = min(n, n0 + chunk) - n0         # reuse the chunk's target rows from cache
+    for n0 in range(c0 * chunk, n, cstep * chunk):  # neuron chunks outermost: consecutive windows
+        k = min(n, n0 + chunk) - n0         # then reuse the chunk's target rows from cache
         prev = -(2 ** 62)
         for w in range(starts.size):
             s = starts[w]
@@ -325,11 +332,11 @@ def _linear_nan(xs, r0, traces, t0, coef, intercept, w, h, n0, k, acc, out_abs, 
 
 
 @nb.njit(cache=True, nogil=True)
-def _score_linear(traces, starts, coef, intercept, chunk, out_abs, out_sq, out_miss):
+def _score_linear(traces, starts, coef, intercept, chunk, c0, cstep, out_abs, out_sq, out_miss):
     context = coef.shape[0]
     n = traces.shape[1]
     acc = np.empty(chunk, np.float32)       # float32 accumulation, like a float32 BLAS forecast
-    for n0 in range(0, n, chunk):           # neuron chunks outermost: consecutive windows reuse
+    for n0 in range(c0 * chunk, n, cstep * chunk):  # neuron chunks outermost: consecutive windows reuse
         k = min(n, n0 + chunk) - n0         # the chunk's context and target rows from cache
         for w in range(starts.size):
             _linear_chunk(traces, starts[w], traces, starts[w] + context, coef, intercept, w, n0, k, acc,
@@ -360,6 +367,52 @@ def _score_linear_blas(traces, starts, at, intercept, out_abs, out_sq, out_miss)
             t = traces[s + context + h]
             sa, ss = _row_sums(p, 0, t, 0, n)
             _store(p, 0, t, 0, n, sa, ss, out_abs, out_sq, out_miss, w, h)
+
+
+@nb.njit(cache=True, parallel=True)
+def _par_mean(traces, starts, context, horizon, chunk, nt, out_abs, out_sq, out_miss):
+    """:func:`_score_context_mean` with thread ``t`` scoring chunks t, t + nt, ... into its own
+    sums (no races), added in thread order (deterministic)."""
+    pa = np.zeros((nt,) + out_abs.shape)
+    ps = np.zeros((nt,) + out_abs.shape)
+    pm = np.zeros((nt,) + out_abs.shape, np.int64)
+    for t in nb.prange(nt):
+        _score_context_mean(traces, starts, context, horizon, chunk, t, nt, pa[t], ps[t], pm[t])
+    for t in range(nt):
+        out_abs += pa[t]
+        out_sq += ps[t]
+        out_miss += pm[t]
+
+
+@nb.njit(cache=True, parallel=True)
+def _par_linear(traces, starts, coef, intercept, chunk, nt, out_abs, out_sq, out_miss):
+    """:func:`_score_linear` over neuron chunks in ``nt`` threads, like :func:`_par_mean`."""
+    pa = np.zeros((nt,) + out_abs.shape)
+    ps = np.zeros((nt,) + out_abs.shape)
+    pm = np.zeros((nt,) + out_abs.shape, np.int64)
+    for t in nb.prange(nt):
+        _score_linear(traces, starts, coef, intercept, chunk, t, nt, pa[t], ps[t], pm[t])
+    for t in range(nt):
+        out_abs += pa[t]
+        out_sq += ps[t]
+        out_miss += pm[t]
+
+
+_THREADS = 1
+
+
+def set_num_threads(n: int | None = 1) -> int:
+    """Threads of the mean and short-context linear kernels (parallel over neuron chunks; the
+    results do not depend on the thread count beyond float64 rounding). Default 1 (the CPUs are
+    usually shared: test workers, torch); ``None``: numba's thread count. Returns the previous."""
+    global _THREADS
+    old = _THREADS
+    _THREADS = max(1, int(nb.config.NUMBA_NUM_THREADS if n is None else n))
+    return old
+
+
+def _nthreads(n_chunks):
+    return max(1, min(_THREADS, nb.config.NUMBA_NUM_THREADS, n_chunks))
 
 
 def _outputs(w, h):
@@ -401,7 +454,12 @@ def score_context_mean(traces, starts, context: int, horizon: int, chunk: int = 
     if s.size and (s.min() < 0 or s.max() + context + horizon > tr.shape[0]):
         raise ValueError(f"windows reach outside the {tr.shape[0]} frames of traces")
     out = _outputs(s.size, horizon)
-    _score_context_mean(tr, s, int(context), int(horizon), int(min(chunk, max(1, tr.shape[1]))), *out)
+    ch = int(min(chunk, max(1, tr.shape[1])))
+    nt = _nthreads(-(-tr.shape[1] // ch))
+    if nt > 1:
+        _par_mean(tr, s, int(context), int(horizon), ch, nt, *out)
+    else:
+        _score_context_mean(tr, s, int(context), int(horizon), ch, 0, 1, *out)
     return out
 
 
@@ -456,7 +514,12 @@ def score_linear(traces, starts, coef, intercept, chunk: int = 1024, blas_above:
     if c > blas_above:
         _score_linear_blas(tr, s, np.ascontiguousarray(a.T), b, *out)
     else:
-        _score_linear(tr, s, a, b, int(min(chunk, max(1, tr.shape[1]))), *out)
+        ch = int(min(chunk, max(1, tr.shape[1])))
+        nt = _nthreads(-(-tr.shape[1] // ch))
+        if nt > 1:
+            _par_linear(tr, s, a, b, ch, nt, *out)
+        else:
+            _score_linear(tr, s, a, b, ch, 0, 1, *out)
     return out
 
 
@@ -502,3 +565,6 @@ def warm_up():
         score_linear(tr, [0, 1], np.zeros((c, 2)), np.zeros(2))
     score_linear(tr, [0, 1], np.zeros((6, 2)), np.zeros(2), blas_above=4)
     score_linear_ctx(np.zeros((1, 5, 3)), tr, [4], np.zeros((5, 2)), np.zeros(2))
+    if _THREADS > 1:                        # the threaded variants (compiled only when used)
+        score_context_mean(tr, [0, 1, 5], 2, 2, chunk=1)
+        score_linear(tr, [0, 1], np.zeros((4, 2)), np.zeros(2), chunk=1)
