@@ -45,7 +45,8 @@ def test_vectorised_subnetworks_equal_a_loop_over_features():
     for q, (i, j) in enumerate([(0, 3), (2, 4)]):
         h = torch.nn.functional.gelu(x[:, [i, j]] @ pg.w1[q] + pg.b1[q])
         ref = ref + h @ pg.w2[q] + pg.b2[q]
-    assert torch.allclose(net(x, c), ref, atol=1e-12)
+    assert torch.allclose(net(x, c), ref, atol=1e-12)  # summed path (one GEMM per MLP group)
+    assert torch.allclose(sum(v.sum(1) for v in net.contributions(x, c).values()), ref, atol=1e-12)
 
 
 def test_regressor_outputs(reg, reg_data):
