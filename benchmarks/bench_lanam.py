@@ -25,6 +25,7 @@ from workbench.datasets import load_breast_cancer, load_diabetes, make_additive
 from workbench.nam import LaplaceAdditiveClassifier, LaplaceAdditiveRegressor
 from workbench.nam.modules import AdditiveNet
 from workbench.nam.posterior import compute_curvature, log_likelihood_terms
+from workbench.nam.training import micro_batch
 
 LANAM = dict(n_epochs=200, n_hidden=64, lr=1e-2, batch_size=512, random_state=0)
 
@@ -240,10 +241,14 @@ class _LoopNAM(torch.nn.Module):
 
 
 def _epoch(net, opt, x, y, c, batch=512):
+    """One MAP epoch as ``train_marglik`` runs it (AdditiveNet: gradients accumulated over
+    cache-sized micro-batches, :func:`workbench.nam.training.micro_batch`)."""
+    micro = micro_batch(net, batch) if isinstance(net, AdditiveNet) else batch
     for s in range(0, len(x), batch):
-        loss = log_likelihood_terms(net(x[s : s + batch], c[s : s + batch]), y[s : s + batch], "regression")
         opt.zero_grad()
-        loss.backward()
+        for m in range(s, min(s + batch, len(x)), micro):
+            e = min(m + micro, s + batch, len(x))
+            log_likelihood_terms(net(x[m:e], c[m:e]), y[m:e], "regression").backward()
         opt.step()
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.linalg import block_diag
 
-from workbench.nam.modules import gelu_and_grad
+from workbench.nam.modules import AdditiveNet, gelu_and_grad
 from workbench.nam.posterior import BlockPosterior, compute_curvature, log_marginal_likelihood
 
 from .dense import LIKS, _block, _data, _dense_jacobians, _dense_lambda, _flat, _model
@@ -111,3 +111,21 @@ def test_curvature_does_not_depend_on_the_sample_chunking():
         for g in ref.ggn:
             assert torch.allclose(cur.ggn[g], ref.ggn[g]) and torch.allclose(cur.mean_jac[g], ref.mean_jac[g])
         assert cur.data_term == pytest.approx(ref.data_term)
+
+
+def test_micro_batches_give_the_same_training_trajectory():
+    """Gradients accumulated over micro-batches equal the whole batch's (float64, several epochs
+    with marglik steps in between)."""
+    from workbench.nam.training import micro_batch, train_marglik
+
+    x, c, y = _data(60, 1)
+    runs = []
+    for micro in (None, 7):
+        model = _model(1)
+        res = train_marglik(model, x, c, y, "regression", n_epochs=6, batch_size=25, n_epochs_burnin=2,
+                            marglik_frequency=2, micro_batch_size=micro)
+        runs.append((torch.cat([p.detach().ravel() for p in model.parameters()]), res.log_marglik))
+    torch.testing.assert_close(runs[0][0], runs[1][0], rtol=1e-9, atol=1e-11)
+    assert runs[0][1] == pytest.approx(runs[1][1], rel=1e-9)
+    small, wide = _model(1), AdditiveNet(100, [], 1, n_hidden=64)
+    assert micro_batch(small, 512) == 512 and 32 <= micro_batch(wide, 512) < 512
