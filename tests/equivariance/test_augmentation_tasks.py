@@ -107,6 +107,15 @@ def test_quadrant_label_is_digit_plus_quadrant():
     np.testing.assert_array_equal(q.y_train, (labels[idx] + quad) % 10)
 
 
+def test_large_test_set_holds_distinct_images_disjoint_from_training():
+    """The benchmark's 500 / 800 split: on an 8x8 canvas the images are the digits themselves,
+    so distinct rows are distinct digit images (all 1797 digits differ)."""
+    t = make_task("translated", 500, 800, canvas=8, seed=0)
+    tr, te = t.X_train.reshape(500, -1), t.X_test.reshape(800, -1)
+    assert len(np.unique(te, axis=0)) == 800 and len(np.unique(tr, axis=0)) == 500
+    assert len(np.unique(np.concatenate([tr, te]), axis=0)) == 1300
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(name="mnist"), "unknown task"), (dict(name="translated", canvas=4), "canvas"),
     (dict(name="quadrant", canvas=12), "quadrant"), (dict(name="rotated", max_rotation=4.0),
