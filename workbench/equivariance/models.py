@@ -1,7 +1,7 @@
 """A small image classifier made of soft-equivariant layers, and its pure baselines.
 
 ``SoftEquivariantNet``: ``n`` layers ``SoftEquivariantConv2d`` with ReLU in between, then a global
-average over positions and a linear head over channels. The global average matters for what the
+maximum over positions and a linear head over channels. The global pooling matters for what the
 readouts mean: with only convolution pathways the whole network is exactly invariant to circular
 translations of the input, so any position dependence of the prediction has to be paid for by
 free pathways somewhere; the learned prior precisions decide where.
