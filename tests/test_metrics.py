@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.metrics import accuracy, expected_calibration_error, gaussian_nll, negative_log_likelihood, rmse
+from workbench.metrics import (
+    accuracy,
+    expected_calibration_error,
+    gaussian_nll,
+    negative_log_likelihood,
+    rmse,
+)
 
 
 def _ece_loop(probs, labels, n_bins):
