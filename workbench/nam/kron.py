@@ -36,10 +36,6 @@ class KronLayer:
     U: torch.Tensor  # (S, out, out) eigenvectors of B
     slots: tuple[int, int]  # prior slots (weight rows, bias row)
 
-    @property
-    def size(self) -> int:
-        return self.A.shape[-1] * self.B.shape[-1]
-
 
 def make_layers(sums: list[tuple[torch.Tensor, torch.Tensor]], n_samples: int) -> list[KronLayer]:
     """Normalise the accumulated sums (B by N) and eigendecompose the B factors once per fit."""
@@ -121,7 +117,7 @@ def covariance(post: list[KronPosteriorLayer]) -> torch.Tensor:
         c = torch.einsum("sai,sbj,sij,sci,sej->sabce", layer.Q, layer.U, layer.w, layer.Q, layer.U)
         blocks.append(c.reshape(s, n_in * n_out, n_in * n_out))
     size = sum(b.shape[-1] for b in blocks)
-    out = torch.zeros(blocks[0].shape[0], size, size, dtype=torch.float64)
+    out = torch.zeros(blocks[0].shape[0], size, size, dtype=torch.float64, device=blocks[0].device)
     start = 0
     for b in blocks:
         out[:, start : start + b.shape[-1], start : start + b.shape[-1]] = b

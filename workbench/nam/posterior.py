@@ -1,13 +1,14 @@
 """Block-diagonal (one block per subnetwork) linearised Laplace for :class:`AdditiveNet`.
 
-``structure="full"`` is LA-NAM's exact per-subnetwork curvature: for every subnetwork s the full GGN block
-``G_s = sum_n J_s(x_n)^T Lambda_n J_s(x_n)`` is accumulated for all subnetworks of a group at once
-(batched einsum over the subnetwork axis, chunked over samples, float64 accumulators), with
-``Lambda = 1/sigma^2`` (Gaussian), ``p(1-p)`` (Bernoulli) or ``diag(p) - p p^T`` (softmax).
-``structure="kron"`` replaces the blocks of the MLP subnetworks (numeric and pair groups) by KFAC
-factors per layer (:mod:`workbench.nam.kron`, the reference LA-NAM's choice); lookup tables and the
-intercept keep their exact blocks. Prior precisions are layerwise: one per parameter tensor per subnetwork (``log_prior[group]`` is
-``(S, T)``). The Laplace evidence follows the laplace-torch convention (see REFERENCES.md):
+``structure="full"`` is LA-NAM's exact per-subnetwork curvature: for every subnetwork s the full
+GGN block ``G_s = sum_n J_s(x_n)^T Lambda_n J_s(x_n)`` is accumulated for all subnetworks of a
+group at once (batched einsum over the subnetwork axis, chunked over samples, float64
+accumulators), with ``Lambda = 1/sigma^2`` (Gaussian), ``p(1-p)`` (Bernoulli) or
+``diag(p) - p p^T`` (softmax). ``structure="kron"`` replaces the blocks of the MLP subnetworks
+(numeric and pair groups) by KFAC factors per layer (:mod:`workbench.nam.kron`, the reference
+LA-NAM's choice); lookup tables and the intercept keep their exact blocks. Prior precisions are
+layerwise: one per parameter tensor per subnetwork (``log_prior[group]`` is ``(S, T)``). The
+Laplace evidence follows the laplace-torch convention (see REFERENCES.md):
 
 ``log p(D) ~= log p(D | theta) - 1/2 sum_s [log det P_s - log det P0_s + theta_s^T P0_s theta_s]``.
 
