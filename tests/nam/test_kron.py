@@ -10,7 +10,7 @@ from workbench.nam import LaplaceAdditiveRegressor
 from workbench.nam.kron import covariance
 from workbench.nam.posterior import BlockPosterior, compute_curvature, log_marginal_likelihood
 
-from .dense import LIKS, _block, _data, _dense_jacobians, _dense_lambda, _flat, _model
+from .dense import LIKS, _block, _data, _dense_jacobians, _dense_lambda, _model
 
 KRON_GROUPS = ("numeric", "pair")
 
@@ -152,7 +152,6 @@ def test_kfac_bands_and_covariance_match_the_dense_inverse(lik, k):
         J1 = _block(jac_t, model, g, 1)
         torch.testing.assert_close(fv1[:, 0], J1 @ sigma[1] @ J1.transpose(1, 2), rtol=1e-8, atol=1e-12)
     assert covariance(post.kron["numeric"]).shape[-1] == model.groups["numeric"].n_params
-    assert _flat(model, "numeric", 0).shape == (model.groups["numeric"].n_params,)
 
 
 def test_kfac_estimator_fits_selects_and_reports_bands():

@@ -121,7 +121,7 @@ class MLPGroup(nn.Module):
         g1 = da.unsqueeze(2) * self.w2.transpose(1, 2).unsqueeze(0)  # (N, S, K, H)
         lam = lam.to(x.dtype)
         if K == 1:
-            gs = (da * self.w2[:, :, 0] * lam[:, 0, 0].clamp_min(0).sqrt()[:, None, None]).transpose(0, 1)
+            gs = (g1[:, :, 0, :] * lam[:, 0, 0].clamp_min(0).sqrt()[:, None, None]).transpose(0, 1)
             B1 = torch.bmm(gs.transpose(1, 2), gs)
         else:
             B1 = torch.einsum("nslh,nslj->shj", torch.einsum("nskh,nkl->nslh", g1, lam), g1)

@@ -92,7 +92,8 @@ def compute_curvature(
     n = x_num.shape[0]
     chunk = chunk or sample_chunk(model)
     groups = model.groups
-    kron_groups = [g for g, m in groups.items() if check_structure(structure) == "kron" and isinstance(m, MLPGroup)]
+    use_kron = check_structure(structure) == "kron"
+    kron_groups = [g for g, m in groups.items() if use_kron and isinstance(m, MLPGroup)]
     ggn = {g: torch.zeros(m.S, m.n_params, m.n_params, dtype=torch.float64)
            for g, m in groups.items() if g not in kron_groups}
     sums: dict[str, list] = {}
