@@ -1,10 +1,10 @@
-"""LA-NAM benchmark: calibration and selection on synthetic data, 5-fold CV against EBM and pyGAM,
-and the cost of going from 10 to 100 features.
+"""LA-NAM benchmark: calibration and selection on synthetic data, 5-fold CV against EBM and pyGAM
+(and a linear reference), and the cost of going from 10 to 100 features.
 
     .venv/bin/python benchmarks/bench_lanam.py            # everything (EBM with its default bags)
     .venv/bin/python benchmarks/bench_lanam.py --quick    # EBM with 4 outer bags
     options: --seeds 0 1 2  --threads 1  --skip synthetic cv timing  --datasets diabetes breast_cancer
-             --models LA-NAM EBM pyGAM  --folds 3 4
+             --models LA-NAM EBM pyGAM linear  --folds 3 4
 
 Every number is measured in this run; ratios are against baselines measured in this same run.
 """
@@ -132,7 +132,43 @@ def _peers(task: str, quick: bool, threads: int):
         peers["pyGAM"] = lambda: _PyGAM(task)
     except ImportError as err:
         print(f"  [skip] pyGAM not importable: {err}")
+    peers["linear"] = lambda: _Linear(task)
     return peers
+
+
+class _Linear:
+    """Linear reference in the same folds: scikit-learn's BayesianRidge (evidence-tuned ridge with
+    a Gaussian predictive) for regression, LogisticRegressionCV (L2, C by inner CV on log loss)
+    for classification; standardised numerics, one-hot categoricals. It tells how much of a data
+    set an additive model can add beyond a linear one."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def _matrix(self, X):
+        cols = [pd.get_dummies(X[c], prefix=c, drop_first=True, dtype=float) if isinstance(X[c].dtype, pd.CategoricalDtype)
+                else X[[c]].astype(float) for c in X]
+        return pd.concat(cols, axis=1).to_numpy()
+
+    def fit(self, X, y):
+        from sklearn.linear_model import BayesianRidge, LogisticRegressionCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        model = BayesianRidge() if self.task == "regression" else LogisticRegressionCV(
+            Cs=20, max_iter=5000, scoring="neg_log_loss")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.model_ = make_pipeline(StandardScaler(), model).fit(self._matrix(X), np.asarray(y))
+        return self
+
+    def predict(self, X, return_std: bool = False):
+        if return_std:
+            return self.model_.predict(self._matrix(X), return_std=True)
+        return self.model_.predict(self._matrix(X))
+
+    def predict_proba(self, X):
+        return self.model_.predict_proba(self._matrix(X))
 
 
 class _PyGAM:
@@ -179,9 +215,13 @@ def _gaussian_nll(y, mu, std) -> np.ndarray:
 def _regression_nll(name: str, m, X_tr, y_tr, X_te, y_te) -> float:
     """Mean predictive NLL on the test fold. LA-NAM: its GLM predictive with noise; pyGAM: a
     Gaussian whose std is read from its own 95 % prediction interval (coefficient uncertainty +
-    noise scale); EBM (no predictive distribution): a Gaussian with the training RMSE as std."""
+    noise scale); linear (BayesianRidge): its Gaussian predictive; EBM (no predictive
+    distribution): a Gaussian with the training RMSE as std."""
     if name == "LA-NAM":
         return float(-m.log_predictive_density(X_te, y_te).mean())
+    if name == "linear":
+        mu, std = m.predict(X_te, return_std=True)
+        return float(_gaussian_nll(y_te, mu, std).mean())
     mu = m.predict(X_te)
     if name == "pyGAM":
         lo, hi = m.prediction_interval(X_te).T
@@ -191,9 +231,23 @@ def _regression_nll(name: str, m, X_tr, y_tr, X_te, y_te) -> float:
     return float(_gaussian_nll(y_te, mu, std).mean())
 
 
+def _evaluate(task: str, mname: str, m, X, y, tr, te, pred_type: str = "glm") -> tuple[float, float]:
+    """(RMSE or AUROC, mean test NLL) of a fitted model on fold ``te``."""
+    if task == "regression":
+        kw = {"pred_type": pred_type} if mname == "LA-NAM" else {}
+        score = np.sqrt(mean_squared_error(y.iloc[te], m.predict(X.iloc[te], **kw)))
+        if mname == "LA-NAM":
+            return score, float(-m.log_predictive_density(X.iloc[te], y.iloc[te], pred_type=pred_type).mean())
+        return score, _regression_nll(mname, m, X.iloc[tr], y.iloc[tr], X.iloc[te], y.iloc[te])
+    p = (m.predict_proba(X.iloc[te], pred_type=pred_type) if mname == "LA-NAM" else m.predict_proba(X.iloc[te]))[:, 1]
+    return roc_auc_score(y.iloc[te], p), log_loss(y.iloc[te], np.clip(p, 1e-12, 1 - 1e-12))
+
+
 def cross_validate(quick: bool, threads: int, datasets: list[str], only: list[str] | None = None,
                    fold_ids: list[int] | None = None) -> pd.DataFrame:
-    rows = []
+    """5-fold CV. LA-NAM is scored with its GLM predictive and, from the same fit, as the plug-in
+    MAP network ("LA-NAM (MAP)": what the posterior averaging adds or costs)."""
+    per_fold = []
     for name in datasets:
         loader, task = DATASETS[name]
         X, y = loader()
@@ -205,31 +259,58 @@ def cross_validate(quick: bool, threads: int, datasets: list[str], only: list[st
         models.update(_peers(task, quick, threads))
         models = {k: v for k, v in models.items() if not only or k in only}
         for mname, make in models.items():
-            scores, nlls, times = [], [], []
             for k, (tr, te) in enumerate(folds):
                 if fold_ids is not None and k not in fold_ids:
                     continue
                 t0 = time.perf_counter()
                 m = make().fit(X.iloc[tr], y.iloc[tr])
-                times.append(time.perf_counter() - t0)
-                if task == "regression":
-                    scores.append(np.sqrt(mean_squared_error(y.iloc[te], m.predict(X.iloc[te]))))
-                    nlls.append(_regression_nll(mname, m, X.iloc[tr], y.iloc[tr], X.iloc[te], y.iloc[te]))
-                else:
-                    p = m.predict_proba(X.iloc[te])[:, 1]
-                    scores.append(roc_auc_score(y.iloc[te], p))
-                    nlls.append(log_loss(y.iloc[te], np.clip(p, 1e-12, 1 - 1e-12)))
-                print(f"    {name} {mname} fold {k}: {scores[-1]:.4f} NLL {nlls[-1]:.4f} ({times[-1]:.0f}s)", flush=True)
-            se = np.std(scores, ddof=1) / np.sqrt(len(scores)) if len(scores) > 1 else float("nan")
-            rows.append({
-                "data": name, "model": mname, "metric": "RMSE" if task == "regression" else "AUROC",
-                "mean": np.mean(scores), "se": se,
-                "NLL": np.mean(nlls), "NLL se": np.std(nlls, ddof=1) / np.sqrt(len(nlls)) if len(nlls) > 1 else float("nan"),
-                "fit s": np.mean(times),
-            })
-            print(f"  {name:14s} {mname:7s} {rows[-1]['metric']} {rows[-1]['mean']:.4f} ± {se:.4f}  "
-                  f"NLL {rows[-1]['NLL']:.4f} ± {rows[-1]['NLL se']:.4f}  fit {rows[-1]['fit s']:.1f}s", flush=True)
-    return pd.DataFrame(rows)
+                fit_s = time.perf_counter() - t0
+                variants = [(mname, "glm")] + ([("LA-NAM (MAP)", "map")] if mname == "LA-NAM" else [])
+                for label, pred_type in variants:
+                    score, nll = _evaluate(task, mname, m, X, y, tr, te, pred_type)
+                    per_fold.append({"data": name, "model": label, "fold": k, "score": score, "NLL": nll,
+                                     "fit s": fit_s, "metric": "RMSE" if task == "regression" else "AUROC"})
+                    print(f"    {name} {label} fold {k}: {score:.4f} NLL {nll:.4f} ({fit_s:.0f}s)", flush=True)
+    per_fold = pd.DataFrame(per_fold)
+    if per_fold.empty:
+        return per_fold
+
+    def se(v):
+        return v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+
+    summary = per_fold.groupby(["data", "model", "metric"], sort=False).agg(
+        mean=("score", "mean"), se=("score", se), NLL=("NLL", "mean"), **{"NLL se": ("NLL", se)},
+        **{"fit s": ("fit s", "mean")}, folds=("fold", "size")).reset_index()
+    paired = paired_differences(per_fold)
+    if len(paired):
+        print("  paired differences over the same folds, LA-NAM minus peer (RMSE/NLL: < 0 is LA-NAM better; "
+              "AUROC: > 0 is LA-NAM better):")
+        print(paired.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return summary
+
+
+def paired_differences(per_fold: pd.DataFrame, ref: str = "LA-NAM") -> pd.DataFrame:
+    """Per data set and peer: mean and standard error over folds of ``ref - peer`` for the score
+    and the NLL, on the folds both ran. The folds are shared, so the paired SE removes the
+    fold-to-fold spread that the separate SEs of each model include."""
+    out = []
+    if per_fold.empty:
+        return pd.DataFrame(out)
+    for (data, model), g in per_fold.groupby(["data", "model"], sort=False):
+        if model == ref:
+            continue
+        base = per_fold[(per_fold.data == data) & (per_fold.model == ref)].set_index("fold")
+        g = g.set_index("fold")
+        common = base.index.intersection(g.index)
+        if len(common) < 2:
+            continue
+        row = {"data": data, "peer": model, "folds": len(common)}
+        for col in ("score", "NLL"):
+            d = base.loc[common, col] - g.loc[common, col]
+            row[f"{col} diff"] = d.mean()
+            row[f"{col} diff se"] = d.std(ddof=1) / np.sqrt(len(d))
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 # ---------------------------------------------------------------------- cost vs features
@@ -322,7 +403,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded 2-core box)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["synthetic", "cv", "timing"])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS), help="CV data sets")
-    ap.add_argument("--models", nargs="+", default=None, choices=["LA-NAM", "EBM", "pyGAM"], help="CV models (default all)")
+    ap.add_argument("--models", nargs="+", default=None, choices=["LA-NAM", "EBM", "pyGAM", "linear"],
+                    help="CV models (default all)")
     ap.add_argument("--folds", type=int, nargs="+", default=None, choices=range(5),
                     help="run only these CV folds (e.g. to spread a slow peer over processes)")
     args = ap.parse_args()

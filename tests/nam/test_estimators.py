@@ -55,6 +55,10 @@ def test_regressor_outputs(reg, reg_data):
     mu, std = reg.predict(X, return_std=True)
     assert mu.dtype == np.float64 and mu.shape == (len(X),)
     assert np.all(std > reg.sigma_ * 0.999)  # predictive std includes the observation noise
+    mu_map, std_map = reg.predict(X, return_std=True, pred_type="map")  # the MAP network: noise only
+    assert np.allclose(mu_map, mu) and np.allclose(std_map, reg.sigma_) and (std > std_map).all()
+    lpd_map = reg.log_predictive_density(X, y, pred_type="map")
+    assert np.allclose(lpd_map, norm.logpdf(y, mu_map, reg.sigma_))
     assert reg.score(X, y) > 0.8
     assert np.isfinite(reg.log_marglik_) and "log_marglik" in reg.history_
     sf = reg.shape_functions()
@@ -159,10 +163,15 @@ def test_binary_classifier_with_string_labels_and_callback():
     proba = est.predict_proba(d.X)
     assert proba.shape == (400, 2) and np.allclose(proba.sum(1), 1) and ((proba > 0) & (proba < 1)).all()
     assert set(est.predict(d.X)) <= {"no", "yes"} and est.score(d.X, y) > 0.6
-    # probit: the predictive is less confident than the plug-in MAP
+    # probit: the predictive is less confident than the plug-in MAP, with the same mean logit
     mean, var = est._glm_predictive(d.X)
-    plug = 1 / (1 + np.exp(-mean[:, 0]))
-    assert (np.abs(proba[:, 1] - 0.5) <= np.abs(plug - 0.5) + 1e-12).all()
+    plug = est.predict_proba(d.X, pred_type="map")[:, 1]
+    assert np.allclose(plug, 1 / (1 + np.exp(-mean[:, 0])))
+    assert (np.abs(proba[:, 1] - 0.5) <= np.abs(plug - 0.5) + 1e-12).all() and (var > 0).all()
+    assert np.allclose(est.log_predictive_density(d.X, y, pred_type="map"),
+                       np.log(np.where(y == "yes", plug, 1 - plug)))
+    with pytest.raises(ValueError, match="pred_type must be one of"):
+        est.predict_proba(d.X, pred_type="nn")
     assert est.shape_functions().attrs["units"] == "logit"
 
 

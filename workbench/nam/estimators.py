@@ -19,6 +19,8 @@ from workbench.nam.posterior import BlockPosterior, check_structure, sample_chun
 from workbench.nam.preprocessing import TabularPreprocessor, check_target
 from workbench.nam.training import train_marglik
 
+PRED_TYPES = ("glm", "map")
+
 
 class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
     """Shared fit / predictive machinery (see the two public estimators for the parameters)."""
@@ -184,11 +186,17 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ predictive
     @torch.no_grad()
-    def _glm_predictive(self, X) -> tuple[np.ndarray, np.ndarray]:
-        """Linearised predictive in model units: mean (N, K) and output variance diag (N, K)."""
+    def _glm_predictive(self, X, pred_type: str = "glm") -> tuple[np.ndarray, np.ndarray]:
+        """Predictive in model units: mean (N, K) and output variance diag (N, K); ``pred_type``
+        ``"glm"`` (linearised Laplace) or ``"map"`` (the MAP network, variance 0)."""
         check_is_fitted(self, "model_")
+        if pred_type not in PRED_TYPES:
+            raise ValueError(f"pred_type must be one of {PRED_TYPES}, got {pred_type!r}")
         x_num, x_cat = self._tensors(X)
         with self._threads():
+            if pred_type == "map":
+                mean = self.model_(x_num, x_cat).double().numpy()
+                return mean, np.zeros_like(mean)
             return self._glm_predictive_tensors(x_num, x_cat)
 
     @torch.no_grad()
@@ -239,18 +247,19 @@ class LaplaceAdditiveRegressor(RegressorMixin, _LaplaceAdditiveBase):
         """Learned observation-noise std in target units."""
         return float(self.log_sigma_.exp()) * self.y_scale_
 
-    def predict(self, X, return_std: bool = False):
-        """Posterior-predictive mean; with ``return_std`` also the predictive std (GLM + noise)."""
-        mean, var = self._glm_predictive(X)
+    def predict(self, X, return_std: bool = False, pred_type: str = "glm"):
+        """Posterior-predictive mean; with ``return_std`` also the predictive std (GLM + noise).
+        ``pred_type="map"``: the MAP network, whose std is the noise alone (for comparison)."""
+        mean, var = self._glm_predictive(X, pred_type)
         mu = mean[:, 0] * self.y_scale_ + self.y_mean_
         if not return_std:
             return mu
         std = np.sqrt(var[:, 0] + float(self.log_sigma_.exp()) ** 2) * self.y_scale_
         return mu, std
 
-    def log_predictive_density(self, X, y) -> np.ndarray:
-        """Per-sample Gaussian log predictive density of ``y``."""
-        mu, std = self.predict(X, return_std=True)
+    def log_predictive_density(self, X, y, pred_type: str = "glm") -> np.ndarray:
+        """Per-sample Gaussian log predictive density of ``y`` (``pred_type`` as :meth:`predict`)."""
+        mu, std = self.predict(X, return_std=True, pred_type=pred_type)
         y = check_target(y, len(mu), "regression")
         return -0.5 * np.log(2 * np.pi * std**2) - 0.5 * ((y - mu) / std) ** 2
 
@@ -274,9 +283,10 @@ class LaplaceAdditiveClassifier(ClassifierMixin, _LaplaceAdditiveBase):
             return codes.astype(np.float64), "binary", 1
         return codes, "multiclass", len(classes)
 
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities (N, C) with the probit approximation of the GLM predictive."""
-        mean, var = self._glm_predictive(X)
+    def predict_proba(self, X, pred_type: str = "glm") -> np.ndarray:
+        """Class probabilities (N, C) with the probit approximation of the GLM predictive;
+        ``pred_type="map"``: the MAP network's probabilities (no posterior averaging)."""
+        mean, var = self._glm_predictive(X, pred_type)
         z = mean / np.sqrt(1.0 + np.pi / 8.0 * var)
         if self.likelihood_ == "binary":
             p = 1.0 / (1.0 + np.exp(-z[:, 0]))
@@ -285,12 +295,13 @@ class LaplaceAdditiveClassifier(ClassifierMixin, _LaplaceAdditiveBase):
         e = np.exp(z)
         return e / e.sum(1, keepdims=True)
 
-    def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+    def predict(self, X, pred_type: str = "glm") -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X, pred_type), axis=1)]
 
-    def log_predictive_density(self, X, y) -> np.ndarray:
-        """Per-sample log predictive probability of the true class."""
-        proba = self.predict_proba(X)
+    def log_predictive_density(self, X, y, pred_type: str = "glm") -> np.ndarray:
+        """Per-sample log predictive probability of the true class (``pred_type`` as
+        :meth:`predict_proba`)."""
+        proba = self.predict_proba(X, pred_type)
         y = np.asarray(y)
         idx = np.searchsorted(self.classes_, y)
         if ((idx >= len(self.classes_)) | (self.classes_[np.minimum(idx, len(self.classes_) - 1)] != y)).any():
