@@ -11,6 +11,7 @@ from sklearn.base import clone
 from workbench.datasets import make_additive
 from workbench.nam import LaplaceAdditiveClassifier, LaplaceAdditiveRegressor
 from workbench.nam.modules import AdditiveNet
+from workbench.nam.training import auto_batch_size
 
 FAST = dict(n_epochs=40, n_epochs_burnin=10, marglik_frequency=10, n_hidden=16, batch_size=256,
             lr=2e-2, n_threads=1)
@@ -150,6 +151,18 @@ def test_bad_classifier_target_and_params(reg_data):
         LaplaceAdditiveClassifier(**FAST).fit(reg_data.X, np.zeros(len(reg_data.X)))
     with pytest.raises(ValueError, match="n_epochs must be a positive integer"):
         LaplaceAdditiveRegressor(n_epochs=0).fit(reg_data.X, reg_data.y)
+    for bad in ("big", 0, 2.5, True):
+        with pytest.raises(ValueError, match='batch_size must be a positive integer or "auto"'):
+            LaplaceAdditiveRegressor(batch_size=bad).fit(reg_data.X, reg_data.y)
+
+
+def test_auto_batch_size_gives_several_steps_per_epoch(reg_data):
+    # ~8 steps per epoch, clipped to [64, 512]: small data sets no longer get one step per epoch
+    assert [auto_batch_size(n) for n in (10, 353, 455, 1000, 4000, 10_000)] == [64, 64, 64, 125, 500, 512]
+    fast = {**FAST, "n_epochs": 2, "n_epochs_burnin": 0}
+    assert LaplaceAdditiveRegressor(**{**fast, "batch_size": "auto"}).fit(reg_data.X, reg_data.y).batch_size_ == 64
+    assert LaplaceAdditiveRegressor(**{**fast, "batch_size": 100}).fit(reg_data.X, reg_data.y).batch_size_ == 100
+    assert LaplaceAdditiveRegressor().get_params()["batch_size"] == "auto"
 
 
 def test_binary_classifier_with_string_labels_and_callback():

