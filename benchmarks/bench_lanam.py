@@ -210,13 +210,13 @@ def _gaussian_nll(y, mu, std) -> np.ndarray:
     return 0.5 * np.log(2 * np.pi * std**2) + 0.5 * ((np.asarray(y) - mu) / std) ** 2
 
 
-def _regression_nll(name: str, m, X_tr, y_tr, X_te, y_te) -> float:
-    """Mean predictive NLL on the test fold. LA-NAM: its GLM predictive with noise; pyGAM: a
-    Gaussian whose std is read from its own 95 % prediction interval (coefficient uncertainty +
-    noise scale); linear (BayesianRidge): its Gaussian predictive; EBM (no predictive
-    distribution): a Gaussian with the training RMSE as std."""
+def _regression_nll(name: str, m, X_tr, y_tr, X_te, y_te, pred_type: str = "glm") -> float:
+    """Mean predictive NLL on the test fold. LA-NAM: its predictive with noise (``pred_type``
+    "glm" or "map"); pyGAM: a Gaussian whose std is read from its own 95 % prediction interval
+    (coefficient uncertainty + noise scale); linear (BayesianRidge): its Gaussian predictive; EBM
+    (no predictive distribution): a Gaussian with the training RMSE as std."""
     if name == "LA-NAM":
-        return float(-m.log_predictive_density(X_te, y_te).mean())
+        return float(-m.log_predictive_density(X_te, y_te, pred_type=pred_type).mean())
     if name == "linear":
         mu, std = m.predict(X_te, return_std=True)
         return float(_gaussian_nll(y_te, mu, std).mean())
@@ -234,9 +234,7 @@ def _evaluate(task: str, mname: str, m, X, y, tr, te, pred_type: str = "glm") ->
     if task == "regression":
         kw = {"pred_type": pred_type} if mname == "LA-NAM" else {}
         score = np.sqrt(mean_squared_error(y.iloc[te], m.predict(X.iloc[te], **kw)))
-        if mname == "LA-NAM":
-            return score, float(-m.log_predictive_density(X.iloc[te], y.iloc[te], pred_type=pred_type).mean())
-        return score, _regression_nll(mname, m, X.iloc[tr], y.iloc[tr], X.iloc[te], y.iloc[te])
+        return score, _regression_nll(mname, m, X.iloc[tr], y.iloc[tr], X.iloc[te], y.iloc[te], pred_type)
     p = (m.predict_proba(X.iloc[te], pred_type=pred_type) if mname == "LA-NAM" else m.predict_proba(X.iloc[te]))[:, 1]
     return roc_auc_score(y.iloc[te], p), log_loss(y.iloc[te], np.clip(p, 1e-12, 1 - 1e-12))
 
