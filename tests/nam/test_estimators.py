@@ -177,7 +177,7 @@ def test_binary_classifier_with_string_labels_and_callback():
     assert proba.shape == (400, 2) and np.allclose(proba.sum(1), 1) and ((proba > 0) & (proba < 1)).all()
     assert set(est.predict(d.X)) <= {"no", "yes"} and est.score(d.X, y) > 0.6
     # probit: the predictive is less confident than the plug-in MAP, with the same mean logit
-    mean, var = est._glm_predictive(d.X)
+    mean, var = est._predictive(d.X)
     plug = est.predict_proba(d.X, pred_type="map")[:, 1]
     assert np.allclose(plug, 1 / (1 + np.exp(-mean[:, 0])))
     assert (np.abs(proba[:, 1] - 0.5) <= np.abs(plug - 0.5) + 1e-12).all() and (var > 0).all()

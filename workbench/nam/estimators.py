@@ -190,7 +190,7 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ predictive
     @torch.no_grad()
-    def _glm_predictive(self, X, pred_type: str = "glm") -> tuple[np.ndarray, np.ndarray]:
+    def _predictive(self, X, pred_type: str = "glm") -> tuple[np.ndarray, np.ndarray]:
         """Predictive in model units: mean (N, K) and output variance diag (N, K); ``pred_type``
         ``"glm"`` (linearised Laplace) or ``"map"`` (the MAP network, variance 0)."""
         check_is_fitted(self, "model_")
@@ -255,7 +255,7 @@ class LaplaceAdditiveRegressor(RegressorMixin, _LaplaceAdditiveBase):
     def predict(self, X, return_std: bool = False, pred_type: str = "glm"):
         """Posterior-predictive mean; with ``return_std`` also the predictive std (GLM + noise).
         ``pred_type="map"``: the MAP network, whose std is the noise alone (for comparison)."""
-        mean, var = self._glm_predictive(X, pred_type)
+        mean, var = self._predictive(X, pred_type)
         mu = mean[:, 0] * self.y_scale_ + self.y_mean_
         if not return_std:
             return mu
@@ -291,7 +291,7 @@ class LaplaceAdditiveClassifier(ClassifierMixin, _LaplaceAdditiveBase):
     def predict_proba(self, X, pred_type: str = "glm") -> np.ndarray:
         """Class probabilities (N, C) with the probit approximation of the GLM predictive;
         ``pred_type="map"``: the MAP network's probabilities (no posterior averaging)."""
-        mean, var = self._glm_predictive(X, pred_type)
+        mean, var = self._predictive(X, pred_type)
         z = mean / np.sqrt(1.0 + np.pi / 8.0 * var)
         if self.likelihood_ == "binary":
             p = 1.0 / (1.0 + np.exp(-z[:, 0]))
