@@ -151,8 +151,8 @@ def test_stimulus_workbench_is_phase_average(tiny):
     tr = tiny["traces"].values.astype(np.float64)
     ph = tiny["trial_phase"].values
     ci = tiny["condition_index"].values
-    sel = (tiny["split"].values == "train") & (ci == 1) & (ph == 7)
-    t = np.flatnonzero((ci == 1) & (ph == 7) & (tiny["split"].values == "test"))[0]
+    sel = (tiny["split"].values == "train") & (ci == 0) & (ph == 40)
+    t = np.flatnonzero((ci == 0) & (ph == 40) & (tiny["split"].values == "test"))[0]
     pred = f.predict(tiny, np.array([t - 4]))[0, 0]
     np.testing.assert_allclose(pred, tr[sel].mean(0), rtol=1e-5)
     s = protocol.windows(tiny, "test", context=4)["start"].values

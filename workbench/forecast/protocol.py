@@ -34,10 +34,30 @@ MAX_CONTEXT = 256
 HORIZON = 32
 SPLITS = ("train", "val", "test")
 
+# Trial lengths (frames) per condition of the release, in condition order (gain, dots, flash,
+# taxis, turning, position, open loop, rotation, dark); each list sums to the condition's length.
+# Source: google-research/zapbench processing/alignment_and_normalization.gin,
+# AverageEvokedResponseFilter.condition_period_offsets.
+RELEASE_TRIAL_LENGTHS: tuple[tuple[int, ...], ...] = (
+    (58, 66, 66, 65, 66, 66, 65, 66, 66, 65),
+    (591, 591, 591),
+    (65, 66, 66, 65, 66, 65, 66, 66, 65, 66),
+    (131, 132, 131, 131, 132),
+    (262, 263, 262, 263, 262),
+    (197, 197, 197),
+    (),
+    (66, 65, 66, 65, 66, 66, 65, 66, 66, 65),
+    (),
+)
+# Trials averaged: a slice end over each condition's trials (-2: all but the last two; None: all).
+# Source: the same gin file, AverageEvokedResponseFilter.condition_baselines_exclusive_max.
+RELEASE_TRIALS_KEPT: tuple[int | None, ...] = (-2, -1, -2, -1, -1, -1, None, -2, None)
+
 __all__ = [
     "CONDITION_NAMES", "RELEASE_CONDITION_OFFSETS", "HELDOUT", "CONDITION_PADDING", "VAL_FRACTION",
     "TEST_FRACTION", "MAX_CONTEXT", "HORIZON", "SPLITS", "condition_bounds", "split_bounds",
-    "windows", "gather", "frame_labels", "protocol_from",
+    "windows", "gather", "frame_labels", "protocol_from", "RELEASE_TRIAL_LENGTHS", "RELEASE_TRIALS_KEPT",
+    "trial_phases",
 ]
 
 
@@ -198,3 +218,26 @@ def frame_labels(offsets: Sequence[int], names: Sequence[str] | None = None,
     full_idx[off[0]:] = cidx
     cond = np.asarray(names, dtype=object)[full_idx].astype(str)
     return cond, full_idx, split
+
+
+def trial_phases(offsets: Sequence[int], lengths) -> np.ndarray:
+    """Per-frame right-aligned trial phase from explicit trial lengths (-1: no trial).
+
+    Trials of one condition are aligned at their last frame, as ZAPBench averages them
+    (``pad_side='left'``): the last frame of every trial has phase ``max(lengths) - 1`` and a
+    shorter trial starts at a later phase.
+    """
+    off = _check_offsets(offsets)
+    if len(lengths) != off.size - 1:
+        raise ValueError(f"{len(lengths)} rows of trial lengths for {off.size - 1} conditions")
+    phase = np.full(int(off[-1]), -1, dtype=np.int64)
+    for i, row in enumerate(lengths):                  # loop over conditions
+        if not len(row):
+            continue
+        lo, hi = int(off[i]), int(off[i + 1])
+        if sum(row) != hi - lo:
+            raise ValueError(f"trial lengths of condition {i} sum to {sum(row)}, it has {hi - lo} frames")
+        ends = lo + np.cumsum(row)
+        trial = np.repeat(np.arange(len(row)), row)
+        phase[lo:hi] = np.arange(lo, hi) - ends[trial] + max(row)
+    return phase

@@ -38,24 +38,8 @@ from .base import TraceForecaster
 __all__ = ["StimulusBaseline", "ZAPBENCH_TRIAL_LENGTHS", "ZAPBENCH_TRIALS_KEPT", "evoked_response",
            "kept_trials"]
 
-# Trial lengths (frames) per condition of the release, in condition order (gain, dots, flash,
-# taxis, turning, position, open loop, rotation, dark); each list sums to the condition's length.
-# Source: google-research/zapbench processing/alignment_and_normalization.gin,
-# AverageEvokedResponseFilter.condition_period_offsets.
-ZAPBENCH_TRIAL_LENGTHS: tuple[tuple[int, ...], ...] = (
-    (58, 66, 66, 65, 66, 66, 65, 66, 66, 65),
-    (591, 591, 591),
-    (65, 66, 66, 65, 66, 65, 66, 66, 65, 66),
-    (131, 132, 131, 131, 132),
-    (262, 263, 262, 263, 262),
-    (197, 197, 197),
-    (),
-    (66, 65, 66, 65, 66, 66, 65, 66, 66, 65),
-    (),
-)
-# Trials averaged: a slice end over each condition's trials (-2: all but the last two; None: all).
-# Source: the same gin file, AverageEvokedResponseFilter.condition_baselines_exclusive_max.
-ZAPBENCH_TRIALS_KEPT: tuple[int | None, ...] = (-2, -1, -2, -1, -1, -1, None, -2, None)
+ZAPBENCH_TRIAL_LENGTHS = protocol.RELEASE_TRIAL_LENGTHS
+ZAPBENCH_TRIALS_KEPT = protocol.RELEASE_TRIALS_KEPT
 
 
 def kept_trials(offsets, lengths) -> list[int | None]:
