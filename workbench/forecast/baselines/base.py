@@ -45,15 +45,8 @@ def training_windows(ds: xr.Dataset, split: str, context: int, horizon: int = pr
 
 
 def check_starts(starts, n_frames: int, context: int, what: str = "starts") -> np.ndarray:
-    """Window starts as a 1-d int64 array whose context frames lie in ``[0, n_frames)``."""
-    arr = np.asarray(starts)
-    if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(np.mod(arr, 1) == 0)):
-        raise TypeError(f"{what} must be integer frame indices, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64).reshape(-1)
-    if arr.size and (arr.min() < 0 or arr.max() + context > n_frames):
-        raise ValueError(f"{what}: context frames [{arr.min()}, {arr.max() + context}) outside the "
-                         f"dataset's {n_frames} frames")
-    return arr
+    """Window starts whose context frames lie in ``[0, n_frames)`` (see :func:`protocol.check_starts`)."""
+    return protocol.check_starts(starts, n_frames, context, what)
 
 
 def check_positive_int(value, name: str, allow_none: bool = False):

@@ -113,6 +113,7 @@ class LinearBaseline(TorchForecaster):
         import torch
 
         self.settings_ = self._settings(ds)
+        self._train_settings(self.settings_)                # the same arguments are checked
         self._fit_lstsq(ds)
         net = self._build(int(ds.sizes["neuron"]))
         with torch.no_grad():                       # the solution as the network predict runs

@@ -188,7 +188,8 @@ class StimulusBaseline(TraceForecaster):
         key = cidx[train] * (n_phase + 1) + np.where((phase[train] >= 0), phase[train], n_phase)
         sums, counts = _nan_group_sums(key, n_cond * (n_phase + 1), x)
         csums, ccounts = _nan_group_sums(cidx[train], n_cond, x)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)          # a missing neuron stays NaN
             overall = np.nanmean(x, 0)
             cond_mean = np.where(ccounts > 0, csums / np.maximum(ccounts, 1), overall)
             table = np.where(counts > 0, sums / np.maximum(counts, 1),

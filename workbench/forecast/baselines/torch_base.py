@@ -17,7 +17,23 @@ from ...exceptions import check_fitted
 from ._training import TrainSettings, fit_network, masked_inputs
 from .base import TraceForecaster, check_positive_int
 
-__all__ = ["TorchForecaster"]
+__all__ = ["TorchForecaster", "finite_or_nan"]
+
+
+def finite_or_nan(values, name: str) -> np.ndarray:
+    """``values`` as float32, rejecting +-inf (including float64 values beyond float32's range);
+    NaN (missing) is allowed."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name!r} must be numeric, got dtype {arr.dtype}")
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32)
+    if np.isinf(out).any():
+        big = np.isinf(out) & np.isfinite(arr) if arr.dtype.kind == "f" else np.zeros_like(out, bool)
+        why = "values beyond float32's range" if big.any() else "+-inf"
+        raise ValueError(f"{name!r} holds {why} at {int(np.isinf(out).sum())} entries; a trained "
+                         "forecaster needs finite values (NaN marks missing ones)")
+    return out
 
 
 class TorchForecaster(TraceForecaster):
@@ -63,11 +79,15 @@ class TorchForecaster(TraceForecaster):
 
         settings = self._settings(ds)
         self.settings_ = settings
-        train = TrainSettings(**{k: settings[k] for k in self.train_fields if k in settings}).validate()
+        train = self._train_settings(settings)
         n = int(ds.sizes["neuron"])
-        traces = torch.as_tensor(np.asarray(ds["traces"].values, dtype=np.float32)).to(self.device_)
-        stim = (torch.as_tensor(np.asarray(ds["stimulus"].values, dtype=np.float32)).to(self.device_)
-                if self.uses_stimulus else None)
+        traces = torch.as_tensor(finite_or_nan(ds["traces"].values, "traces")).to(self.device_)
+        stim = None
+        if self.uses_stimulus:
+            stim = finite_or_nan(ds["stimulus"].values, "stimulus")
+            if np.isnan(stim).any():
+                raise ValueError("the 'stimulus' variable holds NaN; TiDE needs every stimulus feature")
+            stim = torch.as_tensor(stim).to(self.device_)
         net = self._build(n).to(self.device_)
         c, h = self.context, self.horizon
 
@@ -79,6 +99,10 @@ class TorchForecaster(TraceForecaster):
             progress=self.progress, callback=self.callback, name=self.name,
             neuron_subset=settings.get("max_train_neurons"))
         self.net_ = net
+
+    def _train_settings(self, settings) -> TrainSettings:
+        check_positive_int(settings.get("max_train_neurons"), "max_train_neurons", allow_none=True)
+        return TrainSettings(**{k: settings[k] for k in self.train_fields if k in settings}).validate()
 
     def _covariates(self, stim, starts):
         import torch
