@@ -113,12 +113,15 @@ class TorchForecaster(TraceForecaster):
             torch.arange(self.horizon, device=stim.device)
         return stim[idx]                                                # (B, H, F)
 
+    def _raw_forward(self, model, x, cov, neurons=None):
+        return model(x, cov, neurons) if self.uses_stimulus else model(x, neurons)
+
     def _forward(self, model, x, cov, neurons=None):
         """Masked forward: NaN inputs -> 0, and a NaN forecast for a neuron whose context had one."""
         import torch
 
         x, missing = masked_inputs(x)
-        out = model(x, cov, neurons) if self.uses_stimulus else model(x, neurons)
+        out = self._raw_forward(model, x, cov, neurons)
         return torch.where(missing, torch.full_like(out, float("nan")), out)
 
     # -- prediction -------------------------------------------------------------------------
@@ -144,6 +147,14 @@ class TorchForecaster(TraceForecaster):
             stim = torch.as_tensor(np.asarray(ds["stimulus"].isel(time=slice(lo, t1)).values, np.float32))
             stim = stim.to(self.device_)
         rel = starts - lo
+        # missing neurons once per block (not per window): NaN -> 0, and a running NaN count
+        # marks the (window, neuron) pairs whose context holds a NaN
+        nan = torch.isnan(tr)
+        cnt = None
+        if bool(nan.any()):
+            cnt = torch.zeros((tr.shape[0] + 1, n), dtype=torch.int32, device=tr.device)
+            cnt[1:] = nan.cumsum(0, dtype=torch.int32)
+            tr = torch.nan_to_num(tr, nan=0.0)
         view = tr.unfold(0, self.context, 1).transpose(1, 2)             # (frames - C + 1, C, N)
         per = max(1, int(self.predict_budget // (self.context * n * 4)))
         out = []
@@ -151,7 +162,12 @@ class TorchForecaster(TraceForecaster):
             for b0 in range(0, rel.size, per):                          # batches of windows
                 r = rel[b0:b0 + per]
                 x = view[int(r[0]):int(r[-1]) + 1] if np.all(np.diff(r) == 1) else view[torch.as_tensor(r)]
-                out.append(self._forward(self.net_, x, self._covariates(stim, r)))
+                y = self._raw_forward(self.net_, x, self._covariates(stim, r))
+                if cnt is not None:
+                    ri = torch.as_tensor(r, device=tr.device)
+                    miss = (cnt[ri + self.context] - cnt[ri]) > 0       # (B, N)
+                    y = y.masked_fill(miss[:, None, :], float("nan"))
+                out.append(y)
         return torch.cat(out)
 
     def predict(self, ds: xr.Dataset, starts) -> np.ndarray:
