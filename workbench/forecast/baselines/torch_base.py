@@ -66,10 +66,12 @@ class TorchForecaster(TraceForecaster):
 
         from ..._torch_utils import resolve_device, torch_threads
 
-        check_positive_int(self.n_threads, "n_threads", allow_none=True)
+        n_threads = self.n_threads if getattr(self, "num_threads", None) is None else self.num_threads
+        check_positive_int(n_threads, "n_threads", allow_none=True)
         self.device_ = resolve_device(self.device)
         rs = self._random_state()
-        with torch_threads(self.n_threads), torch.random.fork_rng(devices=[]):
+        devices = [self.device_] if self.device_.type == "cuda" else []
+        with torch_threads(n_threads), torch.random.fork_rng(devices=devices):
             torch.manual_seed(rs)
             self.random_state_ = rs
             return super().fit(ds, y)
