@@ -19,7 +19,8 @@ def brute_force_condition_mae(errors_loop, windows):
     return out
 
 
-@pytest.mark.parametrize("make", [lambda: MeanBaseline(4), lambda: LinearBaseline(4), lambda: MeanBaseline(256)])
+@pytest.mark.parametrize("make", [lambda: MeanBaseline(4), lambda: LinearBaseline(4), lambda: MeanBaseline(256),
+                                  lambda: StimulusBaseline(4)])
 def test_vectorised_scores_equal_per_window_loop(tiny, make):
     f = make().fit(tiny)
     errors, w = score_forecaster(f, tiny, block_frames=300, batch_size=7)   # several blocks/batches
@@ -29,6 +30,23 @@ def test_vectorised_scores_equal_per_window_loop(tiny, make):
     agg = aggregate(errors, w, n_boot=0)
     for c, v in brute_force_condition_mae(ref, w).items():
         np.testing.assert_allclose(agg["mae"].sel(condition=c).values, v, rtol=1e-5)
+
+
+@pytest.mark.parametrize("missing", ["exclude", "zapbench"])
+def test_frame_aligned_forecasts_scored_once_per_frame_equal_the_full_tensor(missing):
+    import torch
+
+    from workbench.forecast.metrics import error_means
+
+    frames, n, h, w = 50, 7, 5, 20
+    g = torch.Generator().manual_seed(0)
+    fr = torch.randn(frames, n, dtype=torch.float64, generator=g)
+    tg = torch.randn(frames, n, dtype=torch.float64, generator=g)
+    fr[10, 3] = float("nan")
+    p = fr.as_strided((w, h, n), (n, n, 1))                   # forecast of frame w + h, shared
+    t = tg.as_strided((w, h, n), (n, n, 1), 2 * n)
+    for got, ref in zip(error_means(p, t, missing), error_means(p.contiguous(), t.contiguous(), missing)):
+        torch.testing.assert_close(got, ref, equal_nan=True)
 
 
 def test_missing_neurons_counted_not_zero():

@@ -65,6 +65,13 @@ def error_means(pred, target, missing: str = "exclude"):
         raise ValueError(f"pred and target must both be (window, lead, neuron); got {tuple(pred.shape)} "
                          f"and {tuple(target.shape)}")
     n = pred.shape[-1]
+    if _frame_aligned(pred) and _frame_aligned(target):
+        # forecasts of frame t shared by every window that targets it (a sliding view, e.g. the
+        # stimulus-evoked response): each frame is scored once, windows index the frames
+        w, h = pred.shape[:2]
+        frames = [x.as_strided((w + h - 1, 1, n), (n, n, 1), x.storage_offset()) for x in (pred, target)]
+        idx = (torch.arange(w, device=pred.device)[:, None] + torch.arange(h, device=pred.device))
+        return tuple(v[:, 0][idx] for v in error_means(*frames, missing))
     d = pred - target
     sq_sum = torch.linalg.vector_norm(d, 2, dim=-1).double().square()
     abs_sum = d.abs_().sum(-1).double()                            # in place: d is ours
@@ -84,6 +91,12 @@ def error_means(pred, target, missing: str = "exclude"):
     nan = torch.full_like(abs_sum, float("nan"))
     return (torch.where(n_ok > 0, abs_sum / n_ok.clamp(min=1), nan),
             torch.where(n_ok > 0, sq_sum / n_ok.clamp(min=1), nan), n_miss)
+
+
+def _frame_aligned(x) -> bool:
+    """Whether (window, lead, neuron) ``x`` is a sliding view over frames: x[w, h] = frames[w + h]."""
+    return (x.dim() == 3 and x.shape[0] > 1 and x.shape[1] > 1 and x.stride(2) == 1
+            and x.stride(0) == x.stride(1) == x.shape[2])
 
 
 def errors_dataset(abs_err, sq_err, n_missing, n_neurons: int, missing: str) -> xr.Dataset:
