@@ -158,6 +158,29 @@ def _exists(loc) -> bool:
     return False
 
 
+def _volume(root, scale, n_frames, missing):
+    """``(volume (t, z, y, x), segmentation (z, y, x), voxel size)`` of one scale, lazily."""
+    vs = np.array(RELEASE_VOXEL_SIZE_UM)
+    if scale is None:
+        return None, None, vs
+    if scale not in ("s0", "s1", "s2"):
+        raise ValueError(f"scale must be 's0', 's1', 's2' or None, got {scale!r}")
+    vpath = root / VOLUME_DIR / scale
+    v = _open(vpath, f"{VOLUME_DIR}/{scale}")
+    _check(v, vpath, f"{VOLUME_DIR}/{scale}", 4, "f", (None, None, None, n_frames))
+    seg_arr, seg_path, factor = _segmentation(root, scale, v.shape[:2])
+    _check(seg_arr, seg_path, "segmentation", 3, "iu")
+    seg_xyz = coarse_segmentation(lazy(seg_arr, "segmentation", "fill"), factor, v.shape[:2])
+    if tuple(seg_xyz.shape) != tuple(v.shape[:3]):
+        raise ReleaseLayoutError(f"segmentation at {seg_path} (x, y, z) = {tuple(seg_xyz.shape)} "
+                                 f"after /{factor} xy does not match volume {vpath} (x, y, z) = "
+                                 f"{tuple(v.shape[:3])}")
+    vol = lazy(v, f"{VOLUME_DIR}/{scale}", missing).transpose(3, 2, 1, 0)   # (t, z, y, x)
+    k = int(scale[1:])
+    vs = vs * np.array([1.0, 2.0 ** k, 2.0 ** k])         # physical xy grid of s0 halves per level
+    return vol, seg_xyz.transpose(2, 1, 0).astype(np.int32), vs
+
+
 def open_release(root, scale: str | None = "s0", condition_offsets=None, centroids: bool = False,
                  frame_period_s: float = RELEASE_FRAME_PERIOD_S, time=None, extras: bool = True,
                  storage_options=None, missing_chunks: str = "nan") -> xr.Dataset:
@@ -187,25 +210,7 @@ def open_release(root, scale: str | None = "s0", condition_offsets=None, centroi
     _check(st, root / "stimuli_features", "stimuli_features", 2, "f", (n_frames, None))
     traces = lazy(tr, "traces", missing_chunks)
     stimulus = np.asarray(lazy(st, "stimuli_features", missing_chunks).compute(), dtype=np.float32)
-    vol = seg = None
-    vs = np.array(RELEASE_VOXEL_SIZE_UM)
-    if scale is not None:
-        if scale not in ("s0", "s1", "s2"):
-            raise ValueError(f"scale must be 's0', 's1', 's2' or None, got {scale!r}")
-        vpath = root / VOLUME_DIR / scale
-        v = _open(vpath, f"{VOLUME_DIR}/{scale}")
-        _check(v, vpath, f"{VOLUME_DIR}/{scale}", 4, "f", (None, None, None, n_frames))
-        seg_arr, seg_path, factor = _segmentation(root, scale, v.shape[:2])
-        _check(seg_arr, seg_path, "segmentation", 3, "iu")
-        seg_xyz = coarse_segmentation(lazy(seg_arr, "segmentation", "fill"), factor, v.shape[:2])
-        if tuple(seg_xyz.shape) != tuple(v.shape[:3]):
-            raise ReleaseLayoutError(f"segmentation at {seg_path} (x, y, z) = {tuple(seg_xyz.shape)} "
-                                     f"after /{factor} xy does not match volume {vpath} (x, y, z) = "
-                                     f"{tuple(v.shape[:3])}")
-        vol = lazy(v, f"{VOLUME_DIR}/{scale}", missing_chunks).transpose(3, 2, 1, 0)   # (t, z, y, x)
-        seg = seg_xyz.transpose(2, 1, 0).astype(np.int32)
-        k = int(scale[1:])
-        vs = vs * np.array([1.0, 2.0 ** k, 2.0 ** k])     # physical xy grid of s0 halves per level
+    vol, seg, vs = _volume(root, scale, n_frames, missing_chunks)
     offsets = condition_offsets
     if offsets is None:
         rel = np.asarray(protocol.RELEASE_CONDITION_OFFSETS)
