@@ -531,6 +531,12 @@ class Laplace:
         )
 
 
+def fit_laplace(model, train_loader, likelihood, **laplace_kwargs):
+    """``Laplace(model, likelihood, **laplace_kwargs).fit(train_loader)``: the one post-hoc helper
+    the capabilities share (SpaM's OPD, the equivariance readouts)."""
+    return Laplace(model, likelihood, **laplace_kwargs).fit(train_loader)
+
+
 def _prior_mean(value, ref, P):
     """prior_mean as a (P,) tensor; finite, scalar or one value per parameter."""
     try:

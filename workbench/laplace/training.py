@@ -85,7 +85,7 @@ def marglik_training(
     marglik_at_last_epoch=False,
     restore_best=True,
     reset_hyper_optimizer=False,
-    refit_after_hypersteps=True,
+    marglik_estimate="final",
 ):
     """Train ``model`` and its hyperparameters by the Laplace marginal likelihood.
 
@@ -100,8 +100,10 @@ def marglik_training(
     loader, or ``epoch -> loader``; default ``train_loader``). ``marglik_at_last_epoch``: also
     estimate at the last epoch. ``reset_hyper_optimizer``: a fresh Adam for the hyperparameters at
     every estimate. ``extra_params``: tensors (not covered by the Laplace; see ``params``) learned
-    by the differentiable marglik with the hyperparameters; ``refit_after_hypersteps=False``
-    reports their last hyper-step's value instead of refitting (one data pass less per estimate).
+    by the differentiable marglik with the hyperparameters. ``marglik_estimate``: the recorded
+    (and best-model) evidence is the one at the final hyperparameters ("final"; with
+    ``extra_params`` that costs one more Laplace fit per estimate) or the value of the last
+    hyper-step, before its update ("last_step": no extra pass).
 
     The MAP objective is ``-log p(y|θ)/(B·T) + ½ Σ δ (θ-μ0)² / N`` per batch, with the prior on the
     parameters the Laplace covers (trainable parameters outside it, e.g. the body with
@@ -141,6 +143,7 @@ def _check_options(args):
         a["lr_min"] = check_positive_float("lr_min", a["lr_min"], allow_zero=True)
     a["momentum"] = check_positive_float("momentum", a["momentum"], allow_zero=True)
     check_choice("optimizer", a["optimizer"], OPTIMIZERS)
+    check_choice("marglik_estimate", a["marglik_estimate"], ("final", "last_step"))
     check_callback(a["callback"])
     a["train_loader"] = as_loader(a["train_loader"])
     if is_one_shot(a["train_loader"]):
@@ -261,7 +264,7 @@ class _Run:
         loader = self.marglik_data(epoch)
         if o["reset_hyper_optimizer"]:
             self.opt_hyp = torch.optim.Adam(self.hyper + self.extra, lr=o["lr_hyp"])
-        lml = _hyper_steps(self, loader, o["n_hypersteps"], o["refit_after_hypersteps"])
+        lml = _hyper_steps(self, loader, o["n_hypersteps"], o["marglik_estimate"] == "final")
         _marglik.check_converged(
             [lml], self.log_prec, self.log_sigma, f"marglik_training (epoch {epoch})"
         )
@@ -327,7 +330,7 @@ def _n_data(loader):
         return sum(len(b[0]) for b in loader)
 
 
-def _hyper_steps(run, loader, n_steps, refit_after):
+def _hyper_steps(run, loader, n_steps, final):
     la, log_prec, log_sigma, extra = run.la, run.log_prec, run.log_sigma, run.extra
     has_sigma = la.lik_.has_sigma
     la.prior_precision = log_prec.detach().exp()
@@ -348,7 +351,7 @@ def _hyper_steps(run, loader, n_steps, refit_after):
     la.prior_precision = log_prec.detach().exp()
     if has_sigma:
         la.sigma_noise = log_sigma.detach().exp()
-    if extra and not refit_after and n_steps:
+    if not final and n_steps:
         return value
     if extra:
         la.fit(loader)
