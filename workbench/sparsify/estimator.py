@@ -94,8 +94,8 @@ class SpaM(ClassifierMixin, BaseEstimator):
     dtype : None (the given model's dtype, else float64 for float64 input, else float32),
         ``torch.float32`` / ``torch.float64`` or the names ``"float32"`` / ``"float64"``.
     progress : tqdm bar over the training epochs.
-    callback : ``callback(Progress)`` after every training epoch (stage ``"MAP"`` or
-        ``"marglik"``, metrics ``loss`` [and ``log_marglik``]); returning True stops training.
+    callback : ``callback(Progress)`` after every training epoch (stage ``"train"``, metrics
+        ``loss`` [and ``log_marglik``]); returning True stops training.
 
     Attributes after ``fit``: ``model_``, ``classes_``, ``n_features_in_``, ``input_shape_``,
     ``la_`` (fitted Laplace; for ``"map"`` built post hoc on first use), ``history_`` (marglik

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from workbench.progress import Progress, report
+from workbench.progress import report
 
 from .masks import PruningMask
 
@@ -67,7 +67,8 @@ def _fit_loop(model, loader, n_epochs, lr, prior_precision, mask=None, progress=
                 opt.step()
                 total = total + loss.detach() * len(X)  # no host sync per batch
             if callback is not None and report(
-                    callback, epoch + 1, n_epochs, desc, f"{desc} epoch {epoch + 1}/{n_epochs}",
+                    callback, epoch + 1, n_epochs, "train" if desc == "MAP" else desc,
+                    f"{desc} epoch {epoch + 1}/{n_epochs}",
                     {"loss": float(total) / N}):
                 break
     finally:
@@ -80,28 +81,11 @@ def train_map(model: nn.Module, loader, n_epochs: int = 100, lr: float = 1e-2,
               prior_precision: float = 1.0, progress: bool = False, callback=None) -> nn.Module:
     """MAP training: mean cross-entropy + ``prior_precision / (2N) * ||theta||^2`` (Adam).
 
-    ``callback(Progress)`` after every epoch (stage ``"MAP"``, metric ``loss``); True stops."""
+    ``callback(Progress)`` after every epoch (stage ``"train"``, metric ``loss``); True stops."""
     if prior_precision < 0:
         raise ValueError(f"prior_precision must be >= 0, got {prior_precision}")
     return _fit_loop(model, loader, n_epochs, lr, prior_precision, progress=progress, desc="MAP",
                      callback=callback)
-
-
-def _marglik_callback(callback):
-    """The Laplace core's per-epoch read-out forwarded as one :class:`Progress` (stage
-    ``"marglik"``, metrics ``loss`` and ``log_marglik``, state ``history`` and ``la``)."""
-    if callback is None:
-        return None
-
-    def cb(info):
-        if isinstance(info, Progress):
-            return callback(info) is True
-        return report(callback, info["epoch"], info["n_epochs"], "marglik",
-                      f"marglik epoch {info['epoch']}/{info['n_epochs']}",
-                      {"loss": info["loss"], "log_marglik": info["log_marglik"]},
-                      {"history": info.get("history"), "la": info.get("la")})
-
-    return cb
 
 
 def train_spam(model: nn.Module, loader, prior_structure: str = "diagonal",
@@ -110,7 +94,8 @@ def train_spam(model: nn.Module, loader, prior_structure: str = "diagonal",
                lr_hyp: float = 0.1, progress: bool = False, callback=None, **kwargs):
     """Online marglik training with a learned ``prior_structure`` prior -> ``(model, la, history)``.
 
-    ``callback(Progress)`` after every epoch (stage ``"marglik"``); returning True stops."""
+    ``callback(Progress)`` after every epoch (the core's per-epoch progress: metrics ``loss``,
+    ``log_marglik``; state ``history``, ``la``, ...); returning True stops."""
     if _check_prior(prior_structure) == "map":
         raise ValueError("prior_structure='map' is the weight-decay baseline: use train_map")
     from workbench.laplace import marglik_training
@@ -119,7 +104,7 @@ def train_spam(model: nn.Module, loader, prior_structure: str = "diagonal",
                             prior_structure=prior_structure, n_epochs=n_epochs, lr=lr,
                             n_epochs_burnin=n_epochs_burnin, marglik_frequency=marglik_frequency,
                             n_hypersteps=n_hypersteps, lr_hyp=lr_hyp, progress=progress,
-                            callback=_marglik_callback(callback), **kwargs)
+                            callback=callback, **kwargs)
 
 
 def fit_laplace(model: nn.Module, loader, hessian_structure: str = "kron",
