@@ -147,16 +147,6 @@ PENDING = {
     ("LaplaceAdditiveClassifier", "sklearn_checks"):
         "lanam: 13 of scikit-learn's 55 checks fail: as the regressor (but subset invariance), "
         "plus continuous labels accepted and predict before fit not a NotFittedError",
-    ("LearnedEquivarianceClassifier", "base"): "estimators: not yet a BaseEstimator",
-    ("LearnedEquivarianceClassifier", "clone"): "estimators: not yet a BaseEstimator",
-    ("LearnedEquivarianceClassifier", "params"): "estimators: not yet a BaseEstimator",
-    ("LearnedEquivarianceClassifier", "names"): "estimators: seed, no device yet",
-    ("LearnedEquivarianceClassifier", "not_fitted"): "estimators: RuntimeError, not NotFittedError",
-    ("LearnedInvarianceClassifier", "base"): "estimators: not yet a BaseEstimator",
-    ("LearnedInvarianceClassifier", "clone"): "estimators: not yet a BaseEstimator",
-    ("LearnedInvarianceClassifier", "params"): "estimators: not yet a BaseEstimator",
-    ("LearnedInvarianceClassifier", "names"): "estimators: seed, no device yet",
-    ("LearnedInvarianceClassifier", "not_fitted"): "estimators: RuntimeError, not NotFittedError",
     ("MeanBaseline", "not_fitted"): "zapbench: predict before fit raises RuntimeError",
     ("StimulusBaseline", "not_fitted"): "zapbench: predict before fit raises RuntimeError",
     ("LinearBaseline", "not_fitted"): "zapbench: predict before fit raises RuntimeError",
