@@ -7,12 +7,11 @@ capability modules build their validation layer from these (e.g.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 import torch
 from sklearn.utils.multiclass import check_classification_targets
+
+from workbench.laplace._validation import check_positive_float, check_positive_int
 
 __all__ = ["check_int", "check_positive", "resolve_dtype", "check_labels", "encode_labels",
            "to_tensor"]
@@ -20,24 +19,9 @@ __all__ = ["check_int", "check_positive", "resolve_dtype", "check_labels", "enco
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def check_int(name: str, value, low: int = 1) -> int:
-    """``value`` as an int ``>= low`` (bools and non-integral numbers are rejected)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {low}, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
-
-
-def check_positive(name: str, value, allow_zero: bool = False) -> float:
-    """``value`` as a finite float ``> 0`` (``>= 0`` with ``allow_zero``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return v
+# the Laplace core's checks of integers and positive numbers, shared rather than written twice
+check_int = check_positive_int
+check_positive = check_positive_float
 
 
 def resolve_dtype(dtype, model: torch.nn.Module | None, X: np.ndarray) -> torch.dtype:

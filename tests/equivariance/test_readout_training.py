@@ -48,7 +48,8 @@ def test_readout_aggregates_the_laplace_per_pathway(tiny_data):
     for i in range(2):
         for p in ("conv", "free"):
             names = [n for n in eff if n.startswith(f"layers.{i}.{p}.")]
-            assert names
+            expected = {"conv": ["conv.weight", "conv.bias"], "free": ["rows.weight", "cols.weight"]}
+            assert names == [f"layers.{i}.{p}.{k}" for k in expected[p]]
             assert ds.effective_dim.sel(layer=i, pathway=p) == pytest.approx(
                 sum(eff[n] for n in names), rel=1e-12)
             norm = math.sqrt(sum(float(named[n].detach().pow(2).sum()) for n in names))
