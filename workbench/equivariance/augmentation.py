@@ -88,7 +88,8 @@ class AffineAugmentation(nn.Module):
 
     def set_amplitudes(self, values) -> None:
         """Set the amplitudes (natural units); each must lie strictly inside (0, max)."""
-        v = torch.as_tensor(values, dtype=self.raw_amplitude.dtype).reshape(-1)
+        v = torch.as_tensor(values, dtype=self.raw_amplitude.dtype,
+                            device=self.raw_amplitude.device).reshape(-1)
         if v.numel() != len(self.transforms):
             raise ValueError(f"need {len(self.transforms)} amplitudes for {self.transforms}")
         frac = v / self.max_amplitude
