@@ -179,7 +179,7 @@ class LearnedEquivarianceClassifier(ImageClassifier):
             model, train_loader, "classification", hessian_structure="kron",
             **_prior_kwargs(self.prior_structure, pathway_groups(model)),
             n_epochs=self.n_epochs, lr=self.lr, lr_min=self.lr_min, optimizer=self.optimizer,
-            momentum=0.9 if self.optimizer == "sgd" else 0.0,
+            optimizer_kwargs={"momentum": 0.9} if self.optimizer == "sgd" else None,
             n_epochs_burnin=self.n_epochs_burnin, marglik_frequency=self.marglik_frequency,
             n_hypersteps=self.n_hypersteps, lr_hyp=self.lr_hyp,
             prior_prec_init=self.prior_precision, marglik_loader=full_loader,

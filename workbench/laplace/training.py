@@ -63,7 +63,8 @@ def marglik_training(
     lr=1e-3,
     lr_min=None,
     optimizer="adam",
-    momentum=0.0,
+    optimizer_kwargs=None,
+    scheduler=None,
     n_epochs_burnin=0,
     marglik_frequency=1,
     n_hypersteps=100,
@@ -95,8 +96,9 @@ def marglik_training(
     and ``prior_precision (epoch, prior)``.
 
     ``callback(progress)`` gets an :class:`EpochProgress` after every epoch; returning ``True``
-    stops training. ``optimizer``: "adam" or "sgd" (with ``momentum``); ``lr_min`` enables cosine
-    annealing of the parameter learning rate. ``marglik_loader``: the data of the Laplace fits (a
+    stops training. ``optimizer``: "adam", "sgd" or a ``torch.optim`` class, built with ``lr`` and
+    ``optimizer_kwargs`` (e.g. ``{"momentum": 0.9}``); ``lr_min`` enables cosine annealing of the
+    parameter learning rate, ``scheduler(optimizer)`` builds another scheduler (stepped per batch). ``marglik_loader``: the data of the Laplace fits (a
     loader, or ``epoch -> loader``; default ``train_loader``). ``marglik_at_last_epoch``: also
     estimate at the last epoch. ``reset_hyper_optimizer``: a fresh Adam for the hyperparameters at
     every estimate. ``extra_params``: tensors (not covered by the Laplace; see ``params``) learned
@@ -141,8 +143,14 @@ def _check_options(args):
     )
     if a["lr_min"] is not None:
         a["lr_min"] = check_positive_float("lr_min", a["lr_min"], allow_zero=True)
-    a["momentum"] = check_positive_float("momentum", a["momentum"], allow_zero=True)
-    check_choice("optimizer", a["optimizer"], OPTIMIZERS)
+    if not _is_optimizer_class(a["optimizer"]):
+        check_choice("optimizer", a["optimizer"], OPTIMIZERS)
+    if a["optimizer_kwargs"] is not None and not isinstance(a["optimizer_kwargs"], dict):
+        raise TypeError(
+            f"optimizer_kwargs must be a dict, got {type(a['optimizer_kwargs']).__name__}"
+        )
+    if a["scheduler"] is not None and not callable(a["scheduler"]):
+        raise TypeError("scheduler must be a callable optimizer -> learning-rate scheduler")
     check_choice("marglik_estimate", a["marglik_estimate"], ("final", "last_step"))
     check_callback(a["callback"])
     a["train_loader"] = as_loader(a["train_loader"])
@@ -192,12 +200,14 @@ class _Run:
         self.extra = list(o["extra_params"] or [])
         ids = {id(p) for p in self.extra}
         theta = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
-        if o["optimizer"] == "adam":
-            self.opt = torch.optim.Adam(theta, lr=o["lr"])
-        else:
-            self.opt = torch.optim.SGD(theta, lr=o["lr"], momentum=o["momentum"])
+        cls = o["optimizer"]
+        if not _is_optimizer_class(cls):
+            cls = torch.optim.Adam if cls == "adam" else torch.optim.SGD
+        self.opt = cls(theta, **{"lr": o["lr"], **(o["optimizer_kwargs"] or {})})
         self.sched = None
-        if o["lr_min"] is not None:
+        if o["scheduler"] is not None:
+            self.sched = o["scheduler"](self.opt)
+        elif o["lr_min"] is not None:
             steps = (
                 o["n_epochs"] * max(1, len(self.loader))
                 if hasattr(self.loader, "__len__")
@@ -316,6 +326,10 @@ class _Run:
         if self.last_marglik_epoch != last:  # the Laplace of the returned (last) model
             la.fit(self.marglik_data(last))
         return la
+
+
+def _is_optimizer_class(obj):
+    return isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)
 
 
 def _is_factory(ml):
