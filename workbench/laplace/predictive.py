@@ -15,27 +15,22 @@ import math
 import torch
 from torch.func import functional_call
 
-from ._validation import LINK_APPROX, PRED_TYPES, check_choice, check_generator, check_positive_int
-from .batches import run_model, to_model_dtype
+from ._validation import (
+    LINK_APPROX,
+    PRED_TYPES,
+    check_choice,
+    check_finite,
+    check_generator,
+    check_positive_int,
+)
+from .batches import forward_errors, run_model, to_model_dtype
 from .curvature.jacobians import jac_t_chunks
 from .curvature.modules import capture, collect, module_grads
 
 
 def _as_input(la, x, name="x"):
     """``x`` on the model's device and dtype, finite, with the rank of the training inputs."""
-    if isinstance(x, (tuple, list, dict)) and not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(
-                f"{name} must be a tensor or array of inputs, got {type(x).__name__}"
-            ) from err
-    try:
-        x = to_model_dtype(x, la.mean, name)
-    except (TypeError, RuntimeError) as err:
-        raise TypeError(
-            f"{name} must be a tensor or array of inputs, got {type(x).__name__}"
-        ) from err
+    x = to_model_dtype(x, la.mean, name)
     want = la.input_shape_
     if want is not None and x.ndim != len(want) + 1:
         raise ValueError(
@@ -60,12 +55,31 @@ def _eval(la, fn):
 
 def _map_outputs(la, x):
     with torch.no_grad():
-        return _eval(la, lambda: run_model(la.model, x))
+        out = _eval(la, lambda: run_model(la.model, x))
+    check_finite(out, "model output at x")
+    return out
+
+
+def _finite(out, x, what):
+    """``out`` (a tensor or tuple), or a ValueError naming the rows of x where it is not finite."""
+    for o in out if isinstance(out, tuple) else (out,):
+        if not torch.isfinite(o).all():
+            rows_dim = 1 if what == "predictive samples" else 0
+            bad = (~torch.isfinite(o)).movedim(rows_dim, 0).reshape(o.shape[rows_dim], -1).any(1)
+            big = float(x.abs().max()) if x.is_floating_point() and x.numel() else float("nan")
+            raise ValueError(
+                f"the {what} is not finite at rows {bad.nonzero().flatten()[:5].tolist()} of x "
+                f"(largest |x| = {big:.3g}): the linearised model overflows {o.dtype} there; "
+                "rescale the inputs or use a float64 model"
+            )
+    return out
 
 
 def functional_variance(la, x, group=None):
     x = _as_input(la, x)
-    return _eval(la, lambda: _functional_variance(la, x, group))
+    with forward_errors(x, "x"):
+        fvar = _eval(la, lambda: _functional_variance(la, x, group))
+    return _finite(fvar, x, "functional variance")
 
 
 def _functional_variance(la, x, group, route="auto"):
@@ -141,12 +155,16 @@ def predict(la, x, pred_type="glm", link_approx="probit", n_samples=100, generat
     n_samples = check_positive_int("n_samples", n_samples)
     check_generator(generator)
     x = _as_input(la, x)
+    return _finite(_predict(la, x, pred_type, link_approx, n_samples, generator), x, "predictive")
+
+
+def _predict(la, x, pred_type, link_approx, n_samples, generator):
     name = la.lik_.name
     if pred_type == "nn":
         fs = predictive_samples(la, x, n_samples, "nn", generator, raw=True)
         if name == "regression":
             mu = fs.mean(0)
-            d = (fs - mu).reshape(n_samples, x.shape[0], -1)
+            d = (fs - mu).reshape(n_samples, x.shape[0], math.prod(fs.shape[2:]))
             return mu, torch.einsum("snk,snl->nkl", d, d) / max(1, n_samples - 1)
         return _link_mean(la, fs)
     f_mu = _map_outputs(la, x)
@@ -155,9 +173,11 @@ def predict(la, x, pred_type="glm", link_approx="probit", n_samples=100, generat
         return f_mu, f_var
     if name == "heteroscedastic":
         return _hetero_predictive(f_mu, f_var)
-    var = torch.diagonal(f_var.reshape(x.shape[0], f_mu[0].numel(), -1), dim1=-2, dim2=-1).reshape(
-        f_mu.shape
-    )
+    var = torch.diagonal(
+        f_var.reshape(x.shape[0], math.prod(f_mu.shape[1:]), math.prod(f_mu.shape[1:])),
+        dim1=-2,
+        dim2=-1,
+    ).reshape(f_mu.shape)
     if link_approx == "probit":
         kappa = 1 / torch.sqrt(1 + math.pi / 8 * var)
         z = f_mu * kappa
@@ -190,7 +210,7 @@ def _hetero_predictive(f_mu, f_var):
 
 def _gaussian_samples(f_mu, f_var, n_samples, generator):
     N = f_mu.shape[0]
-    n_out = f_mu[0].numel()
+    n_out = math.prod(f_mu.shape[1:])
     cov = f_var.reshape(N, n_out, n_out)
     jitter = 1e-10 * torch.diagonal(cov, dim1=-2, dim2=-1).mean(-1).clamp(min=1e-30)[:, None, None]
     eye = torch.eye(n_out, dtype=cov.dtype, device=cov.device)
@@ -242,6 +262,7 @@ def predictive_samples(la, x, n_samples=100, pred_type="glm", generator=None, ra
             return torch.stack(outs)
 
         fs = _eval(la, run)
+    _finite(fs, x, "predictive samples")
     if raw or la.lik_.name in ("regression", "heteroscedastic"):
         return fs
     return torch.softmax(fs, -1) if la.lik_.name == "classification" else torch.sigmoid(fs)
