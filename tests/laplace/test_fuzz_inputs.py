@@ -15,6 +15,7 @@ the cases (derandomized, no example database): 1 020 generated cases plus four f
 
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -434,3 +435,42 @@ def test_marglik_training_arguments(arg, value):
         model, la, hist = res
         assert hist.sizes["epoch"] >= 1 and np.isfinite(hist.loss.values).all()
         assert torch.isfinite(la.log_marginal_likelihood())
+
+
+# ------------------------------------------------------------------ the examples of issue #15
+def _examples():
+    X, y = data()
+    la = Laplace(mlp(), "regression", hessian_structure="kron").fit([(X, y)])
+    lml = la.log_marginal_likelihood
+    other = Laplace(mlp(seed=1), "regression", hessian_structure="kron")
+    gen = ((X[i : i + 5], y[i : i + 5]) for i in range(0, 20, 5))
+    return {
+        "prior_precision=-1": (lambda: lml(prior_precision=-1.0), "prior_precision must be finite and > 0"),
+        "prior_precision=0": (lambda: lml(prior_precision=0.0), "prior_precision must be finite and > 0"),
+        "prior_precision=nan": (lambda: lml(prior_precision=math.nan), "prior_precision must be finite"),
+        "sigma_noise=0": (lambda: lml(sigma_noise=0.0), "sigma_noise must be finite and > 0"),
+        "sigma_noise=-2": (lambda: lml(sigma_noise=-2.0), "sigma_noise must be finite and > 0"),
+        "sigma_noise=nan": (lambda: lml(sigma_noise=math.nan), "sigma_noise must be finite"),
+        "prior_mean=nan": (lambda: Laplace(mlp(), "regression", prior_mean=math.nan), "prior_mean must be finite"),
+        "temperature=nan": (lambda: Laplace(mlp(), "regression", temperature=math.nan), "temperature must be finite"),
+        "sigma_noise of 3 for 2 outputs": (
+            lambda: Laplace(mlp(), "regression", sigma_noise=torch.ones(3)).fit([(X, y)]), "3 entries"),
+        "mc with n_samples=0": (lambda: la(X[:2], link_approx="mc", n_samples=0), "n_samples must be >= 1"),
+        "load_state_dict at other weights": (lambda: other.load_state_dict(la.state_dict()), "current weights"),
+        "wrong feature count into fit": (
+            lambda: Laplace(mlp(), "regression").fit([(X[:, :2], y)]), "cannot be applied to X"),
+        "wrong feature count into la(x)": (lambda: la(X[:2, :2]), "cannot be applied to x"),
+        "wrong rank into la(x)": (lambda: la(X[0]), "expected a batch shaped (N, 3)"),
+        "generator into marglik_training": (
+            lambda: marglik_training(mlp(), gen, "regression", n_epochs=1, progress=False), "one-shot"),
+        "last_layer with dict batches": (
+            lambda: Laplace(mlp(), "regression", subset_of_weights="last_layer").fit([{"x": X, "y": y}]),
+            "(X, y) pairs; batch 0 is a dict"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_examples()))
+def test_issue15_examples_get_a_clear_error(case):
+    fn, message = _examples()[case]
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        fn()

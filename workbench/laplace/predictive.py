@@ -55,7 +55,7 @@ def _eval(la, fn):
 
 def _map_outputs(la, x):
     with torch.no_grad():
-        out = _eval(la, lambda: run_model(la.model, x))
+        out = _eval(la, lambda: run_model(la.model, x, what="x"))
     check_finite(out, "model output at x")
     return out
 
@@ -257,7 +257,9 @@ def predictive_samples(la, x, n_samples=100, pred_type="glm", generator=None, ra
                     for n in la.spec_.names:
                         th[n] = t[la.spec_.slices[n]].reshape(la.spec_.shapes[n])
                     outs.append(
-                        run_model(la.model, x, lambda th=th: functional_call(la.model, th, (x,)))
+                        run_model(
+                            la.model, x, lambda th=th: functional_call(la.model, th, (x,)), "x"
+                        )
                     )
             return torch.stack(outs)
 
