@@ -20,10 +20,10 @@ the prior keeps them, and the marglik can switch the free pathways off (on the t
 the free pathways' learned precisions end up 10-100x the convolutions'). The baselines are trained
 with the same optimiser and schedule.
 
-The Laplace core's own ``marglik_training`` runs the same algorithm; this loop uses its building
-blocks (``Laplace.fit`` / ``optimize_prior_precision`` / ``effective_dimensions``) directly
-because it reports the *last* epoch's model (the core restores the best-marglik one) and records
-readouts between marglik steps too.
+Training runs through the Laplace core's ``marglik_training`` (the one online-marglik loop) with
+``restore_best=False`` (the *last* epoch's model is reported), ``marglik_at_last_epoch=True``,
+a fresh hyperparameter Adam per marglik step (``reset_hyper_optimizer``) and the Laplace fitted on
+the unshuffled training set (``marglik_loader``); the readouts are recorded by its callback.
 """
 
 from __future__ import annotations
@@ -32,47 +32,20 @@ import math
 import time
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 import xarray as xr
-from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
+from workbench._deprecation import renamed_arguments
+from workbench._torch_utils import batch_loader, torch_threads
+from workbench.equivariance._base import ImageClassifier, accuracy
+from workbench.equivariance._validation import check_settings
 from workbench.equivariance.layers import PATHWAYS
 from workbench.equivariance.models import SoftEquivariantNet, pathway_of_parameter
 from workbench.equivariance.readout import READOUT_VARS, add_equivariance, layer_readout
+from workbench.laplace import fit_laplace as _fit_laplace
+from workbench.laplace import marglik_training
 
 PRIOR_STRUCTURES = ("pathway", "layerwise")
 OPTIMIZERS = ("sgd", "adam")
-
-
-def check_images(X, y=None, image_shape=None, name="X"):
-    """Validate ``X`` (N, C, H, W) images (and integer labels ``y``); return tensors."""
-    X = torch.as_tensor(X)
-    if X.ndim == 3:
-        raise ValueError(f"{name} must be (N, C, H, W) images; got {tuple(X.shape)} — add the "
-                         "channel axis, e.g. X[:, None]")
-    if X.ndim != 4:
-        raise ValueError(f"{name} must be (N, C, H, W) images, got shape {tuple(X.shape)}")
-    if not torch.is_floating_point(X):
-        X = X.float()
-    if image_shape is not None and tuple(X.shape[1:]) != tuple(image_shape):
-        raise ValueError(f"{name} has image shape {tuple(X.shape[1:])}, the model was fitted on "
-                         f"{tuple(image_shape)}")
-    if not torch.isfinite(X).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    if y is None:
-        return X
-    y = torch.as_tensor(y)
-    if y.ndim != 1 or len(y) != len(X):
-        raise ValueError(f"y must be a vector of {len(X)} labels, got shape {tuple(y.shape)}")
-    if torch.is_floating_point(y):
-        if not torch.equal(y, y.round()):
-            raise ValueError("y must hold integer class labels")
-    y = y.long()
-    if (y < 0).any():
-        raise ValueError("y must hold class labels >= 0")
-    return X, y
 
 
 def pathway_groups(model: SoftEquivariantNet) -> dict[str, list[str]]:
@@ -84,38 +57,25 @@ def pathway_groups(model: SoftEquivariantNet) -> dict[str, list[str]]:
     return groups
 
 
-def prior_penalty(model, la_prior_diag: torch.Tensor | None, param_names, prior_precision):
-    """½ Σ δ_i θ_i² over the Laplace's parameters (scalar ``prior_precision`` before any fit)."""
-    if la_prior_diag is None:
-        return 0.5 * prior_precision * sum(p.pow(2).sum() for p in model.parameters())
-    named = dict(model.named_parameters())
-    theta = torch.cat([named[n].reshape(-1) for n in param_names])
-    return 0.5 * (la_prior_diag.to(theta) * theta.pow(2)).sum()
-
-
-@torch.no_grad()
-def predict_logits(model, X, batch_size=1000):
-    model.eval()
-    out = torch.cat([model(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
-    return out
+def _prior_kwargs(prior_structure, param_groups):
+    """The core's prior arguments for ``"pathway"`` (one per pathway: group prior) or ``"layerwise"``."""
+    if prior_structure == "pathway":
+        return dict(prior_structure="group", param_groups=param_groups)
+    return dict(prior_structure="layerwise")
 
 
 def fit_laplace(model, loader, prior_structure, prior_precision, param_groups):
     """The core's KFAC Laplace on ``model`` with the given prior layout, fitted on ``loader``."""
-    from workbench.laplace import Laplace
-
-    kwargs = dict(hessian_structure="kron", prior_precision=prior_precision)
-    if prior_structure == "pathway":
-        kwargs.update(prior_structure="group", param_groups=param_groups)
-    else:
-        kwargs.update(prior_structure="layerwise")
-    la = Laplace(model, "classification", **kwargs)
-    la.fit(loader)
-    return la
+    return _fit_laplace(model, loader, "classification", hessian_structure="kron",
+                        prior_precision=prior_precision,
+                        **_prior_kwargs(prior_structure, param_groups))
 
 
-class LearnedEquivarianceClassifier:
+class LearnedEquivarianceClassifier(ImageClassifier):
     """Soft-equivariant CNN whose per-pathway prior precisions are learned by online marglik.
+
+    A scikit-learn classifier (``clone``, ``get_params`` / ``set_params``; ``predict`` returns
+    values of ``classes_``) on (N, C, H, W) images.
 
     Parameters
     ----------
@@ -134,20 +94,31 @@ class LearnedEquivarianceClassifier:
     prior_precision : initial prior precision.
     free_init : initial scale of the soft layers' free pathways relative to He (0: they start at
         exactly zero, the network starts as the pure CNN).
-    seed : seeds the weight initialisation and the batch order.
+    random_state : int or None; seeds the weight initialisation and the batch order (the global
+        torch RNG is left untouched; ``seed`` is its deprecated name).
+    n_threads : torch intra-op threads while fitting / predicting (None: unchanged).
+    device : None (CUDA when available, else CPU), a string or a ``torch.device``; the images
+        are moved there once, results come back as numpy arrays on the CPU.
+    dtype : None (float64 for float64 images, else float32), ``torch.float32`` / ``float64``.
     progress : tqdm progress bar over epochs.
-    callback : optional ``callback(epoch, n_epochs, history)`` after every epoch (dashboards).
+    callback : ``callback(Progress)`` after every epoch (stage ``"train"``; metrics ``loss``,
+        ``log_marglik``, ``train_accuracy``, ``val_accuracy``; state ``epoch`` and ``history``,
+        the Dataset so far); returning True stops training. Old ``callback(epoch, n_epochs,
+        history)`` callables still work for one release, with a FutureWarning.
 
     Attributes after ``fit``: ``model_``, ``la_`` (last fitted Laplace), ``history_`` (Dataset over
     ``epoch``; readouts over ``(epoch, layer, pathway)``, see :mod:`..readout`), ``readout_``
-    (last epoch's readout), ``classes_``, ``fit_time_``.
+    (last epoch's readout), ``classes_``, ``image_shape_``, ``device_``, ``dtype_``,
+    ``fit_time_``.
     """
 
+    @renamed_arguments(seed="random_state")
     def __init__(self, channels=(16, 16, 16, 16), strides=(1, 2, 1, 2), kernel_size=3,
                  pathways=PATHWAYS, prior_structure="layerwise", n_epochs=30, batch_size=50,
                  lr=0.05, optimizer="sgd", lr_min=0.0, n_epochs_burnin=1, marglik_frequency=1,
-                 n_hypersteps=30, lr_hyp=0.1, prior_precision=1.0, free_init=0.0, seed=0,
-                 progress=False, callback=None):
+                 n_hypersteps=30, lr_hyp=0.1, prior_precision=1.0, free_init=0.0,
+                 random_state=0, n_threads=None, device=None, dtype=None, progress=False,
+                 callback=None):
         self.channels = channels
         self.strides = strides
         self.kernel_size = kernel_size
@@ -164,7 +135,10 @@ class LearnedEquivarianceClassifier:
         self.free_init = free_init
         self.optimizer = optimizer
         self.lr_min = lr_min
-        self.seed = seed
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.device = device
+        self.dtype = dtype
         self.progress = progress
         self.callback = callback
 
@@ -175,102 +149,75 @@ class LearnedEquivarianceClassifier:
                              f"{self.prior_structure!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        check_settings(self, ints=("n_epochs", "batch_size", "marglik_frequency", "kernel_size"),
+                       non_negative=("n_epochs_burnin", "n_hypersteps"),
+                       positive=("lr", "lr_hyp", "prior_precision"))
         if self.lr_min is not None and not 0 <= self.lr_min <= self.lr:
             raise ValueError(f"lr_min must be None or in [0, lr={self.lr}], got {self.lr_min}")
-        for name in ("n_epochs", "batch_size", "marglik_frequency"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_epochs_burnin < 0 or self.n_hypersteps < 0:
-            raise ValueError("n_epochs_burnin and n_hypersteps must be >= 0")
-        if not self.prior_precision > 0:
-            raise ValueError(f"prior_precision must be > 0, got {self.prior_precision}")
-
-    def _is_marglik_epoch(self, epoch: int) -> bool:
-        e = epoch - self.n_epochs_burnin
-        return e >= 0 and (e % self.marglik_frequency == 0 or epoch == self.n_epochs - 1)
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, X_val=None, y_val=None):
+        """Train on images ``X`` (N, C, H, W) with labels ``y``; ``X_val, y_val`` (optional) are
+        scored every epoch into ``history_.val_accuracy``."""
         self._validate_params()
-        X, y = check_images(X, y)
-        if X_val is not None:
-            X_val, y_val = check_images(X_val, y_val, X.shape[1:], name="X_val")
-        self.classes_ = torch.unique(y).numpy()
-        n_classes = int(y.max()) + 1
-        torch.manual_seed(self.seed)
-        model = SoftEquivariantNet(tuple(X.shape[1:]), n_classes, self.channels, self.strides,
-                                   self.kernel_size, self.pathways, self.free_init).to(X.dtype)
+        d = self._prepare(X, y, X_val, y_val)
+        with torch_threads(self.n_threads), self._rng_scope():
+            return self._fit(d)
+
+    def _fit(self, d):
+        X, y, X_val, y_val = d.X, d.y, d.X_val, d.y_val
+        model = SoftEquivariantNet(self.image_shape_, len(self.classes_), self.channels,
+                                   self.strides, self.kernel_size, self.pathways,
+                                   self.free_init).to(device=self.device_, dtype=self.dtype_)
         self.model_ = model
-        N = len(X)
-        gen = torch.Generator().manual_seed(self.seed)
-        train_loader = DataLoader(TensorDataset(X, y), batch_size=self.batch_size, shuffle=True,
-                                  generator=gen)
-        full_loader = DataLoader(TensorDataset(X, y), batch_size=max(self.batch_size, 250))
-        if self.optimizer == "sgd":
-            opt = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.9)
-        else:
-            opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-        sched = None
-        if self.lr_min is not None:
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                opt, self.n_epochs * len(train_loader), eta_min=self.lr_min)
-        groups = pathway_groups(model)
-        la, prior_diag, names = None, None, None
-        prior_init = self.prior_precision
-        X_probe = X[: min(256, N)]
+        train_loader = batch_loader(X, y, batch_size=self.batch_size, shuffle=True,
+                                    random_state=self._seed)
+        full_loader = batch_loader(X, y, batch_size=max(self.batch_size, 250))
         records, t0 = [], time.perf_counter()
-        last_readout = None
-        epochs = range(self.n_epochs)
-        if self.progress:
-            epochs = tqdm(epochs, desc="marglik training", unit="epoch")
-        for epoch in epochs:
-            model.train()
-            total = 0.0
-            for xb, yb in train_loader:
-                opt.zero_grad()
-                nll = F.cross_entropy(model(xb), yb)
-                loss = nll + prior_penalty(model, prior_diag, names, prior_init) / N
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                total += float(loss.detach()) * len(xb)
-            rec = {"epoch": epoch, "loss": total / N, "marglik_step": False,
-                   "log_marglik": math.nan}
-            if self._is_marglik_epoch(epoch):
-                prior = la.prior_precision.detach().clone() if la is not None else prior_init
-                la = fit_laplace(model, full_loader, self.prior_structure, prior, groups)
-                if self.n_hypersteps:
-                    la.optimize_prior_precision(method="marglik", n_steps=self.n_hypersteps,
-                                                lr=self.lr_hyp)
-                with torch.no_grad():
-                    rec["log_marglik"] = float(la.log_marginal_likelihood())
-                prior_diag = la.prior_precision_diag.detach().clone()
-                names = list(la.param_names)
-                rec["marglik_step"] = True
-                readout = last_readout = layer_readout(model, la, X_probe)
-            else:
-                # precisions and effective dims hold between marglik steps; norms move every epoch
-                fresh = layer_readout(model, None, X_probe)
-                if last_readout is not None:
-                    fresh["prior_precision"] = last_readout["prior_precision"]
-                    fresh["effective_dim"] = last_readout["effective_dim"]
-                    fresh = add_equivariance(fresh.drop_vars("equivariance"))
-                readout = fresh
-            rec["readout"] = readout
-            rec["train_accuracy"] = _accuracy(model, X, y)
-            rec["val_accuracy"] = _accuracy(model, X_val, y_val) if X_val is not None else math.nan
-            rec["time"] = time.perf_counter() - t0
-            records.append(rec)
-            if self.progress:
-                epochs.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_accuracy']:.3f}")
-            if self.callback is not None:
-                self.callback(epoch, self.n_epochs, self._history(records))
+        on_epoch = self._recorder(model, X, y, X_val, y_val, records, t0)
+        _, la, _ = marglik_training(
+            model, train_loader, "classification", hessian_structure="kron",
+            **_prior_kwargs(self.prior_structure, pathway_groups(model)),
+            n_epochs=self.n_epochs, lr=self.lr, lr_min=self.lr_min, optimizer=self.optimizer,
+            optimizer_kwargs={"momentum": 0.9} if self.optimizer == "sgd" else None,
+            n_epochs_burnin=self.n_epochs_burnin, marglik_frequency=self.marglik_frequency,
+            n_hypersteps=self.n_hypersteps, lr_hyp=self.lr_hyp,
+            prior_prec_init=self.prior_precision, marglik_loader=full_loader,
+            marglik_at_last_epoch=True, restore_best=False, reset_hyper_optimizer=True,
+            callback=on_epoch, progress=self.progress)
         self.la_ = la
         self.fit_time_ = time.perf_counter() - t0
         self.history_ = self._history(records)
         self.readout_ = self.history_[list(READOUT_VARS) + ["equivariance"]].isel(epoch=-1)
         return self
+
+    def _recorder(self, model, X, y, X_val, y_val, records, t0):
+        """The per-epoch read-outs, as a ``marglik_training`` callback (appends to ``records``)."""
+        X_probe = X[: min(256, len(X))]
+        last = {}
+        callback = self._epoch_callback()
+
+        def on_epoch(p):
+            epoch = p.done - 1
+            rec = {"epoch": epoch, "loss": p.metrics["loss"], "marglik_step": p.state["marglik_step"],
+                   "log_marglik": p.metrics["log_marglik"]}
+            if rec["marglik_step"]:
+                readout = last["readout"] = layer_readout(model, p.state["la"], X_probe)
+            else:
+                # precisions and effective dims hold between marglik steps; norms move every epoch
+                readout = layer_readout(model, None, X_probe)
+                if "readout" in last:
+                    readout["prior_precision"] = last["readout"]["prior_precision"]
+                    readout["effective_dim"] = last["readout"]["effective_dim"]
+                    readout = add_equivariance(readout.drop_vars("equivariance"))
+            rec["readout"] = readout
+            rec["train_accuracy"] = accuracy(model, X, y)
+            rec["val_accuracy"] = accuracy(model, X_val, y_val) if X_val is not None else math.nan
+            rec["time"] = time.perf_counter() - t0
+            records.append(rec)
+            return self._report_epoch(callback, rec, lambda: self._history(records))
+
+        return on_epoch
 
     def _history(self, records) -> xr.Dataset:
         readouts = xr.concat([r["readout"] for r in records], dim="epoch")
@@ -283,31 +230,5 @@ class LearnedEquivarianceClassifier:
         ds["marglik_step"].attrs["long_name"] = "epoch with a Laplace fit and prior update"
         ds.attrs.update(model="SoftEquivariantNet", pathways=str(self.pathways),
                         prior_structure=self.prior_structure, channels=str(tuple(self.channels)),
-                        strides=str(tuple(self.strides)), seed=int(self.seed))
+                        strides=str(tuple(self.strides)), seed=int(self._seed))
         return ds
-
-    # ------------------------------------------------------------------ predict
-    def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise RuntimeError("this LearnedEquivarianceClassifier is not fitted yet; call fit")
-
-    def decision_function(self, X) -> np.ndarray:
-        self._check_fitted()
-        X = check_images(X, image_shape=self.model_.image_shape)
-        return predict_logits(self.model_, X.to(next(self.model_.parameters()).dtype)).numpy()
-
-    def predict_proba(self, X) -> np.ndarray:
-        return torch.softmax(torch.as_tensor(self.decision_function(X)), -1).numpy()
-
-    def predict(self, X) -> np.ndarray:
-        return self.decision_function(X).argmax(-1)
-
-    def score(self, X, y) -> float:
-        X, y = check_images(X, y)
-        return float((self.predict(X) == y.numpy()).mean())
-
-
-def _accuracy(model, X, y) -> float:
-    if X is None:
-        return math.nan
-    return float((predict_logits(model, X).argmax(-1) == y).double().mean())
