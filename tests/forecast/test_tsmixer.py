@@ -143,7 +143,10 @@ def test_device_default_and_explicit(tiny):
 
 def test_old_argument_names_still_work_with_a_warning(tiny):
     with pytest.warns(FutureWarning, match="max_checks"), pytest.warns(FutureWarning, match="check_every"):
-        f = TSMixerBaseline(4, mode="workbench", max_epochs=1, steps_per_epoch=3, device="cpu").fit(tiny)
+        f = TSMixerBaseline(4, mode="workbench", max_epochs=1, steps_per_epoch=3, device="cpu")
+    assert f.get_params()["max_checks"] == 1 and "max_epochs" not in f.get_params()
+    f.fit(tiny)
     assert f.history_.sizes["check"] == 1 and f.settings_["check_every"] == 3
     with pytest.warns(FutureWarning, match="n_threads"):
-        TSMixerBaseline(4, mode="workbench", max_checks=1, check_every=1, num_threads=1, device="cpu").fit(tiny)
+        g = TSMixerBaseline(4, num_threads=1, seed=3)
+    assert (g.n_threads, g.random_state) == (1, 3)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from ..._deprecation import renamed_arguments
 from .. import protocol
 from .base import training_windows
 from .torch_base import TorchForecaster
@@ -58,14 +59,14 @@ class LinearBaseline(TorchForecaster):
 
     name = "linear"
 
+    @renamed_arguments(seed="random_state")
     def __init__(self, context: int = 4, mode: str = "auto", solver: str | None = None,
                  center: str | None = "auto", alpha: float = 1e-6, max_windows: int | None = 2048,
                  max_neurons: int | None = 1024, lr: float | None = None, weight_decay: float | None = None,
                  batch_size: int | None = None, check_every: int | None = None, patience: int | None = None,
                  max_steps: int | None = None, max_checks: int | None = None,
                  max_val_windows: int | None = None, random_state=0,
-                 device=None, n_threads: int | None = None, progress: bool = False, callback=None,
-                 seed=None):
+                 device=None, n_threads: int | None = None, progress: bool = False, callback=None):
         self.context = context
         self.mode = mode
         self.solver = solver
@@ -86,7 +87,6 @@ class LinearBaseline(TorchForecaster):
         self.n_threads = n_threads
         self.progress = progress
         self.callback = callback
-        self.seed = seed
 
     def _settings(self, ds):
         zap = self.mode_ == "zapbench"

@@ -109,7 +109,7 @@ class TiDEBaseline(TorchForecaster):
                  max_checks: int | None = None, max_val_windows: int | None = None,
                  max_train_neurons: int | None = None,
                  random_state=0, device=None, n_threads: int | None = None, progress: bool = False,
-                 callback=None, seed=None):
+                 callback=None):
         self.context = context
         self.mode = mode
         self.hidden = hidden
@@ -130,7 +130,6 @@ class TiDEBaseline(TorchForecaster):
         self.n_threads = n_threads
         self.progress = progress
         self.callback = callback
-        self.seed = seed
 
     def _settings(self, ds):
         if "stimulus" not in ds:

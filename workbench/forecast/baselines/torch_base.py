@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from ..._deprecation import warn_renamed
 from ...exceptions import check_fitted
 from ._training import TrainSettings, fit_network, masked_inputs
 from .base import TraceForecaster, check_positive_int
@@ -55,10 +54,6 @@ class TorchForecaster(TraceForecaster):
     def _random_state(self) -> int:
         from ..._torch_utils import seed_from
 
-        seed = getattr(self, "seed", None)
-        if seed is not None:
-            warn_renamed(f"{type(self).__name__}(seed=...)", "random_state")
-            return seed_from(seed)
         return seed_from(self.random_state)
 
     def fit(self, ds: xr.Dataset, y=None):
@@ -66,7 +61,7 @@ class TorchForecaster(TraceForecaster):
 
         from ..._torch_utils import resolve_device, torch_threads
 
-        n_threads = self.n_threads if getattr(self, "num_threads", None) is None else self.num_threads
+        n_threads = self.n_threads
         check_positive_int(n_threads, "n_threads", allow_none=True)
         self.device_ = resolve_device(self.device)
         rs = self._random_state()

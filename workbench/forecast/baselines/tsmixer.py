@@ -33,7 +33,7 @@ import math
 
 import xarray as xr
 
-from ..._deprecation import warn_renamed
+from ..._deprecation import renamed_arguments
 from .torch_base import TorchForecaster
 
 __all__ = ["TSMixerBaseline", "TimeMixBaseline", "TSMixerNet"]
@@ -172,6 +172,9 @@ class TSMixerBaseline(TorchForecaster):
     name = "tsmixer"
     time_mix_only = False
 
+    # old names keep working one release (FutureWarning); an epoch was one pass = one check
+    @renamed_arguments(seed="random_state", num_threads="n_threads", max_epochs="max_checks",
+                       steps_per_epoch="check_every")
     def __init__(self, context: int = 4, mode: str = "auto", n_blocks: int | None = None,
                  ff_dim: int | None = None, dropout: float | None = None, instance_norm="auto",
                  block_norm="auto", time_dim: int | None = None, zero_head: bool | None = None,
@@ -179,8 +182,7 @@ class TSMixerBaseline(TorchForecaster):
                  check_every: int | None = None, patience: int | None = None, max_steps: int | None = None,
                  max_checks: int | None = None, max_val_windows: int | None = None,
                  max_train_neurons: int | None = None, random_state=0, device=None,
-                 n_threads: int | None = None, progress: bool = False, callback=None, seed=None,
-                 max_epochs=None, steps_per_epoch=None, num_threads=None):
+                 n_threads: int | None = None, progress: bool = False, callback=None):
         self.context = context
         self.mode = mode
         self.n_blocks = n_blocks
@@ -204,17 +206,6 @@ class TSMixerBaseline(TorchForecaster):
         self.n_threads = n_threads
         self.progress = progress
         self.callback = callback
-        self.seed = seed
-        self.max_epochs = max_epochs                  # deprecated names of max_checks, check_every,
-        self.steps_per_epoch = steps_per_epoch        # n_threads (one release, FutureWarning)
-        self.num_threads = num_threads
-
-    def fit(self, ds, y=None):
-        for old, new in (("max_epochs", "max_checks"), ("steps_per_epoch", "check_every"),
-                         ("num_threads", "n_threads")):
-            if getattr(self, old) is not None:
-                warn_renamed(f"{type(self).__name__}({old}=...)", new)
-        return super().fit(ds, y)
 
     def _defaults(self, ds: xr.Dataset) -> dict:
         long = self.context >= _SHORT_CONTEXT_BELOW
@@ -234,9 +225,6 @@ class TSMixerBaseline(TorchForecaster):
 
     def _settings(self, ds: xr.Dataset) -> dict:
         s = self._defaults(ds)
-        for old, new in (("max_epochs", "max_checks"), ("steps_per_epoch", "check_every")):
-            if getattr(self, old, None) is not None and getattr(self, new) is None:
-                s[new] = getattr(self, old)
         for k in _ARCH + _TRAIN:
             v = getattr(self, k, None)
             if v is not None and not (k in ("instance_norm", "block_norm") and v == "auto"):
