@@ -12,7 +12,8 @@ traces only, ``--neurons`` neurons, generated in memory), for C = 4 and C = 256,
 4. MAE by lead (mean over the 8 training conditions) per baseline at each context, with
    block-bootstrap intervals, and the held-out condition apart.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_forecast_baselines.py             # ~15 min CPU
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_forecast_baselines.py --max-steps 200 --repeats 1
+        # ~25 min of CPU (TiDE's training most of it); on a loaded 2-core machine about an hour
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_forecast_baselines.py --neurons 256 --max-steps 20  # smoke
     .venv/bin/python benchmarks/bench_forecast_baselines.py --device cuda --neurons 71721 --max-steps 2000     # GPU
 """
@@ -69,7 +70,7 @@ def timed(fn, *args, **kwargs):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--neurons", type=int, default=2048)
+    ap.add_argument("--neurons", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--contexts", type=int, nargs="+", default=[4, 256])
     ap.add_argument("--models", nargs="+", default=["mean", "stimulus", "linear", "tsmixer", "time-mix", "tide"])

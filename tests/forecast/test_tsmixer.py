@@ -147,6 +147,6 @@ def test_old_argument_names_still_work_with_a_warning(tiny):
     assert f.get_params()["max_checks"] == 1 and "max_epochs" not in f.get_params()
     f.fit(tiny)
     assert f.history_.sizes["check"] == 1 and f.settings_["check_every"] == 3
-    with pytest.warns(FutureWarning, match="n_threads"):
+    with pytest.warns(FutureWarning, match="n_threads"), pytest.warns(FutureWarning, match="random_state"):
         g = TSMixerBaseline(4, num_threads=1, seed=3)
     assert (g.n_threads, g.random_state) == (1, 3)
