@@ -17,10 +17,10 @@ def test_cli_generate_baselines_evaluate(tmp_path, capsys):
                      "mean", "linear", "tsmixer", "--max-epochs", "1", "--out", out]) == 0   # models are pickled
     assert cli.main(["evaluate", "--preset", "tiny", "--root", root, "--out", out, "--n-boot", "50"]) == 0
     res = xr.open_dataset(tmp_path / "res" / "results.nc")
-    assert res["mae"].dims == ("method", "context", "condition", "lead")
-    assert set(res["method"].values) == {"mean", "linear", "tsmixer"}
+    assert res["mae"].dims == ("model", "context", "condition", "lead")
+    assert set(res["model"].values) == {"mean", "linear", "tsmixer"}
     table = pd.read_csv(tmp_path / "res" / "summary.csv")
-    assert set(table["method"]) == {"mean", "linear", "tsmixer"} and np.all(table["mae_lead1"] > 0)
+    assert set(table["model"]) == {"mean", "linear", "tsmixer"} and np.all(table["mae_lead1"] > 0)
     long = pd.read_csv(tmp_path / "res" / "results.csv")
     assert len(long) == 3 * 9 * 32
 

@@ -178,8 +178,8 @@ class TraceFigure:
 
 
 def _mae_values(scores, method, condition):
-    names = [str(m) for m in scores["method"].values.tolist()]
-    d = scores.isel(method=names.index(str(method)))      # (label .sel keeps the dim on object indexes)
+    names = [str(m) for m in scores["model"].values.tolist()]
+    d = scores.isel(model=names.index(str(method)))      # (label .sel keeps the dim on object indexes)
     y = d["mae_train_conditions"] if condition == ALL_TRAIN else d["mae"].sel(condition=condition)
     return dict(lead=d["lead"].values.astype(float), mae=np.asarray(y.values, float))
 
@@ -190,7 +190,7 @@ def _mae_title(scores, condition):
 
 
 class MAEFigure:
-    """MAE by lead, one line per method of ``scores`` (method, condition, lead); built per store set."""
+    """MAE by lead, one line per model of ``scores`` (model, condition, lead); built per store set."""
 
     def __init__(self, scores, condition, height: int = 300):
         self.scores = scores
@@ -199,7 +199,7 @@ class MAEFigure:
                    tools="pan,wheel_zoom,box_zoom,reset,save,hover", toolbar_location="above",
                    tooltips=[("lead", "@lead"), ("MAE", "@mae{0.0000}")])
         self.sources = {}
-        for m in scores["method"].values.tolist():
+        for m in scores["model"].values.tolist():
             src = ColumnDataSource(_mae_values(scores, m, condition), name=f"mae_{m}")
             f.line("lead", "mae", source=src, color=COLORS.get(str(m), "#333333"), line_width=2,
                    legend_label=str(m))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from workbench._atomic import atomic_file
 
-METHODS = ("mean", "stimulus", "linear", "tsmixer")
+METHODS = ("mean", "stimulus", "linear", "tsmixer", "time-mix", "tide")
 
 
 def _data_args(p):
@@ -51,17 +51,15 @@ def _atomic_bytes(path: Path, write):
 
 
 def make_estimator(method: str, context: int, max_epochs: int = 20, seed: int = 0):
-    from .baselines import LinearBaseline, MeanBaseline, StimulusBaseline, TSMixerBaseline
+    from .baselines import BASELINES
 
-    if method == "mean":
-        return MeanBaseline(context)
-    if method == "stimulus":
-        return StimulusBaseline(context)
-    if method == "linear":
-        return LinearBaseline(context, seed=seed)
-    if method == "tsmixer":
-        return TSMixerBaseline(context, max_epochs=max_epochs, seed=seed, progress=True)
-    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if method not in BASELINES:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    cls = BASELINES[method]
+    params = cls().get_params()
+    extra = {k: v for k, v in dict(max_checks=max_epochs, random_state=seed, progress=True).items()
+             if k in params}
+    return cls(context, **extra)
 
 
 def cmd_generate(ns) -> int:
@@ -108,7 +106,6 @@ def cmd_evaluate(ns) -> int:
     res = evaluate(forecasters, ds, split=ns.split, n_boot=ns.n_boot, progress=True)
     out = Path(ns.out)
     nc = res.copy()
-    nc["method"] = nc["method"].astype(str)
     _atomic_bytes(out / "results.nc", lambda tmp: nc.to_netcdf(tmp))
     long = res[["mae", "mse", "mae_lower", "mae_upper", "n_missing"]].to_dataframe().reset_index()
     _atomic_bytes(out / "results.csv", lambda tmp: long.to_csv(tmp, index=False))
@@ -132,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(b)
     b.add_argument("--context", type=int, nargs="+", default=[4])
     b.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    b.add_argument("--max-epochs", type=int, default=20, help="TSMixer epochs")
+    b.add_argument("--max-epochs", type=int, default=20,
+                   help="trained models: at most this many validation checks (early stopping)")
     b.add_argument("--out", default="results/forecast")
     b.set_defaults(func=cmd_baselines)
     e = sub.add_parser("evaluate", help="score the fitted models, write results")

@@ -94,7 +94,7 @@ def generate(preset="tiny", seed: int = 0, store=None, progress: bool = False, *
     cfg = get_config(preset, **overrides)
     sim = simulate(cfg, seed=seed)
     attrs = dict(source="synthetic", preset=cfg.name, seed=int(seed), dff_radius=sim["dff_radius"],
-                 **cfg.to_attrs())
+                 trial_lengths=sim["trial_lengths"], **cfg.to_attrs())
     n = sim["n_neurons"]
     common = dict(stimulus=sim["stimulus"], offsets=sim["offsets"], frame_period_s=cfg.frame_period_s,
                   voxel_size_zyx_um=cfg.voxel_size, centroid_zyx=sim["centroid_um"],

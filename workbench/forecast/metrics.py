@@ -2,8 +2,10 @@
 
 Definition (ZAPBench): for every window and lead step, average the error over neurons; average
 those over the windows of a condition; average conditions afterwards (held-out reported apart).
-A neuron whose prediction or target is NaN is *missing*: it is left out of that window's mean
-and counted in ``n_missing`` - never scored as zero error.
+Missing values follow a named rule (:func:`resolve_missing`): ``"zapbench"`` (NaN -> 0 on both
+sides, every neuron in the denominator, as ZAPBench scores) or ``"exclude"`` (the neuron-step is
+left out of its window's mean); either way they are counted in ``n_missing`` and results say in
+their ``missing_rule`` attribute which rule was used.
 """
 
 from __future__ import annotations
@@ -15,57 +17,119 @@ import xarray as xr
 
 from .bootstrap import block_bootstrap_means
 
-__all__ = ["window_errors", "lead_errors", "aggregate", "summarize"]
+__all__ = ["window_errors", "error_means", "errors_dataset", "resolve_missing", "MISSING_RULES",
+           "aggregate", "summarize"]
 
 
-def window_errors(pred, target) -> xr.Dataset:
-    """Per-window, per-lead errors averaged over the non-missing neurons.
+MISSING_RULES = ("zapbench", "exclude")
 
-    ``pred``, ``target``: (window, lead, neuron). Returns an ``xr.Dataset`` over (window, lead):
-    ``abs_err``, ``sq_err`` (float64; NaN where every neuron is missing) and ``n_missing`` (int64).
+
+def resolve_missing(missing: str, ds: xr.Dataset | None = None) -> str:
+    """The missing-value rule: ``"auto"`` is ``"zapbench"`` for the real release, else ``"exclude"``.
+
+    - ``"zapbench"``: NaN predictions and NaN targets are replaced by 0 before the error is taken
+      and every neuron stays in the denominator (the ZAPBench metrics colab, ``colabs/metrics.ipynb``,
+      computes ``nan_to_num(targets) - nan_to_num(predictions)``; video scoring uses
+      ``nan_to_zero``), so a neuron missing on both sides counts as zero error;
+    - ``"exclude"``: a neuron-step whose prediction or target is NaN is left out of that window's
+      mean (the mean is over the present neurons). Better for data where a few neurons are
+      missing: the score is not pulled towards 0 (or towards ``|target|``) by them.
+
+    Both rules count the missing neuron-steps in ``n_missing``.
     """
-    p = np.asarray(pred)
-    t = np.asarray(target)
-    if p.shape != t.shape or p.ndim != 3:
-        raise ValueError(f"pred and target must both be (window, lead, neuron); got {p.shape} and {t.shape}")
-    return lead_errors(p, lambda h: t[:, h])
+    if missing == "auto":
+        src = None if ds is None else ds.attrs.get("source")
+        return "zapbench" if src == "zapbench-release" else "exclude"
+    if missing not in MISSING_RULES:
+        raise ValueError(f"missing must be 'auto' or one of {MISSING_RULES}, got {missing!r}")
+    return missing
 
 
-def lead_errors(pred, target_at) -> xr.Dataset:
-    """Kernel of :func:`window_errors`: ``target_at(h)`` gives the (window, neuron) targets of lead h.
+def error_means(pred, target, missing: str = "exclude"):
+    """Per-(window, lead) mean |error|, mean squared error and missing count over neurons (torch).
 
-    Loops over the lead steps only (32); each step is one batched pass over all windows and
-    neurons in float32 with pairwise sums (accurate to ~1e-6 relative). NaNs are handled on a
-    second pass only for the rows that contain them, so clean data pays nothing for them.
+    ``pred`` and ``target`` are tensors (window, lead, neuron) on one device (``pred`` may be an
+    expanded view, e.g. a lead-constant forecast); the work is one subtraction and two fused
+    reductions (``vector_norm``) in the inputs' dtype, so no second (window, lead, neuron) temporary
+    is formed (sum of squares by ``vector_norm``, then ``|d|`` in place and a sum: ~1 ns per
+    element on one CPU core). Rows with a NaN are redone on their own (clean data pays nothing for
+    the rule).
+    Returns float64 ``abs_err``, ``sq_err`` and int64 ``n_missing``, each (window, lead), on the
+    same device; under ``"exclude"`` a row whose neurons are all missing gives NaN.
     """
-    w, h, n = pred.shape
-    abs_err = np.empty((w, h))
-    sq_err = np.empty((w, h))
-    n_miss = np.zeros((w, h), dtype=np.int64)
-    d = np.empty((w, n), np.float32)
-    a = np.empty((w, n), np.float32)
-    for j in range(h):                                   # loop over lead steps, batched over windows
-        tgt = target_at(j)
-        np.subtract(pred[:, j], tgt, out=d, casting="unsafe")
-        np.abs(d, out=a)
-        s_abs = a.sum(-1, dtype=np.float32).astype(np.float64)
-        np.multiply(a, a, out=a)
-        s_sq = a.sum(-1, dtype=np.float32).astype(np.float64)
-        bad = np.flatnonzero(np.isnan(s_abs))
-        if bad.size:                                     # rows with missing neurons
-            db = pred[bad, j].astype(np.float64) - tgt[bad]
-            miss = np.isnan(db)
-            n_miss[bad, j] = miss.sum(-1)
-            db[miss] = 0.0
-            s_abs[bad] = np.abs(db).sum(-1)
-            s_sq[bad] = (db * db).sum(-1)
-        n_ok = n - n_miss[:, j]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            abs_err[:, j] = np.where(n_ok > 0, s_abs / np.maximum(n_ok, 1), np.nan)
-            sq_err[:, j] = np.where(n_ok > 0, s_sq / np.maximum(n_ok, 1), np.nan)
+    import torch
+
+    if missing not in MISSING_RULES:
+        raise ValueError(f"missing must be one of {MISSING_RULES}, got {missing!r}")
+    if pred.shape != target.shape or pred.dim() != 3:
+        raise ValueError(f"pred and target must both be (window, lead, neuron); got {tuple(pred.shape)} "
+                         f"and {tuple(target.shape)}")
+    n = pred.shape[-1]
+    if _frame_aligned(pred) and _frame_aligned(target):
+        # forecasts of frame t shared by every window that targets it (a sliding view, e.g. the
+        # stimulus-evoked response): each frame is scored once, windows index the frames
+        w, h = pred.shape[:2]
+        frames = [x.as_strided((w + h - 1, 1, n), (n, n, 1), x.storage_offset()) for x in (pred, target)]
+        idx = (torch.arange(w, device=pred.device)[:, None] + torch.arange(h, device=pred.device))
+        return tuple(v[:, 0][idx] for v in error_means(*frames, missing))
+    d = pred - target
+    sq_sum = torch.linalg.vector_norm(d, 2, dim=-1).double().square()
+    abs_sum = d.abs_().sum(-1).double()                            # in place: d is ours
+    n_miss = torch.zeros(abs_sum.shape, dtype=torch.int64, device=abs_sum.device)
+    bad = torch.isnan(abs_sum).nonzero(as_tuple=True)
+    if bad[0].numel():                                              # rows with missing neurons
+        p, t = pred[bad], target[bad]
+        miss = torch.isnan(p) | torch.isnan(t)
+        n_miss[bad] = miss.sum(-1)
+        if missing == "zapbench":
+            db = torch.nan_to_num(t, nan=0.0) - torch.nan_to_num(p, nan=0.0)
+        else:
+            db = torch.where(miss, torch.zeros((), dtype=d.dtype, device=d.device), p - t)
+        abs_sum[bad] = db.abs().sum(-1).double()
+        sq_sum[bad] = db.square().sum(-1).double()
+    n_ok = torch.full_like(abs_sum, float(n)) if missing == "zapbench" else (n - n_miss).double()
+    nan = torch.full_like(abs_sum, float("nan"))
+    return (torch.where(n_ok > 0, abs_sum / n_ok.clamp(min=1), nan),
+            torch.where(n_ok > 0, sq_sum / n_ok.clamp(min=1), nan), n_miss)
+
+
+def _frame_aligned(x) -> bool:
+    """Whether (window, lead, neuron) ``x`` is a sliding view over frames: x[w, h] = frames[w + h]."""
+    return (x.dim() == 3 and x.shape[0] > 1 and x.shape[1] > 1 and x.stride(2) == 1
+            and x.stride(0) == x.stride(1) == x.shape[2])
+
+
+def errors_dataset(abs_err, sq_err, n_missing, n_neurons: int, missing: str) -> xr.Dataset:
+    """Per-window errors as ``xr.Dataset(window, lead)`` (numpy arrays in)."""
     dims = ("window", "lead")
-    return xr.Dataset({"abs_err": (dims, abs_err), "sq_err": (dims, sq_err), "n_missing": (dims, n_miss)},
-                      coords={"lead": np.arange(1, h + 1)}, attrs={"n_neurons": int(n)})
+    return xr.Dataset({"abs_err": (dims, np.asarray(abs_err, np.float64)),
+                       "sq_err": (dims, np.asarray(sq_err, np.float64)),
+                       "n_missing": (dims, np.asarray(n_missing, np.int64))},
+                      coords={"lead": np.arange(1, np.shape(abs_err)[1] + 1)},
+                      attrs={"n_neurons": int(n_neurons), "missing_rule": missing})
+
+
+def window_errors(pred, target, missing: str = "exclude") -> xr.Dataset:
+    """Per-window, per-lead errors of ``pred`` against ``target``, both (window, lead, neuron).
+
+    numpy arrays or torch tensors; ``missing`` is the rule for NaNs (see :func:`resolve_missing`).
+    Returns an ``xr.Dataset`` over (window, lead): ``abs_err``, ``sq_err`` (float64) and
+    ``n_missing`` (int64).
+    """
+    import torch
+
+    from .._torch_utils import to_numpy
+
+    p = pred if isinstance(pred, torch.Tensor) else torch.as_tensor(np.asarray(pred))
+    t = target if isinstance(target, torch.Tensor) else torch.as_tensor(np.asarray(target))
+    if p.shape != t.shape or p.dim() != 3:
+        raise ValueError(f"pred and target must both be (window, lead, neuron); got {tuple(p.shape)} "
+                         f"and {tuple(t.shape)}")
+    if p.dtype != t.dtype:
+        dt = torch.promote_types(p.dtype, t.dtype)
+        p, t = p.to(dt), t.to(dt)
+    a, s, m = error_means(p, t.to(p.device), missing)
+    return errors_dataset(to_numpy(a), to_numpy(s), to_numpy(m), p.shape[-1], missing)
 
 
 def aggregate(errors: xr.Dataset, windows: xr.Dataset, n_boot: int = 1000, block_length: int = 16,
@@ -115,7 +179,8 @@ def aggregate(errors: xr.Dataset, windows: xr.Dataset, n_boot: int = 1000, block
         coords={"condition": np.asarray(order, dtype=str), "lead": lead,
                 "heldout": ("condition", np.array([c in held for c in order]))},
         attrs={"ci": ci, "n_boot": n_boot, "block_length": block_length,
-               "n_neurons": int(errors.attrs.get("n_neurons", -1))})
+               "n_neurons": int(errors.attrs.get("n_neurons", -1)),
+               "missing_rule": str(errors.attrs.get("missing_rule", "exclude"))})
     with np.errstate(invalid="ignore"):
         out["mae_train_conditions"] = ("lead", mae[train].mean(0) if train.any() else np.full(h, np.nan))
         if n_boot and train.any():
@@ -132,28 +197,31 @@ def _sub(seed, i):
     return None if seed is None else [int(seed), int(i)]
 
 
-def summarize(results: xr.Dataset, leads: Sequence[int] = (1, 4, 8, 16, 32)):
-    """A tidy pandas table: one row per (method, context), columns MAE at some leads and the mean.
+def summarize(results: xr.Dataset, leads: Sequence[int] = (1, 4, 8, 16, 32), reference=None):
+    """A tidy pandas table: one row per (model, context), columns MAE at some leads and the mean.
 
     Uses ``mae_train_conditions`` (conditions averaged, held-out excluded) and adds the held-out
-    condition's MAE averaged over leads.
+    condition's MAE averaged over leads. ``reference``: ZAPBench's published table (a DataFrame
+    from :func:`workbench.forecast.zapbench_results.load_zapbench_results`, or a path to it); its
+    numbers for the same (model, context) are added as ``zapbench_mae_lead<k>`` columns.
     """
     import pandas as pd
 
     rows = []
-    methods = results["method"].values if "method" in results.dims else [results.attrs.get("method", "?")]
+    dim = "model" if "model" in results.dims else None
+    models = results["model"].values if dim else [results.attrs.get("model", "?")]
     contexts = results["context"].values if "context" in results.dims else [results.attrs.get("context", -1)]
-    for m in methods:
+    for m in models:
         for c in contexts:
             r = results
-            if "method" in r.dims:
-                r = r.sel({"method": m})      # dict form: .sel(method=...) is sel's fill method
+            if dim:
+                r = r.sel(model=m)
             if "context" in r.dims:
-                r = r.sel({"context": c})
+                r = r.sel(context=c)
             tc = r["mae_train_conditions"]
             if np.all(np.isnan(tc.values)):
                 continue
-            row = {"method": str(m), "context": int(c), "mae_mean": float(tc.mean())}
+            row = {"model": str(m), "context": int(c), "mae_mean": float(tc.mean())}
             for ld in leads:
                 if ld in r["lead"].values:
                     row[f"mae_lead{ld}"] = float(tc.sel(lead=ld))
@@ -161,4 +229,9 @@ def summarize(results: xr.Dataset, leads: Sequence[int] = (1, 4, 8, 16, 32)):
             row["mae_heldout_mean"] = float(held.mean()) if held.size else float("nan")
             row["n_missing"] = int(r["n_missing"].sum())
             rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if reference is not None and len(table):
+        from .zapbench_results import reference_columns
+
+        table = reference_columns(table, reference, leads)
+    return table

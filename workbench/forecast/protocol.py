@@ -34,10 +34,30 @@ MAX_CONTEXT = 256
 HORIZON = 32
 SPLITS = ("train", "val", "test")
 
+# Trial lengths (frames) per condition of the release, in condition order (gain, dots, flash,
+# taxis, turning, position, open loop, rotation, dark); each list sums to the condition's length.
+# Source: google-research/zapbench processing/alignment_and_normalization.gin,
+# AverageEvokedResponseFilter.condition_period_offsets.
+RELEASE_TRIAL_LENGTHS: tuple[tuple[int, ...], ...] = (
+    (58, 66, 66, 65, 66, 66, 65, 66, 66, 65),
+    (591, 591, 591),
+    (65, 66, 66, 65, 66, 65, 66, 66, 65, 66),
+    (131, 132, 131, 131, 132),
+    (262, 263, 262, 263, 262),
+    (197, 197, 197),
+    (),
+    (66, 65, 66, 65, 66, 66, 65, 66, 66, 65),
+    (),
+)
+# Trials averaged: a slice end over each condition's trials (-2: all but the last two; None: all).
+# Source: the same gin file, AverageEvokedResponseFilter.condition_baselines_exclusive_max.
+RELEASE_TRIALS_KEPT: tuple[int | None, ...] = (-2, -1, -2, -1, -1, -1, None, -2, None)
+
 __all__ = [
     "CONDITION_NAMES", "RELEASE_CONDITION_OFFSETS", "HELDOUT", "CONDITION_PADDING", "VAL_FRACTION",
     "TEST_FRACTION", "MAX_CONTEXT", "HORIZON", "SPLITS", "condition_bounds", "split_bounds",
-    "windows", "gather", "frame_labels", "protocol_from",
+    "windows", "gather", "frame_labels", "protocol_from", "RELEASE_TRIAL_LENGTHS", "RELEASE_TRIALS_KEPT",
+    "trial_phases", "check_starts",
 ]
 
 
@@ -74,6 +94,7 @@ def split_bounds(offsets: Sequence[int], condition: int, split: str, context: in
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    _check_int(context, "context")
     if context < 1 or context > max_context:
         raise ValueError(f"context must be in [1, {max_context}], got {context}")
     lo, hi = condition_bounds(offsets, condition)
@@ -118,11 +139,11 @@ def windows(ds_or_offsets, split: str = "test", context: int = 4, horizon: int =
     ``conditions`` restricts to some condition names (default: all).
     """
     p = protocol_from(ds_or_offsets)
-    held = set(p["heldout"] if heldout is None else heldout)
     names = p["names"]
-    unknown = [c for c in (conditions or ()) if c not in names]
-    if unknown:
-        raise ValueError(f"unknown conditions {unknown}; known: {names}")
+    conditions = _names(conditions, names, "conditions")
+    held = set(_names(p["heldout"] if heldout is None else heldout, names, "heldout"))
+    _check_int(context, "context")
+    _check_int(horizon, "horizon")
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     starts, cond_idx = [], []
@@ -152,6 +173,44 @@ def windows(ds_or_offsets, split: str = "test", context: int = 4, horizon: int =
     )
 
 
+def _names(values, known, what):
+    """A list of condition names (a single string is one name), each one of ``known``."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    try:
+        values = list(values)
+    except TypeError:
+        raise TypeError(f"{what} must be a condition name or a sequence of them, got "
+                        f"{type(values).__name__}") from None
+    bad = [v for v in values if not isinstance(v, str)]
+    if bad:
+        raise TypeError(f"{what} must hold condition names (str), got {bad!r}")
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; known: {list(known)}")
+    return values
+
+
+def check_starts(starts, n_frames: int, span: int, what: str = "starts") -> np.ndarray:
+    """Window starts as a 1-d int64 array whose ``span`` frames lie in ``[0, n_frames)``."""
+    arr = np.asarray(starts)
+    if arr.dtype == bool or (arr.dtype.kind not in "iuf" and arr.size) or (
+            arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (np.mod(arr, 1) == 0))):
+        raise TypeError(f"{what} window starts must be integer frame indices, got {arr.dtype} {arr.ravel()[:5]}")
+    arr = arr.astype(np.int64).reshape(-1)
+    if arr.size and (arr.min() < 0 or arr.max() + span > n_frames):
+        raise ValueError(f"{what} frames [{arr.min()}, {arr.max() + span}) of the windows are outside "
+                         f"the {n_frames} frames")
+    return arr
+
+
+def _check_int(value, what):
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{what} must be an int, got {value!r}")
+
+
 def gather(traces, starts, context: int, horizon: int = HORIZON):
     """Context and target blocks for many windows at once (one fancy index, no loop).
 
@@ -161,10 +220,12 @@ def gather(traces, starts, context: int, horizon: int = HORIZON):
     arr = np.asarray(traces)
     if arr.ndim != 2:
         raise ValueError(f"traces must be 2-d (time, neuron), got shape {arr.shape}")
-    s = np.asarray(starts, dtype=np.int64).reshape(-1)
-    if s.size and (s.min() < 0 or s.max() + context + horizon > arr.shape[0]):
-        raise ValueError(f"windows reach outside traces of length {arr.shape[0]} "
-                         f"(starts in [{s.min()}, {s.max()}], C={context}, H={horizon})")
+    _check_int(context, "context")
+    _check_int(horizon, "horizon")
+    if context < 0 or horizon < 0:
+        raise ValueError(f"context and horizon must be >= 0, got {context} and {horizon}")
+    s = check_starts(starts, arr.shape[0], context + horizon,
+                     what=f"windows reach outside traces of length {arr.shape[0]} (C={context}, H={horizon}):")
     idx = s[:, None] + np.arange(context + horizon)[None, :]
     block = arr[idx]
     return block[:, :context], block[:, context:]
@@ -198,3 +259,26 @@ def frame_labels(offsets: Sequence[int], names: Sequence[str] | None = None,
     full_idx[off[0]:] = cidx
     cond = np.asarray(names, dtype=object)[full_idx].astype(str)
     return cond, full_idx, split
+
+
+def trial_phases(offsets: Sequence[int], lengths) -> np.ndarray:
+    """Per-frame right-aligned trial phase from explicit trial lengths (-1: no trial).
+
+    Trials of one condition are aligned at their last frame, as ZAPBench averages them
+    (``pad_side='left'``): the last frame of every trial has phase ``max(lengths) - 1`` and a
+    shorter trial starts at a later phase.
+    """
+    off = _check_offsets(offsets)
+    if len(lengths) != off.size - 1:
+        raise ValueError(f"{len(lengths)} rows of trial lengths for {off.size - 1} conditions")
+    phase = np.full(int(off[-1]), -1, dtype=np.int64)
+    for i, row in enumerate(lengths):                  # loop over conditions
+        if not len(row):
+            continue
+        lo, hi = int(off[i]), int(off[i + 1])
+        if sum(row) != hi - lo:
+            raise ValueError(f"trial lengths of condition {i} sum to {sum(row)}, it has {hi - lo} frames")
+        ends = lo + np.cumsum(row)
+        trial = np.repeat(np.arange(len(row)), row)
+        phase[lo:hi] = np.arange(lo, hi) - ends[trial] + max(row)
+    return phase

@@ -3,9 +3,12 @@
 Pipeline (all batched over neurons / voxels / frames):
 
 1. a brain-shaped mask (three lobes, left-right symmetric) in an anisotropic (z, y, x) grid;
-2. ellipsoidal nuclei on a jittered lattice inside the mask (no overlaps), labels = index + 1;
+2. ellipsoidal nuclei of varied sizes at random, non-overlapping positions inside the mask
+   (random sequential packing, no lattice), labels = index + 1;
 3. stimulus features (time, 26): each of the nine conditions (release proportions) repeats a
-   trial of pulses on its own features (``dark`` has none); ``trial_phase`` records the phase;
+   trial of pulses on its own features, in trials of the release's lengths (alternating 65/66,
+   131/132, 262/263 frames; dots and position three trials of a third; open loop and dark none);
+   ``trial_phase`` records the right-aligned phase and the ``trial_lengths`` attribute the trials;
 4. latent dynamics: damped oscillators (complex AR(1), run with ``scipy.signal.lfilter``) driven by
    the stimulus plus noise, a slow spontaneous component;
 5. rates = softplus(spatially smooth loadings @ latents) (neighbouring cells correlate);
@@ -30,15 +33,10 @@ from . import protocol
 from .dff import CLIP_RANGE, delta_f_over_f, radius_for_length
 
 __all__ = ["SyntheticConfig", "PRESETS", "get_config", "simulate", "brain_mask", "in_brain",
-           "place_nuclei", "stimulus_features", "N_FEATURES", "TRIAL_PERIODS"]
+           "place_nuclei", "paint_nuclei", "stimulus_features", "trial_lengths", "N_FEATURES"]
 
 N_FEATURES = 26
 FRAME_PERIOD_S = 0.9141
-# trial period (frames) of each condition's repeated stimulus; 0 = no stimulus (dark)
-TRIAL_PERIODS = {"gain": 60, "dots": 80, "flash": 40, "taxis": 50, "turning": 70,
-                 "position": 45, "open loop": 64, "rotation": 56, "dark": 0}
-
-
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Size and physics of a synthetic recording (see :data:`PRESETS`)."""
@@ -48,7 +46,7 @@ class SyntheticConfig:
     shape: tuple[int, int, int] = (5, 16, 24)          # (z, y, x) voxels
     voxel_size: tuple[float, float, float] = (8.0, 3.0, 3.0)   # µm (z, y, x)
     nucleus_radius: tuple[float, float, float] = (0.6, 1.2, 1.2)  # voxels (z, y, x)
-    n_neurons: int | None = None      # None: every lattice site in the mask
+    n_neurons: int | None = None      # None: the density of a lattice of spacing ceil(2 r) + 1
     traces_only: bool = False
     n_latent: int = 8
     loading_length_um: float = 30.0   # correlation length of the loadings
@@ -145,33 +143,73 @@ def brain_mask(shape, voxel_size=None) -> np.ndarray:
     return in_brain(grid, shape)
 
 
-def place_nuclei(shape, radius, rng: np.random.Generator, n_neurons=None):
-    """Nucleus centres (N, 3) in voxel units on a jittered lattice inside the brain.
-
-    Lattice spacing is ``ceil(2 radius) + 1`` per axis, the jitter is at most the slack, so
-    nuclei never overlap. Only lattice points are tested against the brain shape, so this works
-    for the release-sized grid without materialising its mask.
-    """
-    r = np.asarray(radius, dtype=float)
-    spacing = np.ceil(2 * r).astype(int) + 1
+def _lattice_count(shape, radius) -> int:
+    """Nuclei of a recording without an explicit count: as many as a lattice of spacing
+    ``ceil(2 radius) + 1`` puts inside the brain (the density the presets were sized for)."""
+    spacing = np.ceil(2 * np.asarray(radius, dtype=float)).astype(int) + 1
     grids = [np.arange(s // 2, n, s) for s, n in zip(spacing, shape)]
     lattice = np.stack(np.meshgrid(*grids, indexing="ij"), -1).reshape(-1, 3)
-    lattice = lattice[in_brain(lattice, shape)]
-    if n_neurons is not None:
-        if n_neurons > lattice.shape[0]:
-            raise ValueError(f"n_neurons={n_neurons} exceeds the {lattice.shape[0]} lattice sites "
-                             f"that fit in the brain of grid shape {tuple(shape)}")
-        keep = np.sort(rng.choice(lattice.shape[0], n_neurons, replace=False))
-        lattice = lattice[keep]
-    slack = np.maximum(0.0, spacing / 2.0 - r - 0.5)
-    jitter = rng.uniform(-1, 1, lattice.shape) * slack
-    return lattice + jitter
+    return int(in_brain(lattice, shape).sum())
+
+
+def place_nuclei(shape, radius, rng: np.random.Generator, n_neurons=None, size_sd: float = 0.15):
+    """Nucleus centres (N, 3) in voxel units and per-nucleus radii (N, 3), at random positions.
+
+    Random sequential packing: candidate centres are drawn uniformly inside the brain (only the
+    candidates are tested against its shape, so the release-sized grid needs no mask), each with
+    a size factor ``exp(N(0, size_sd))`` clipped to [0.7, 1.4] of ``radius``; a candidate is kept
+    when its ellipsoid does not overlap a kept one (distance in units of the radii larger than the
+    sum of the size factors) and its centre voxel is free. No lattice: the volume shows no
+    checkerboard. ``n_neurons=None`` keeps the lattice density of earlier versions.
+    """
+    from scipy.spatial import cKDTree
+
+    r = np.asarray(radius, dtype=float)
+    shape_a = np.asarray(shape)
+    target = _lattice_count(shape, r) if n_neurons is None else int(n_neurons)
+    if target < 1:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    frac = max(1e-3, float(in_brain(rng.uniform(0, 1, (4096, 3)) * (shape_a - 1), shape).mean()))
+    n_cand = int(4 * target / frac) + 64
+    cand = rng.uniform(0, 1, (n_cand, 3)) * (shape_a - 1)
+    cand = cand[in_brain(np.round(cand), shape)]            # the centre voxel lies in the brain
+    size = np.clip(np.exp(rng.normal(0.0, size_sd, cand.shape[0])), 0.7, 1.4)
+    u = cand / np.maximum(r, 1e-6)                        # ellipsoids -> spheres of radius `size`
+    tree = cKDTree(u)
+    pairs = tree.query_pairs(2 * 1.4 + 0.25, output_type="ndarray")
+    d = np.linalg.norm(u[pairs[:, 0]] - u[pairs[:, 1]], axis=1)
+    clash = pairs[d < size[pairs[:, 0]] + size[pairs[:, 1]] + 0.25]
+    nbrs = [[] for _ in range(cand.shape[0])]
+    for i, j in clash:                                    # adjacency lists of overlapping candidates
+        nbrs[i].append(j)
+        nbrs[j].append(i)
+    kept = np.zeros(cand.shape[0], bool)
+    voxels = set()
+    out = []
+    for i in range(cand.shape[0]):                        # greedy packing in random (draw) order
+        v = tuple(np.round(cand[i]).astype(int))
+        if v in voxels or any(kept[j] for j in nbrs[i]):
+            continue
+        kept[i] = True
+        voxels.add(v)
+        out.append(i)
+        if len(out) == target:
+            break
+    if len(out) < target:
+        raise ValueError(f"only {len(out)} of n_neurons={target} nuclei of radius {tuple(r)} fit in the "
+                         f"brain of grid shape {tuple(shape)}")
+    idx = np.asarray(out)
+    return cand[idx], size[idx, None] * r[None, :]
 
 
 def paint_nuclei(shape, centres: np.ndarray, radius) -> np.ndarray:
-    """int32 (z, y, x) labels: voxel inside ellipsoid n -> n + 1 (loop over the stencil only)."""
-    r = np.asarray(radius, dtype=float)
-    span = np.ceil(r).astype(int) + 1
+    """int32 (z, y, x) labels: voxel inside ellipsoid n -> n + 1 (loop over the stencil only).
+
+    ``radius``: (3,) for all nuclei or (N, 3) per nucleus. Every nucleus keeps its centre voxel.
+    """
+    centres = np.asarray(centres, dtype=float)
+    r = np.broadcast_to(np.asarray(radius, dtype=float), centres.shape)
+    span = np.ceil(r.max(0) if r.size else np.zeros(3)).astype(int) + 1
     seg = np.zeros(shape, dtype=np.int32)
     base = np.round(centres).astype(int)
     rng_axes = [np.arange(-s, s + 1) for s in span]
@@ -188,24 +226,63 @@ def paint_nuclei(shape, centres: np.ndarray, radius) -> np.ndarray:
     return seg
 
 
-def stimulus_features(n_frames: int, rng: np.random.Generator):
-    """(time, 26) stimulus features and per-frame trial phase (-1 where there is no trial)."""
+def trial_lengths(n_frames: int) -> list[tuple[int, ...]]:
+    """Trial lengths of each condition of a recording of ``n_frames`` frames, like the release's.
+
+    At the release's length these are :data:`workbench.forecast.protocol.RELEASE_TRIAL_LENGTHS`.
+    Shorter recordings keep the real lengths (alternating 65/66, 131/132, 262/263 frames) laid
+    back from each condition's end, the first trial cut to fit; conditions of three equal trials
+    (dots, position) stay three trials of a third of the condition.
+    """
     offsets = condition_offsets(n_frames)
+    rel_n = np.diff(protocol.RELEASE_CONDITION_OFFSETS)
+    out = []
+    for i, row in enumerate(protocol.RELEASE_TRIAL_LENGTHS):     # nine conditions
+        n = offsets[i + 1] - offsets[i]
+        if not row or n == rel_n[i]:
+            out.append(tuple(row) if n == rel_n[i] else ())
+            continue
+        if len(set(row)) == 1 and row[0] * len(row) == rel_n[i]:  # n / k trials
+            k = len(row)
+            out.append(tuple(n // k + (j < n % k) for j in range(k)))
+            continue
+        full = row[1:] if row[0] < min(row[1:]) else row          # the release's first trial is cut
+        lengths, total, j = [], 0, len(full) - 1
+        while total < n:                                          # from the end, cycling
+            lengths.append(full[j % len(full)])
+            total += lengths[-1]
+            j -= 1
+        lengths[-1] -= total - n
+        out.append(tuple(v for v in reversed(lengths) if v > 0))
+    return out
+
+
+def stimulus_features(n_frames: int, rng: np.random.Generator):
+    """(time, 26) stimulus features, per-frame trial phase (-1 where there is no trial) and the
+    trial lengths of each condition.
+
+    Each trial of a condition shows the same pulses (three per condition, their own features,
+    onsets, durations and amplitudes) at the same phase. Phases are counted right-aligned, as
+    ZAPBench aligns trials of unequal length: the last frame of every trial has phase
+    ``max length - 1``, a short (cut or 65- instead of 66-frame) trial starts later.
+    """
+    offsets = condition_offsets(n_frames)
+    lengths = trial_lengths(n_frames)
+    all_phase = protocol.trial_phases(offsets, lengths)
     stim = np.zeros((n_frames, N_FEATURES), dtype=np.float32)
     phase = np.full(n_frames, -1, dtype=np.int64)
     feat = 0
-    for i, name in enumerate(protocol.CONDITION_NAMES):   # nine conditions
+    for i in range(len(protocol.CONDITION_NAMES)):        # nine conditions
         lo, hi = offsets[i], offsets[i + 1]
-        period = TRIAL_PERIODS[name]
-        stim[lo:hi, 24] = float(period > 0)               # "visual stimulation on"
-        if period == 0:
+        row = lengths[i]
+        stim[lo:hi, 24] = float(bool(row))                # "visual stimulation on"
+        if not row:
             continue
-        t = np.arange(hi - lo)
-        ph = t % period
+        n_max = max(row)
+        ph = all_phase[lo:hi]                             # right-aligned phase
         phase[lo:hi] = ph
-        # a trial: three pulses with their own feature, onset, duration and amplitude
-        onsets = np.sort(rng.integers(0, period - 8, 3))
-        durations = rng.integers(4, max(6, period // 4), 3)
+        onsets = np.sort(rng.integers(0, max(1, n_max - 8), 3))
+        durations = rng.integers(4, max(6, n_max // 4), 3)
         amps = rng.uniform(0.5, 1.0, 3)
         for k in range(3):
             f = (feat + k) % 24
@@ -213,7 +290,7 @@ def stimulus_features(n_frames: int, rng: np.random.Generator):
             stim[lo:hi, f] += (amps[k] * on).astype(np.float32)
         feat += 3
     # feature 25 stays 0 (reserved, like unused columns of the release's feature table)
-    return stim, phase
+    return stim, phase, lengths
 
 
 def _smooth_field(pos_um: np.ndarray, n_fields: int, length: float, extent: np.ndarray,
@@ -268,12 +345,12 @@ def simulate(cfg: SyntheticConfig, seed: int = 0, neuron_block: int = 2048, prog
     shape = tuple(int(v) for v in cfg.shape)
     extent = np.asarray(shape) * vs
     mask = None if cfg.traces_only else brain_mask(shape)
-    centres = place_nuclei(shape, cfg.nucleus_radius, r_layout, cfg.n_neurons)
+    centres, radii = place_nuclei(shape, cfg.nucleus_radius, r_layout, cfg.n_neurons)
     n = centres.shape[0]
     if n == 0:
         raise ValueError(f"no nuclei fit in shape {shape} with radius {cfg.nucleus_radius}")
     centroid_um = (centres + 0.5) * vs
-    stim, phase = stimulus_features(cfg.n_frames, r_stim)
+    stim, phase, lengths = stimulus_features(cfg.n_frames, r_stim)
     lat = _latents(cfg, stim, r_lat)                                  # (T, 2K)
     load = _smooth_field(centroid_um, lat.shape[1], cfg.loading_length_um, extent, r_load)
     load = 0.8 * load + 0.35 * r_load.normal(size=load.shape)         # smooth + private part
@@ -293,10 +370,11 @@ def simulate(cfg: SyntheticConfig, seed: int = 0, neuron_block: int = 2048, prog
         return amp[sl] * _calcium(rates, cfg)                         # (T, B)
 
     meta = dict(cfg=cfg, seed=int(seed), mask=mask, centroid_um=centroid_um, stimulus=stim,
-                trial_phase=phase, offsets=condition_offsets(cfg.n_frames), n_neurons=n,
+                trial_phase=phase, trial_lengths=[list(r) for r in lengths],
+                offsets=condition_offsets(cfg.n_frames), n_neurons=n,
                 dff_radius=radius)
     if cfg.traces_only:
-        nvox = max(1.0, 4.0 / 3.0 * np.pi * np.prod(cfg.nucleus_radius))
+        nvox = np.maximum(1.0, 4.0 / 3.0 * np.pi * np.prod(radii, axis=1))   # voxels per nucleus
         np_maps = _smooth_field(centroid_um, 3, 80.0, extent, r_obs) * 0.3 + 0.3
 
         def blocks():
@@ -305,12 +383,12 @@ def simulate(cfg: SyntheticConfig, seed: int = 0, neuron_block: int = 2048, prog
                 rng_b = np.random.default_rng(np.random.SeedSequence([int(seed), 0x2A9, 7, b]))
                 f = brightness[sl] * (1.0 + neuron_df(sl)) * bleach[:, None]
                 f += np_signal @ np.abs(np_maps[sl]).T
-                f += cfg.noise / np.sqrt(nvox) * np.sqrt(np.maximum(f, 1e-3)) * rng_b.standard_normal(f.shape)
+                f += cfg.noise / np.sqrt(nvox[sl]) * np.sqrt(np.maximum(f, 1e-3)) * rng_b.standard_normal(f.shape)
                 yield sl, delta_f_over_f(f.astype(np.float32), radius=radius)
         meta["traces_blocks"] = blocks()
         return meta
 
-    seg = paint_nuclei(shape, centres, cfg.nucleus_radius)
+    seg = paint_nuclei(shape, centres, radii)
     seg[~mask] = 0
     labels = seg.reshape(-1)
     vox_pos = (np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)

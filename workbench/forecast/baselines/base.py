@@ -1,15 +1,36 @@
-"""Shared machinery of the trace baselines (scikit-learn style, Forecaster protocol)."""
+"""Shared machinery of the trace baselines (scikit-learn estimators following the Forecaster protocol).
+
+Every baseline has a ``mode``: ``"zapbench"`` follows the definitions of the ZAPBench code
+(google-research/zapbench, cited per baseline) so numbers on the real release mean what
+ZAPBench's mean; ``"workbench"`` keeps this project's earlier choices where they suit other data
+better (each baseline's docstring says why); ``"auto"`` (default) is ``"zapbench"`` when the data
+come from the release (``ds.attrs["source"] == "zapbench-release"``) and ``"workbench"`` otherwise.
+"""
 
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 import xarray as xr
 from sklearn.base import BaseEstimator
 
+from ...exceptions import check_fitted
 from .. import protocol
 from ..dataset import validate_dataset
 
-__all__ = ["TraceForecaster", "training_windows"]
+__all__ = ["TraceForecaster", "training_windows", "resolve_mode", "MODES", "check_starts"]
+
+MODES = ("zapbench", "workbench")
+
+
+def resolve_mode(mode: str, ds: xr.Dataset) -> str:
+    """``"auto"`` -> ``"zapbench"`` for the real release, else ``"workbench"``; validates the name."""
+    if mode == "auto":
+        return "zapbench" if ds.attrs.get("source") == "zapbench-release" else "workbench"
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'auto' or one of {MODES}, got {mode!r}")
+    return mode
 
 
 def training_windows(ds: xr.Dataset, split: str, context: int, horizon: int = protocol.HORIZON,
@@ -23,11 +44,26 @@ def training_windows(ds: xr.Dataset, split: str, context: int, horizon: int = pr
     return starts
 
 
+def check_starts(starts, n_frames: int, context: int, what: str = "starts") -> np.ndarray:
+    """Window starts whose context frames lie in ``[0, n_frames)`` (see :func:`protocol.check_starts`)."""
+    return protocol.check_starts(starts, n_frames, context, what)
+
+
+def check_positive_int(value, name: str, allow_none: bool = False):
+    if value is None and allow_none:
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
+    return int(value)
+
+
 class TraceForecaster(BaseEstimator):
     """Base class: ``fit(ds) -> self``, ``predict(ds, starts) -> (window, lead, neuron)``.
 
     ``starts`` are positional indices of each window's first context frame in ``ds``.
-    Subclasses implement ``_fit(ds)`` and ``_predict(ctx (W, C, N), ds, starts)``.
+    Subclasses implement ``_fit(ds)`` and ``_predict(ctx (W, C, N), ds, starts)``; a neuron with
+    a NaN among its context frames gets a NaN forecast (a missing prediction), the others stay
+    finite.
     """
 
     horizon = protocol.HORIZON
@@ -35,59 +71,44 @@ class TraceForecaster(BaseEstimator):
 
     def _check_context(self):
         c = self.context
-        if not isinstance(c, int | np.integer) or not 1 <= c <= protocol.MAX_CONTEXT:
+        if isinstance(c, bool) or not isinstance(c, numbers.Integral) or not 1 <= c <= protocol.MAX_CONTEXT:
             raise ValueError(f"context must be an int in [1, {protocol.MAX_CONTEXT}], got {c!r}")
 
     def fit(self, ds: xr.Dataset, y=None):
         self._check_context()
         validate_dataset(ds)
-        self.n_neurons_ = int(ds.sizes["neuron"])
+        if "mode" in self.get_params():
+            self.mode_ = resolve_mode(self.mode, ds)
+        n = int(ds.sizes["neuron"])
+        if n < 1:
+            raise ValueError("dataset has no neurons")
         self._fit(ds)
+        self.n_neurons_ = n
         return self
 
     def _fit(self, ds):  # pragma: no cover - trivial default
         pass
 
-    def predict(self, ds: xr.Dataset, starts) -> np.ndarray:
-        if not hasattr(self, "n_neurons_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(ds) first")
+    def _check_predict(self, ds, starts):
+        check_fitted(self, "n_neurons_", "predict")
+        if not isinstance(ds, xr.Dataset):
+            raise TypeError(f"ds must be an xarray.Dataset, got {type(ds).__name__}")
+        if "traces" not in ds:
+            raise ValueError("dataset has no 'traces' variable")
         if ds.sizes["neuron"] != self.n_neurons_:
             raise ValueError(f"dataset has {ds.sizes['neuron']} neurons, model was fitted on {self.n_neurons_}")
-        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        return check_starts(starts, ds.sizes["time"], self.context)
+
+    def predict(self, ds: xr.Dataset, starts) -> np.ndarray:
+        starts = self._check_predict(ds, starts)
         if starts.size == 0:
             return np.zeros((0, self.horizon, self.n_neurons_), np.float32)
         lo, hi = int(starts.min()), int(starts.max()) + self.context
-        if lo < 0 or hi > ds.sizes["time"]:
-            raise ValueError(f"context frames [{lo}, {hi}) outside the dataset's {ds.sizes['time']} frames")
         block = np.asarray(ds["traces"].isel(time=slice(lo, hi)).values)
         return self._predict_block(block, starts - lo, ds, starts)
 
     # bound on the gathered (window, C, neuron) context per call of _predict (bytes)
     context_budget = 2.5e8
-    # bound on the (window, lead, neuron) float32 predictions held at once by block_errors (bytes)
-    prediction_budget = 3.2e7
-
-    def block_errors(self, ds: xr.Dataset, starts):
-        """Error sums ``(abs_sum, sq_sum, n_missing)``, each (window, lead), for windows at ``starts``.
-
-        ``ds`` holds every frame of the windows (context and targets); ``starts`` are positional.
-        Default: :meth:`predict` a few windows at a time (``prediction_budget`` bytes of float32
-        predictions, cache-sized) and score them with the compiled kernel; subclasses fuse
-        prediction and scoring where the forecast has structure.
-        """
-        from ..kernels import score_predictions
-
-        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
-        traces = np.asarray(ds["traces"].values)
-        per = max(1, int(self.prediction_budget // (self.horizon * traces.shape[1] * 4)))
-        out = [np.zeros((starts.size, self.horizon)) for _ in range(2)]
-        out.append(np.zeros((starts.size, self.horizon), np.int64))
-        for b0 in range(0, starts.size, per):                         # batches of windows
-            s = starts[b0:b0 + per]
-            part = score_predictions(self.predict(ds, s), traces, s + self.context)
-            for o, p in zip(out, part):
-                o[b0:b0 + per] = p
-        return tuple(out)
 
     def _predict_block(self, block, rel, ds, starts):
         """Predict from the traces ``block`` covering all context frames; sub-batched gathers."""

@@ -2,7 +2,7 @@
 
 ``evaluate`` scores every window of a split; for quick comparisons (notebooks, dashboards) this
 scores an evenly spaced subset, with the same per-window errors (``score_forecaster``) and
-aggregation (``aggregate``), and stacks the methods into one ``xr.Dataset(method, condition, lead)``.
+aggregation (``aggregate``), and stacks the models into one ``xr.Dataset(model, condition, lead)``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["score_methods"]
 
 def score_methods(forecasters, ds: xr.Dataset, split: str = "test", max_windows: int | None = None,
                   n_boot: int = 0, seed: int = 0) -> xr.Dataset:
-    """MAE by (method, condition, lead) and over the training conditions (method, lead).
+    """MAE by (model, condition, lead) and over the training conditions (model, lead).
 
     ``forecasters``: ``{name: fitted forecaster}`` or a list; all must share one context so they
     are scored on identical windows.
@@ -41,7 +41,7 @@ def score_methods(forecasters, ds: xr.Dataset, split: str = "test", max_windows:
     for name, f in fs.items():
         errors, ww = score_forecaster(f, ds, split=split, windows=w)
         res = aggregate(errors, ww, n_boot=n_boot, seed=seed, condition_order=names)
-        out.append(res.expand_dims(method=[name]))
-    res = xr.concat(out, "method", combine_attrs="drop")
+        out.append(res.expand_dims(model=[name]))
+    res = xr.concat(out, "model", combine_attrs="drop")
     res.attrs.update(split=split, context=c, n_windows=int(w.sizes["window"]))
     return res

@@ -129,11 +129,11 @@ def store_scores(store, ds: xr.Dataset) -> xr.Dataset:
 
 
 def scores_by_method(stores: dict, ds: xr.Dataset) -> xr.Dataset:
-    """Scores of several stores stacked over ``method``: mae (method, condition, lead), ..."""
-    items = [store_scores(p, ds).expand_dims(method=[m]) for m, p in stores.items()]
+    """Scores of several stores stacked over ``model``: mae (model, condition, lead), ..."""
+    items = [store_scores(p, ds).expand_dims(model=[m]) for m, p in stores.items()]
     if not items:
         raise ValueError("no forecast stores to score")
-    return xr.concat(items, "method", join="outer", combine_attrs="drop")
+    return xr.concat(items, "model", join="outer", combine_attrs="drop")
 
 
 def data_key_for(path_or_preset: str | os.PathLike, seed: int | None = None) -> str:
