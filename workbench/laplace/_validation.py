@@ -12,7 +12,7 @@ CURVATURES = ("ggn", "ef")
 KFAC_FLAVOURS = ("expand", "reduce")
 KFAC_FALLBACKS = ("diag", "error")
 PRED_TYPES = ("glm", "nn")
-LINK_APPROX = ("probit", "mc")
+LINK_APPROX = ("probit", "mc", "bridge", "bridge_norm")
 
 
 class NotFittedError(ValueError, AttributeError):

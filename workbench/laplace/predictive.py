@@ -16,6 +16,7 @@ import torch
 from torch.func import functional_call
 
 from ._validation import LINK_APPROX, PRED_TYPES, check_choice, check_finite
+from .bridge import laplace_bridge
 from .curvature.jacobians import jac_t_chunks
 from .curvature.modules import capture, collect, module_grads
 from .fitting import module_idx
@@ -195,6 +196,12 @@ def predict(la, x, pred_type="glm", link_approx="probit", n_samples=100, generat
     var = torch.diagonal(f_var.reshape(x.shape[0], f_mu[0].numel(), -1), dim1=-2, dim2=-1).reshape(
         f_mu.shape
     )
+    if link_approx.startswith("bridge"):
+        if name != "classification":
+            raise ValueError(
+                f"link_approx={link_approx!r} needs likelihood='classification', not {name!r}"
+            )
+        return laplace_bridge(f_mu, f_var, normalize=link_approx == "bridge_norm")
     if link_approx == "probit":
         kappa = 1 / torch.sqrt(1 + math.pi / 8 * var)
         z = f_mu * kappa
