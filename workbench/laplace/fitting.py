@@ -290,5 +290,5 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
             blocks.append(DiagBlock(idx, p["names"], hdiag[..., idx]))
         else:
             A, B, cnt = acc[i].result()
-            blocks.append(KronBlock(idx, p["names"], A, B / cnt, p["module"]))
+            blocks.append(KronBlock(idx, p["names"], A, B / cnt, p["module"], cnt))
     return blocks, stats, n_data, out_shape

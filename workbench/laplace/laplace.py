@@ -189,9 +189,13 @@ class Laplace:
             raise NotFittedError(f"Laplace is not fitted: call la.fit(train_loader) before {what}")
 
     # ------------------------------------------------------------------ fit
-    def fit(self, train_loader, create_graph=False, progress=False):
+    def fit(self, train_loader, create_graph=False, progress=False, override=True):
         """Fit the curvature on ``train_loader`` (an iterable of (X, y), e.g. a DataLoader, a list
         of batches, or one ``(X, y)`` tuple of tensors); returns self.
+
+        ``override=False`` (continual fitting) adds this loader's curvature, log-likelihood and
+        data count to those of the previous fits instead of replacing them: the result equals one
+        fit on all loaders together (KFAC included), with the MAP at the model's current parameters.
 
         The model is put in eval mode while the curvature is computed (its mode is restored);
         the MAP is the model's current parameters. ``create_graph=True`` keeps the autograd graph
@@ -211,6 +215,15 @@ class Laplace:
         X0 = first[0] if isinstance(first, (tuple, list)) else None
         if X0 is not None and isinstance(X0, torch.Tensor) and X0.is_floating_point():
             X0 = X0.to(device=self._ref().device, dtype=self._ref().dtype)
+        if (
+            not override
+            and self._fitted
+            and self.comps_
+            and not torch.equal(self._sigma, self._sigma_fit)
+        ):
+            raise ValueError(
+                "fit(override=False) with a per-output sigma_noise that changed: refit all"
+            )
         was_training = self.model.training
         self.model.eval()
         try:
@@ -223,6 +236,8 @@ class Laplace:
             )
         finally:
             self.model.train(was_training)
+        if not override and self._fitted:
+            blocks, stats, n_data = self._accumulate(blocks, stats, n_data)
         self.blocks_ = blocks
         self.loglik_stats_ = stats
         self.n_data = n_data
@@ -233,6 +248,15 @@ class Laplace:
         self._hstats = None
         self._fitted = True
         return self
+
+    def _accumulate(self, blocks, stats, n_data):
+        """Previous fit + this one (``fit(..., override=False)``)."""
+        if len(blocks) != len(self.blocks_) or any(
+            a.kind != b.kind or not torch.equal(a.idx, b.idx) for a, b in zip(self.blocks_, blocks)
+        ):
+            raise ValueError("fit(override=False): the posterior blocks changed since the last fit")
+        merged = {k: self.loglik_stats_[k] + v if v is not None else None for k, v in stats.items()}
+        return [a.merge(b) for a, b in zip(self.blocks_, blocks)], merged, self.n_data + n_data
 
     def _comps_mode(self):
         """Regression GGN with one σ per output: full/diag blocks are stored per output."""
@@ -435,9 +459,19 @@ class Laplace:
         )
 
     # ------------------------------------------------------------------ predictive
-    def __call__(self, x, pred_type="glm", link_approx="probit", n_samples=100, generator=None):
+    def __call__(
+        self, x, pred_type="glm", link_approx="probit", n_samples=100, generator=None, joint=False
+    ):
+        """Predictive at inputs x. Regression: (f_mu (N, K), f_var (N, K, K)), or with
+        ``joint=True`` the covariance across the batch (N, K, N, K); classification / binary:
+        probabilities by ``link_approx`` "probit" | "mc" | "bridge" | "bridge_norm"."""
         self._check_fitted("predicting")
-        return _pred.predict(self, x, pred_type, link_approx, n_samples, generator)
+        return _pred.predict(self, x, pred_type, link_approx, n_samples, generator, joint)
+
+    def functional_covariance(self, x):
+        """Joint J Σ Jᵀ over the batch x: (N, K, N, K) (cross-input covariances included)."""
+        self._check_fitted("functional_covariance()")
+        return _pred.functional_covariance(self, x)
 
     def functional_variance(self, x, group=None):
         """J Σ Jᵀ (N, K, K) at inputs x; ``group`` restricts to that parameter group's block."""

@@ -98,6 +98,10 @@ class FullBlock(Block):
     def _tensors(self):
         return {"H": self.H}
 
+    def merge(self, other):
+        """This block's curvature plus ``other``'s (same parameters): continual fitting."""
+        return FullBlock(self.idx, self.names, self.H + other.H)
+
     @property
     def comps(self):
         """H stored per output (K, d, d): regression with one σ per output, H(σ) = Σ_k H_k/σ_k²."""
@@ -219,6 +223,9 @@ class DiagBlock(Block):
     def _tensors(self):
         return {"h": self.h}
 
+    def merge(self, other):
+        return DiagBlock(self.idx, self.names, self.h + other.h)
+
     @property
     def comps(self):
         return self.h.ndim == 2
@@ -255,13 +262,21 @@ class KronBlock(Block):
 
     kind = "kron"
 
-    def __init__(self, idx, names, A, B, module=""):
+    def __init__(self, idx, names, A, B, module="", count=None):
         super().__init__(idx, names)
-        self.A, self.B, self.module = A, B, module
+        self.A, self.B, self.module, self.count = A, B, module, count
         self.ob, self.ia = B.shape[0], A.shape[0]
 
     def _tensors(self):
-        return {"A": self.A, "B": self.B, "module": self.module}
+        return {"A": self.A, "B": self.B, "module": self.module, "count": self.count}
+
+    def merge(self, other):
+        """KFAC of the union of both fits' data: A sums, B is the count-weighted mean."""
+        if self.count is None or other.count is None:
+            raise ValueError("this KFAC block has no sample count (old state_dict): refit it")
+        n = self.count + other.count
+        B = (self.B * self.count + other.B * other.count) / n
+        return KronBlock(self.idx, self.names, self.A + other.A, B, self.module, n)
 
     def _eigs(self):
         if "eig" not in self._cache:
@@ -392,4 +407,6 @@ def block_from_state(st):
         return FullBlock(st["idx"], st["names"], st["H"])
     if kind == "diag":
         return DiagBlock(st["idx"], st["names"], st["h"])
-    return KronBlock(st["idx"], st["names"], st["A"], st["B"], st.get("module", ""))
+    return KronBlock(
+        st["idx"], st["names"], st["A"], st["B"], st.get("module", ""), st.get("count")
+    )

@@ -174,11 +174,46 @@ def _module_variance(la, x, jobs, s, priors, theta, n_out):
     return fvar.detach()
 
 
-def predict(la, x, pred_type="glm", link_approx="probit", n_samples=100, generator=None):
+def functional_covariance(la, x):
+    """Joint J Σ Jᵀ over a batch: (N, n_out, N, n_out), cross-input covariances included.
+
+    Builds the (N·n_out, P) Jacobian of the batch (torch.func) and applies every posterior block's
+    covariance to its columns; meant for batches of tens to hundreds of inputs."""
+    x = _as_input(la, x)
+    return _eval(la, lambda: _functional_covariance(la, x))
+
+
+def _functional_covariance(la, x):
+    s = la._lik_scale(la._sigma)
+    names, N = la.spec_.names, x.shape[0]
+    n_out = math.prod(la.output_shape_)
+    with torch.no_grad():
+        J = torch.cat(
+            [J for _, J in jac_t_chunks(la.model, _theta(la), names, x, n_out, lambda f: f)]
+        ).reshape(N * n_out, la.spec_.P)
+        cov = J.new_zeros(N * n_out, N * n_out)
+        for b, bp in zip(la.blocks_, la._block_priors()):
+            Jb = J[:, b.idx]
+            cov += Jb @ b.cov_apply(s, bp, Jb).T
+    return cov.reshape(N, n_out, N, n_out)
+
+
+def predict(
+    la, x, pred_type="glm", link_approx="probit", n_samples=100, generator=None, joint=False
+):
     check_choice("pred_type", pred_type, PRED_TYPES)
     check_choice("link_approx", link_approx, LINK_APPROX)
     x = _as_input(la, x)
     name = la.lik_.name
+    if joint:
+        if name != "regression" or pred_type != "glm":
+            raise ValueError(
+                "joint=True (the covariance across inputs) needs likelihood='regression' and "
+                f"pred_type='glm', not {name!r} / {pred_type!r}"
+            )
+        with torch.no_grad():
+            f_mu = _eval(la, lambda: la.model(x))
+        return f_mu, functional_covariance(la, x)
     if pred_type == "nn":
         fs = predictive_samples(la, x, n_samples, "nn", generator, raw=True)
         if name == "regression":
