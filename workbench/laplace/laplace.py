@@ -26,6 +26,7 @@ from ._validation import (
     positive_tensor,
 )
 from .fitting import fit_curvature, plan_blocks
+from .gridsearch import gridsearch_prior_precision
 from .likelihoods import get_likelihood
 from .params import build_spec, last_layer_names
 from .posteriors import Scale, block_from_state
@@ -450,10 +451,18 @@ class Laplace:
         return _marglik.log_marginal_likelihood(self, prior_precision, sigma_noise)
 
     def optimize_prior_precision(
-        self, method="marglik", n_steps=100, lr=0.1, optimize_sigma=False, progress=False
+        self, method="marglik", n_steps=100, lr=0.1, optimize_sigma=False, progress=False, **kwargs
     ):
-        """Maximise the evidence w.r.t. log prior precision (and log σ if ``optimize_sigma``)."""
+        """``method="marglik"``: maximise the evidence w.r.t. log prior precision (and log σ if
+        ``optimize_sigma``); returns the evidence per step. ``method="gridsearch"``: minimise a
+        validation loss over a grid (``val_loader=`` or ``cv=K, train_loader=``; further keywords
+        of :func:`workbench.laplace.gridsearch.gridsearch_prior_precision`); returns its Dataset."""
         self._check_fitted("optimize_prior_precision()")
+        check_choice("method", method, ("marglik", "gridsearch"))
+        if method == "gridsearch":
+            return gridsearch_prior_precision(self, progress=progress, **kwargs)
+        if kwargs:
+            raise TypeError(f"method='marglik' got unexpected keyword arguments {sorted(kwargs)}")
         return _marglik.optimize_prior_precision(
             self, method, n_steps, lr, optimize_sigma, progress
         )
