@@ -450,6 +450,26 @@ class Laplace:
         self._check_fitted("log_marginal_likelihood()")
         return _marglik.log_marginal_likelihood(self, prior_precision, sigma_noise)
 
+    def evidence_terms(self, prior_precision=None, sigma_noise=None):
+        """{log_likelihood, log_det_posterior_precision, log_det_prior_precision, scatter}: the
+        evidence is ``log_likelihood - ½ (log_det_posterior - log_det_prior + scatter)``."""
+        self._check_fitted("evidence_terms()")
+        return _marglik.evidence_terms(self, prior_precision, sigma_noise)
+
+    def set_prior(self, prior_precision, prior_structure=None):
+        """Set the prior precision, optionally with a new ``prior_structure``; no refit needed
+        (the curvature does not depend on the prior). Returns self."""
+        if prior_structure is not None and prior_structure != self.prior_structure:
+            self.prior_structure = check_choice(
+                "prior_structure", prior_structure, PRIOR_STRUCTURES
+            )
+            if self.spec_ is not None:
+                groups = self.groups_ if self.param_groups else None
+                self.layout_ = PriorLayout(prior_structure, self.spec_, groups, self.model)
+                self._prior_prec, self._hstats = None, None
+        self.prior_precision = prior_precision
+        return self
+
     def optimize_prior_precision(
         self, method="marglik", n_steps=100, lr=0.1, optimize_sigma=False, progress=False, **kwargs
     ):
@@ -497,6 +517,11 @@ class Laplace:
         """Parameter samples (n_samples, P) from the Laplace posterior."""
         self._check_fitted("sample()")
         return _pred.sample_params(self, n_samples, generator)
+
+    def posterior_precision(self, group=None):
+        """Dense posterior precision (P, P) (or of one group's parameters); small models only."""
+        self._check_fitted("posterior_precision()")
+        return _pred.dense_precision(self, group)
 
     def posterior_covariance(self, group=None):
         """Dense posterior covariance (P, P) (or of one group's parameters); small models only."""

@@ -46,6 +46,15 @@ def _hyper(la, prior_precision, sigma_noise):
 
 
 def log_marginal_likelihood(la, prior_precision=None, sigma_noise=None):
+    t = evidence_terms(la, prior_precision, sigma_noise)
+    return t["log_likelihood"] - 0.5 * (
+        t["log_det_posterior_precision"] - t["log_det_prior_precision"] + t["scatter"]
+    )
+
+
+def evidence_terms(la, prior_precision=None, sigma_noise=None):
+    """The evidence's pieces: log_likelihood, log_det_posterior_precision,
+    log_det_prior_precision and scatter (θ*-μ0)ᵀP0(θ*-μ0), each differentiable."""
     prec, sigma = _hyper(la, prior_precision, sigma_noise)
     s = la._lik_scale(sigma)
     loglik = la._loglik(sigma)
@@ -68,7 +77,12 @@ def log_marginal_likelihood(la, prior_precision=None, sigma_noise=None):
     for b in la.blocks_:
         bp = la.layout_.block_prior(prec, diag, b)
         logdet_post = logdet_post + b.logdet(s, bp)
-    return loglik - 0.5 * (logdet_post - logdet_prior + scatter)
+    return {
+        "log_likelihood": loglik,
+        "log_det_posterior_precision": logdet_post,
+        "log_det_prior_precision": logdet_prior,
+        "scatter": scatter,
+    }
 
 
 def optimize_prior_precision(

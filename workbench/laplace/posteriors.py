@@ -164,6 +164,11 @@ class FullBlock(Block):
         H, s = self._Hs(s)
         return s * torch.diagonal(H) + prior.diag
 
+    @_scaled
+    def precision_dense(self, s, prior):
+        H, s = self._Hs(s)
+        return s * H + torch.diag(prior.diag)
+
     def _factor(self, s, prior):
         """('eig', Q, s λ + δ) when the eigendecomposition is cached and the prior isotropic, else
         ('chol', L, None) with L Lᵀ = s H + D (cached until the hyperparameters change)."""
@@ -245,6 +250,10 @@ class DiagBlock(Block):
     @_scaled
     def cov_apply(self, s, prior, V):
         return V / self.precision_diag(s, prior)
+
+    @_scaled
+    def precision_dense(self, s, prior):
+        return torch.diag(self.precision_diag(s, prior))
 
     @_scaled
     def sample(self, s, prior, z):
@@ -365,6 +374,10 @@ class KronBlock(Block):
             s * (torch.diagonal(self.B)[:, None] * torch.diagonal(self.A)[None, :]).reshape(-1)
             + prior.diag
         )
+
+    @_scaled
+    def precision_dense(self, s, prior):
+        return s * torch.kron(self.B, self.A) + torch.diag(prior.diag)
 
     @_scaled
     def cov_apply(self, s, prior, V):

@@ -321,22 +321,28 @@ def predictive_samples(la, x, n_samples=100, pred_type="glm", generator=None, ra
     return torch.softmax(fs, -1) if la.lik_.name == "classification" else torch.sigmoid(fs)
 
 
-def dense_covariance(la, group=None):
+def dense_precision(la, group=None):
+    """Dense posterior precision (P, P) (or of one group's parameters); small models only."""
+    return dense_covariance(la, group, precision=True)
+
+
+def dense_covariance(la, group=None, precision=False):
     sel = _select_blocks(la, group)
     s = la._lik_scale(la._sigma)
     priors = la._block_priors()
     P = la.spec_.P
     m = la._mean
     if P > 20000:
-        raise ValueError(
-            f"posterior_covariance() would build a dense {P}x{P} matrix; use a group or sample()"
-        )
+        raise ValueError(f"a dense {P}x{P} posterior matrix is too large; use a group or sample()")
     cov = m.new_zeros(P, P)
     idx_all = []
     with torch.no_grad():
         for i in sel:
             b = la.blocks_[i]
-            Sb = b.cov_apply(s, priors[i], torch.eye(b.d, dtype=m.dtype, device=m.device))
+            if precision:
+                Sb = b.precision_dense(s, priors[i])
+            else:
+                Sb = b.cov_apply(s, priors[i], torch.eye(b.d, dtype=m.dtype, device=m.device))
             cov[b.idx[:, None], b.idx[None, :]] = Sb
             idx_all.append(b.idx)
     if group is None:
