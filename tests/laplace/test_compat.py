@@ -287,3 +287,49 @@ def test_tempered_log_likelihood_keeps_laplace_torchs_untempered_normaliser():
     sse = float(((model(X) - y) ** 2).sum())
     ll = -sse / (2 * 0.25 * 2.0) - 40 * math.log(0.5 * math.sqrt(2 * math.pi))
     assert float(la.log_likelihood) == pytest.approx(ll, rel=1e-12)
+
+
+def test_marglik_training_takes_laplace_torch_keywords_and_return_order():
+    from workbench.laplace import marglik_training as native_training
+    from workbench.laplace.compat import marglik_training
+
+    X, y = torch.randn(48, 3), torch.randint(0, 3, (48,))
+    dl = DataLoader(TensorDataset(X, y), batch_size=48)
+
+    def net():
+        torch.manual_seed(3)
+        return nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 3))
+
+    la, model, margliks, losses = marglik_training(
+        net(),
+        dl,
+        "classification",
+        hessian_structure="full",
+        n_epochs=5,
+        optimizer_cls=torch.optim.SGD,
+        optimizer_kwargs={"lr": 0.05, "momentum": 0.9},
+        marglik_frequency=2,
+        n_hypersteps=5,
+        prior_structure="layerwise",
+    )
+    assert isinstance(la, FullLaplace) and len(losses) == 5 and len(margliks) == 2  # epochs 2, 4
+    assert la.prior_precision.shape == (4,)
+    torch.testing.assert_close(la.log_marginal_likelihood(), torch.tensor(-min(margliks)))
+    # the same run through the native loop
+    m2, ref, hist = native_training(
+        net(),
+        dl,
+        "classification",
+        hessian_structure="full",
+        prior_structure="layerwise",
+        n_epochs=5,
+        lr=0.05,
+        optimizer=torch.optim.SGD,
+        optimizer_kwargs={"momentum": 0.9},
+        n_epochs_burnin=1,
+        marglik_frequency=2,
+        n_hypersteps=5,
+        progress=False,
+    )
+    torch.testing.assert_close(la.prior_precision, ref.prior_precision)
+    torch.testing.assert_close(la.mean, ref.mean)

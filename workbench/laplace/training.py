@@ -41,6 +41,8 @@ def marglik_training(
     lr=1e-3,
     lr_min=None,
     optimizer="adam",
+    optimizer_kwargs=None,
+    scheduler=None,
     n_epochs_burnin=0,
     marglik_frequency=1,
     n_hypersteps=100,
@@ -74,14 +76,18 @@ def marglik_training(
     The MAP objective is ``-log p(y|θ)/(B·T) + ½ Σ δ (θ-μ0)² / N`` per batch, with the prior on the
     parameters the Laplace covers (trainable parameters outside it, e.g. the body with
     ``subset_of_weights="last_layer"``, are trained without a prior). ``lr_min`` enables cosine
-    annealing of the parameter learning rate.
+    annealing of the parameter learning rate. ``optimizer`` may also be a ``torch.optim`` class,
+    built with ``lr`` and ``optimizer_kwargs``; ``scheduler(optimizer)`` builds a learning-rate
+    scheduler stepped after every batch (instead of ``lr_min``).
     """
     if n_epochs < 1:
         raise ValueError(f"n_epochs must be >= 1, got {n_epochs}")
     if marglik_frequency < 1:
         raise ValueError(f"marglik_frequency must be >= 1, got {marglik_frequency}")
-    if optimizer not in ("adam", "sgd"):
-        raise ValueError(f"optimizer={optimizer!r} is not supported; expected 'adam' or 'sgd'")
+    if not (optimizer in ("adam", "sgd") or _is_optimizer_class(optimizer)):
+        raise ValueError(
+            f"optimizer={optimizer!r} is not supported; expected 'adam', 'sgd' or a torch.optim class"
+        )
     la = Laplace(
         model,
         likelihood,
@@ -122,10 +128,15 @@ def marglik_training(
     extra = [p for p in (extra_params or [])]
     extra_ids = {id(p) for p in extra}
     theta_params = [p for p in model.parameters() if p.requires_grad and id(p) not in extra_ids]
-    opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
-    opt = opt_cls(theta_params, lr=lr)
+    if _is_optimizer_class(optimizer):
+        opt = optimizer(theta_params, **{"lr": lr, **(optimizer_kwargs or {})})
+    else:
+        opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+        opt = opt_cls(theta_params, lr=lr, **(optimizer_kwargs or {}))
     sched = None
-    if lr_min is not None:
+    if scheduler is not None:
+        sched = scheduler(opt)
+    elif lr_min is not None:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, n_epochs * max(1, len(train_loader)), eta_min=lr_min
         )
@@ -204,6 +215,10 @@ def marglik_training(
             la.sigma_noise = log_sigma.detach().exp()
         la.fit(train_loader)
     return model, la, _history(rec, la)
+
+
+def _is_optimizer_class(obj):
+    return isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)
 
 
 def _hyper_steps(la, loader, log_prec, log_sigma, opt_hyp, n_steps, extra):

@@ -19,12 +19,14 @@ from ._classes import (
     Laplace,
     ParametricLaplace,
 )
+from .training import marglik_training
 
 globals().update(GGN_BACKENDS)
 globals().update(EF_BACKENDS)
 
 __all__ = [
     "Laplace",
+    "marglik_training",
     "BaseLaplace",
     "ParametricLaplace",
     "FullLaplace",

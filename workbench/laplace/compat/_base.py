@@ -279,6 +279,16 @@ class ParametricLaplace:
         self.model.output_size = self.n_outputs
         return None
 
+    def _adopt(self, native):
+        """Wrap an already fitted native Laplace (e.g. from the native marglik_training)."""
+        self.native_ = native
+        self.n_params, self.n_layers = native.n_params, len(native.param_names)
+        self._prior_precision = native.prior_precision.detach().clone()
+        if self.likelihood == "regression":
+            self._sigma_noise = native.sigma_noise.detach().reshape(())
+        self.n_outputs, self.n_data = int(native.output_shape_[-1]), native.n_data
+        return self
+
     def _check_H_init(self):
         try:
             _ = self.native_.mean
