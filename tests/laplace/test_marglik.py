@@ -149,7 +149,7 @@ def test_kron_unitwise_logdet_on_conv_layers_is_exact():
 
 def test_kron_logdet_routes_against_dense():
     la = mlp_fit("kron", "unitwise")
-    s = la._lik_scale(la.sigma_noise)
+    s = la.likelihood_scale(la.sigma_noise)
     prec = torch.rand(la.layout_.n_hyper) + 0.5
     diag = la.layout_.to_diag(prec)
     for b in la.blocks_:
@@ -236,7 +236,7 @@ def test_optimize_prior_precision_increases_marglik_and_full_eigendecomposition_
 def test_effective_dimensions_match_eigenvalue_formula():
     la = mlp_fit("full", "layerwise")
     ed = la.effective_dimensions()
-    s = la._lik_scale(la.sigma_noise)
+    s = la.likelihood_scale(la.sigma_noise)
     b = la.blocks_[0]
     H = torch.zeros(b.d, b.d)
     H[b.idx[:, None], b.idx[None, :]] = b.H  # back to the flat parameter order

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
+from workbench.exceptions import NotFittedError
+
 LIKELIHOODS = ("regression", "classification", "binary", "heteroscedastic")
-HESSIAN_STRUCTURES = ("full", "diag", "kron")
 SUBSETS = ("all", "last_layer")
 PRIOR_STRUCTURES = ("scalar", "layerwise", "unitwise", "diagonal", "group")
 CURVATURES = ("ggn", "ef")
@@ -13,10 +17,9 @@ KFAC_FLAVOURS = ("expand", "reduce")
 KFAC_FALLBACKS = ("diag", "error")
 PRED_TYPES = ("glm", "nn")
 LINK_APPROX = ("probit", "mc", "bridge", "bridge_norm")
+OPTIMIZERS = ("adam", "sgd")
 
-
-class NotFittedError(ValueError, AttributeError):
-    """Raised when a Laplace approximation is used before ``fit`` (or ``load_state_dict``)."""
+__all__ = ["NotFittedError"]
 
 
 def check_choice(name: str, value, choices) -> str:
@@ -25,8 +28,42 @@ def check_choice(name: str, value, choices) -> str:
     return value
 
 
+def check_positive_int(name: str, value, minimum: int = 1) -> int:
+    """An int >= ``minimum`` (bools and non-integral numbers are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+            value = int(value)
+        else:
+            raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_positive_float(name: str, value, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (or >= 0 with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = float(value)
+        else:
+            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0, got {value}")
+    return value
+
+
+def check_generator(generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
+
+
 def check_finite(tensor: torch.Tensor, what: str, batch_index: int) -> None:
     if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        if tensor.ndim == 0:
+            raise ValueError(f"{what} of batch {batch_index} is NaN or inf")
         bad = (~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(1).nonzero().flatten()
         raise ValueError(
             f"{what} of batch {batch_index} contains NaN or inf "
@@ -38,12 +75,37 @@ def unpack_batch(batch, batch_index: int):
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
         raise TypeError(
             f"train_loader must yield (X, y) pairs; batch {batch_index} is a {type(batch).__name__}"
+            + (
+                " (dict batches: wrap the loader to yield (X, y) tuples)"
+                if isinstance(batch, dict)
+                else ""
+            )
         )
     return batch[0], batch[1]
 
 
 def positive_tensor(name: str, value, like: torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    if not torch.isfinite(t).all() or (t <= 0).any():
+    """``value`` as a tensor of ``like``'s dtype/device, every entry finite and > 0, and its square
+    representable in that dtype (σ² underflowing to 0 would make the likelihood infinite)."""
+    try:
+        t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a number or a tensor of numbers, got {value!r}") from err
+    td = t.detach()
+    if not torch.isfinite(td).all() or (td <= 0).any():
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    if not torch.isfinite(1 / td**2).all():
+        raise ValueError(
+            f"{name}={value!r} is too small for {like.dtype}: its square underflows to 0; use a "
+            "float64 model or a larger value"
+        )
+    return t
+
+
+def check_hyper(name: str, t: torch.Tensor) -> torch.Tensor:
+    """Hyperparameter tensor (possibly requiring grad): every entry finite and > 0."""
+    td = t.detach()
+    if not torch.isfinite(td).all() or (td <= 0).any():
+        bad = td[~(torch.isfinite(td) & (td > 0))]
+        raise ValueError(f"{name} must be finite and > 0, got {bad[:3].tolist()} among its values")
     return t

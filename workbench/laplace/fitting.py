@@ -1,107 +1,67 @@
-"""Fitting: plan the posterior blocks and accumulate the curvature over a data loader."""
+"""Fitting: one pass over the data that feeds every posterior block (see :mod:`.structures`).
+
+Per batch, the model runs once with forward hooks on the supported layers the blocks read; the
+loss-Hessian square root (or the loss gradient, for the empirical Fisher) is backpropagated to
+those layers' outputs, and per-sample Jacobian-transpose products are formed with torch.func for
+the parameters some block reads generically. Each block takes what it needs from the
+:class:`BatchPieces`; this module never looks at a block's kind.
+"""
 
 from __future__ import annotations
-
-import warnings
 
 import torch
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from ._validation import check_finite, unpack_batch
+from ._validation import check_finite
+from .batches import prepare_batch, run_model, shape_outputs
 from .curvature.jacobians import jac_t_products
-from .curvature.kfac import KronAccumulator, exact_diag, full_from_ag
-from .curvature.modules import capture, collect, module_grads, out_in, weight_order
-from .posteriors import DiagBlock, FullBlock, KronBlock
+from .curvature.modules import capture, collect, module_grads
 
 
-def module_idx(spec, mod, w, b):
-    """Global flat indices of the layer block [W | b] in (out, in') row-major order."""
-    ob, in_w = out_in(mod)
-    cols = []
-    if w:
-        cols.append(spec.slices[w].start + weight_order(mod, spec.shapes[w]).reshape(ob, in_w))
-    if b:
-        cols.append((spec.slices[b].start + torch.arange(ob)).reshape(ob, 1))
-    return torch.cat(cols, 1).reshape(-1)
+class FitContext:
+    """What the blocks need to know about a fit: ``spec``, ``ref`` (a parameter: device and
+    dtype), ``kfac``, ``chunk_budget``, ``create_graph``, ``comps`` (curvature stored per output,
+    regression with one σ per output), ``K_out``, ``sigma_fit``, ``model``, ``loader``."""
+
+    def __init__(self, la, loader, create_graph):
+        self.spec, self.model, self.loader, self.lik = la.spec_, la.model, loader, la.lik_
+        params = dict(la.model.named_parameters())
+        self.params = params
+        self.ref = params[self.spec.names[0]]
+        self.kfac, self.chunk_budget, self.curvature = la.kfac, la.chunk_budget, la.curvature
+        self.create_graph = bool(create_graph)
+        self.comps = la.per_output_curvature
+        self.sigma_fit = la.sigma_fit_
+        self.K_out = self.sigma_fit.numel() if self.comps else 1
+        self.sigma_curv = None if self.comps else la.curvature_sigma()
 
 
-def plan_blocks(spec, groups, structures, fallback):
-    """List of block plans (dicts) covering every selected parameter exactly once."""
-    plans = []
-    for gname, names in groups.items():
-        struct = structures[gname]
-        gset = set(names)
-        mods = []
-        for mname, (mod, w, b) in spec.modules.items():
-            wg = w if w in gset else None
-            bg = b if b in gset else None
-            if wg or bg:
-                mods.append((mname, mod, wg, bg))
-        covered = {n for (_, _, w, b) in mods for n in (w, b) if n}
-        rest = [n for n in names if n not in covered]
-        if struct == "full":
-            # all parameters in supported layers: per-sample gradients from (a, g), no torch.func pass
-            plans.append(
-                {
-                    "kind": "full",
-                    "group": gname,
-                    "names": list(names),
-                    "modules": mods if not rest else [],
-                }
-            )
-            continue
-        if struct == "diag":
-            plans.append(
-                {
-                    "kind": "diag",
-                    "group": gname,
-                    "names": list(names),
-                    "modules": mods,
-                    "generic": rest,
-                }
-            )
-            continue
-        for mname, mod, wg, bg in mods:
-            plans.append(
-                {
-                    "kind": "kron",
-                    "group": gname,
-                    "module": mname,
-                    "mod": mod,
-                    "w": wg,
-                    "b": bg,
-                    "names": [n for n in (wg, bg) if n],
-                }
-            )
-        if rest:
-            owners = sorted({spec.owner.get(n, ("?", ""))[0] or "<model>" for n in rest})
-            if fallback == "error":
-                raise ValueError(
-                    f"hessian_structure='kron' does not support the module(s) {owners} owning "
-                    f"parameters {rest}: KFAC handles Linear, Conv1d/2d/3d (groups=1) and Embedding. "
-                    "Use hessian_structure='diag' or 'full', put these parameters in a param group "
-                    "with group_structure 'diag'/'full', or pass kfac_fallback='diag'."
-                )
-            warnings.warn(
-                f"KFAC: parameters {rest} (module(s) {owners}) are not in a supported layer; "
-                "they get an exact diagonal block (kfac_fallback='diag')",
-                stacklevel=3,
-            )
-            plans.append(
-                {"kind": "diag", "group": gname, "names": rest, "modules": [], "generic": rest}
-            )
-    for p in plans:
-        if p["kind"] == "kron":
-            p["idx"] = module_idx(spec, p["mod"], p["w"], p["b"])
-        elif p["kind"] == "full" and p["modules"]:
-            p["idx"] = torch.cat([module_idx(spec, mod, w, b) for (_, mod, w, b) in p["modules"]])
-            p["names"] = [n for (_, _, w, b) in p["modules"] for n in (w, b) if n]
-        else:
-            p["idx"] = torch.cat(
-                [torch.arange(spec.slices[n].start, spec.slices[n].stop) for n in p["names"]]
-            )
-    return plans
+class BatchPieces:
+    """One batch's ingredients: layer inputs / output gradients, Jacobian columns, output split."""
+
+    def __init__(self, ctx, X, store, grads, jt, gpos, colk):
+        self.ctx, self.X, self.N = ctx, X, X.shape[0]
+        self._store, self._grads, self._jt, self._gpos = store, grads, jt, gpos
+        self.colk = colk  # output index of every backpropagated column (per-output σ)
+
+    def ag(self, mname, mod, with_weight, with_bias):
+        """(a (N, S, ia), g (C, N, S, ob)) of one supported layer (see ``curvature.modules``)."""
+        return collect(mod, self._store[mname], self._grads[mname], with_weight, with_bias)
+
+    def jac(self, names):
+        """Columns ``Jᵀ L`` (C, N, d) of the tensors ``names`` (all in some block's ``generic``)."""
+        parts = [self._jt[:, :, slice(*self._gpos[n])] for n in names]
+        J = parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+        return J.transpose(0, 1)
+
+    def per_output(self, fn, *columns):
+        """``fn(*columns)``, or stacked (K, ...) over each output's columns when stored per output."""
+        if not self.ctx.comps:
+            return fn(*columns)
+        return torch.stack(
+            [fn(*[c[self.colk == k] for c in columns]) for k in range(self.ctx.K_out)]
+        )
 
 
 def _cotangents(lik, eta3, y3, curvature, sigma_curv, keep_graph):
@@ -117,178 +77,93 @@ def _cotangents(lik, eta3, y3, curvature, sigma_curv, keep_graph):
     return torch.einsum("nmkr,mp->mrnpk", L, eye).reshape(M * R, N, M, K)
 
 
-def fit_curvature(la, loader, create_graph=False, progress=False):
-    """Accumulate the curvature of every plan; returns (blocks, loglik stats, n_data, out shape)."""
-    spec, plans, lik = la.spec_, la.plans_, la.lik_
-    model = la.model
-    keep = create_graph
-    params = dict(model.named_parameters())
-    need_mod = {p["module"]: p["mod"] for p in plans if p["kind"] == "kron"}
-    for p in plans:
-        if p["kind"] in ("diag", "full"):
-            need_mod.update({m: mod for (m, mod, _, _) in p["modules"]})
-    generic = []
-    for p in plans:
-        if p["kind"] == "full" and not p["modules"]:
-            generic += p["names"]
-        elif p["kind"] == "diag":
-            generic += p["generic"]
-    generic_set = set(generic)
-    generic = [n for n in spec.names if n in generic_set]
-    gpos = {}
-    off = 0
-    for n in generic:
-        gpos[n] = (off, off + spec.numel(n))
-        off += spec.numel(n)
-    ref = params[spec.names[0]]
-    acc = {i: None for i in range(len(plans))}
-    hdiag = ref.new_zeros(spec.P)
-    hdiag_parts = []
-    stats = {"sse": None, "n_obs": 0, "ll": 0.0}
-    n_data = 0
-    out_shape = None
-    comps = la._comps_mode()
-    sigma_curv = None if comps else la._sigma_curv()
-    K_out = la._sigma_fit.numel() if comps else 1
-    if comps:
-        hdiag = ref.new_zeros(K_out, spec.P)
+class LoglikStats:
+    """Sufficient statistics of the log-likelihood: Σ residual² and count (Gaussian), else Σ log p."""
 
-    def per_k(fn, g, colk):
-        """fn over the columns of each output k separately, stacked (K, ...), or fn(g) when not per output."""
-        if not comps:
-            return fn(g)
-        return torch.stack([fn(g[colk == k]) for k in range(K_out)])
+    def __init__(self, lik, keep):
+        self.lik, self.keep = lik, keep
+        self.sse, self.n_obs, self.ll = None, 0, 0.0
 
-    it = tqdm(loader, desc="Laplace fit", disable=not progress, leave=False)
-    for bi, batch in enumerate(it):
-        X, y = unpack_batch(batch, bi)
-        X = torch.as_tensor(X, device=ref.device)
-        if X.is_floating_point():
-            X = X.to(ref.dtype)
-        y = torch.as_tensor(y, device=ref.device)
-        check_finite(X, "X", bi)
-        check_finite(y, "y", bi)
-        if keep:
-            theta = dict(params)
-        else:
-            theta = {
-                k: (v.detach().requires_grad_(True) if k in spec.slices else v.detach())
-                for k, v in params.items()
-            }
-        with torch.enable_grad(), capture(need_mod, keep) as store:
-            out = functional_call(model, theta, (X,))
-            if not isinstance(out, torch.Tensor) or out.ndim < 2:
-                raise ValueError(
-                    "the model must return a tensor shaped (N, K) or (N, ..., K); got "
-                    f"{getattr(out, 'shape', type(out))}"
-                )
-            eta = lik.link(out)
-        check_finite(out, "model output", bi)
-        yy = lik.prepare_targets(eta, y, bi)
-        N = eta.shape[0]
-        out_shape = tuple(eta.shape[1:])
-        eta3 = eta.reshape(N, -1, eta.shape[-1])
-        y3 = (
-            yy.reshape(N, eta3.shape[1])
-            if lik.name == "classification"
-            else yy.reshape(N, eta3.shape[1], -1)
-        )
-        n_data += N
-        if lik.has_sigma:
+    def add(self, eta3, y3):
+        if self.lik.has_sigma:
             r2 = ((y3 - eta3) ** 2).sum((0, 1))
-            r2 = r2 if keep else r2.detach()
-            stats["sse"] = r2 if stats["sse"] is None else stats["sse"] + r2
-            stats["n_obs"] += N * eta3.shape[1]
+            r2 = r2 if self.keep else r2.detach()
+            self.sse = r2 if self.sse is None else self.sse + r2
+            self.n_obs += eta3.shape[0] * eta3.shape[1]
         else:
-            ll = lik.log_lik(eta3, y3)
-            stats["ll"] = stats["ll"] + (ll if keep else ll.detach())
-        cot = _cotangents(lik, eta3, y3, la.curvature, sigma_curv, keep)
-        C = cot.shape[0]
-        colk = (
-            torch.arange(C, device=ref.device) % K_out
-        )  # output index of every column (per-output σ)
-        if need_mod:
-            grads = module_grads(eta, cot.reshape(C, *eta.shape), store, keep)
-            for i, p in enumerate(plans):
-                if p["kind"] == "kron":
-                    has_w, has_b = p["w"] is not None, p["b"] is not None
-                    # with a weight, the bias row/column of A comes from column sums of a
-                    a, g = collect(
-                        p["mod"], store[p["module"]], grads[p["module"]], has_w, has_b and not has_w
-                    )
-                    if comps:  # KFAC keeps the fit-time σ inside its factors
-                        g = g / la._sigma_fit[colk][:, None, None, None]
-                    if acc[i] is None:
-                        acc[i] = KronAccumulator(la.kfac, bias=has_w and has_b)
-                    acc[i].add(a, g)
-                elif p["kind"] == "full" and p["modules"]:
-                    ag = [
-                        collect(mod, store[m], grads[m], w is not None, b is not None)
-                        for (m, mod, w, b) in p["modules"]
-                    ]
-                    H = (
-                        torch.stack(
-                            [
-                                full_from_ag([(a, g[colk == k]) for a, g in ag], la.chunk_budget)
-                                for k in range(K_out)
-                            ]
-                        )
-                        if comps
-                        else full_from_ag(ag, la.chunk_budget)
-                    )
-                    acc[i] = H if acc[i] is None else acc[i] + H
-                elif p["kind"] == "diag":
-                    for mname, mod, w, b in p["modules"]:
-                        a, g = collect(
-                            mod, store[mname], grads[mname], w is not None, b is not None
-                        )
-                        dg = per_k(lambda gg, a=a: exact_diag(a, gg).reshape(-1), g, colk)
-                        hdiag_parts.append((module_idx(spec, mod, w, b), dg))
-        del store
-        if generic:
-            Lc = cot.reshape(C, N, -1).permute(1, 2, 0)
-            if not keep:
-                Lc = Lc.detach()
-            Xg = X if keep else X.detach()
-            Jt = jac_t_products(
-                model, theta, generic, Xg, Lc, lik.link, budget=la.chunk_budget
-            )  # (N, C, Pg)
-            if not keep:
-                Jt = Jt.detach()
-            for i, p in enumerate(plans):
-                if p["kind"] == "full" and not p["modules"]:
-                    cols = torch.cat([torch.arange(*gpos[n]) for n in p["names"]]).to(ref.device)
-                    Jb = Jt[:, :, cols].transpose(0, 1)  # (C, N, d)
-                    H = per_k(
-                        lambda J: J.reshape(-1, J.shape[-1]).T @ J.reshape(-1, J.shape[-1]),
-                        Jb,
-                        colk,
-                    )
-                    acc[i] = H if acc[i] is None else acc[i] + H
-                elif p["kind"] == "diag" and p["generic"]:
-                    for n in p["generic"]:
-                        sq = per_k(
-                            lambda J: (J**2).sum((0, 1)),
-                            Jt[:, :, gpos[n][0] : gpos[n][1]].transpose(0, 1),
-                            colk,
-                        )
-                        hdiag_parts.append(
-                            (torch.arange(spec.slices[n].start, spec.slices[n].stop), sq)
-                        )
-        if hdiag_parts:
-            for idx, v in hdiag_parts:
-                hdiag = hdiag.index_add(hdiag.ndim - 1, idx.to(ref.device), v)
-            hdiag_parts = []
+            ll = self.lik.log_lik(eta3, y3)
+            self.ll = self.ll + (ll if self.keep else ll.detach())
+
+    def result(self, dtype):
+        value = self.sse if self.lik.has_sigma else self.ll
+        if not torch.isfinite(torch.as_tensor(value)).all():
+            what = "sum of squared residuals" if self.lik.has_sigma else "log-likelihood"
+            raise ValueError(
+                f"the {what} of the training data is not finite in {dtype} (it overflows: targets "
+                "or model outputs of very large magnitude); rescale the targets or use a float64 model"
+            )
+        return {"sse": self.sse, "n_obs": self.n_obs, "ll": self.ll}
+
+
+def _batch_pieces(ctx, X, y, bi, need_mod, generic, gpos):
+    keep, spec, lik, model = ctx.create_graph, ctx.spec, ctx.lik, ctx.model
+    if keep:
+        theta = dict(ctx.params)
+    else:
+        theta = {
+            k: (v.detach().requires_grad_(True) if k in spec.slices else v.detach())
+            for k, v in ctx.params.items()
+        }
+    with torch.enable_grad(), capture(need_mod, keep) as store:
+        out = run_model(model, X, lambda: functional_call(model, theta, (X,)), f"X (batch {bi})")
+        eta = lik.link(out)
+    check_finite(out, "model output", bi)
+    eta3, y3 = shape_outputs(lik, eta, y, bi)
+    cot = _cotangents(lik, eta3, y3, ctx.curvature, ctx.sigma_curv, keep)
+    C = cot.shape[0]
+    colk = torch.arange(C, device=ctx.ref.device) % ctx.K_out
+    grads = module_grads(eta, cot.reshape(C, *eta.shape), store, keep) if need_mod else {}
+    jt = None
+    if generic:
+        Lc = cot.reshape(C, X.shape[0], -1).permute(1, 2, 0)
+        Xg = X
+        if not keep:
+            Lc, Xg = Lc.detach(), X.detach()
+        jt = jac_t_products(model, theta, generic, Xg, Lc, lik.link, budget=ctx.chunk_budget)
+        jt = jt if keep else jt.detach()  # (N, C, P_generic)
+    pieces = BatchPieces(ctx, X, store, grads, jt, gpos, colk)
+    pieces.eta_shape = tuple(eta.shape)
+    return pieces, eta3, y3
+
+
+def fit_curvature(la, loader, create_graph=False, progress=False):
+    """Accumulate the curvature of every block of ``la.blocks_`` over ``loader``; returns
+    (log-likelihood statistics, n_data, output shape)."""
+    ctx = FitContext(la, loader, create_graph)
+    blocks = la.blocks_
+    for b in blocks:
+        b.start(ctx)
+    need_mod = {m: mod for b in blocks for (m, mod, _, _) in b.modules}
+    wanted = {n for b in blocks for n in b.generic}
+    generic = [n for n in ctx.spec.names if n in wanted]
+    gpos, off = {}, 0
+    for n in generic:
+        gpos[n] = (off, off + ctx.spec.numel(n))
+        off = gpos[n][1]
+    stats, n_data, out_shape = LoglikStats(ctx.lik, ctx.create_graph), 0, None
+    for bi, batch in enumerate(tqdm(loader, desc="Laplace fit", disable=not progress, leave=False)):
+        X, y = prepare_batch(batch, bi, ctx.ref)
+        if X.shape[0] == 0:
+            continue
+        pieces, eta3, y3 = _batch_pieces(ctx, X, y, bi, need_mod, generic, gpos)
+        stats.add(eta3, y3)
+        n_data += X.shape[0]
+        out_shape = tuple(pieces.eta_shape[1:])
+        for b in blocks:
+            b.accumulate(pieces)
+        del pieces
     if n_data == 0:
-        raise ValueError("train_loader is empty")
-    blocks = []
-    for i, p in enumerate(plans):
-        idx = p["idx"].to(ref.device)
-        if p["kind"] == "full":
-            blocks.append(FullBlock(idx, p["names"], acc[i]))
-        elif p["kind"] == "diag":
-            blocks.append(DiagBlock(idx, p["names"], hdiag[..., idx]))
-        else:
-            A, B, cnt = acc[i].result()
-            blocks.append(KronBlock(idx, p["names"], A, B / cnt, p["module"], cnt))
-    return blocks, stats, n_data, out_shape
+        raise ValueError("train_loader has no rows (every batch is empty)")
+    for b in blocks:
+        b.finish()
+    return stats.result(ctx.ref.dtype), n_data, out_shape

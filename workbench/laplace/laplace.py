@@ -1,8 +1,10 @@
 """The ``Laplace`` class: a linearised Laplace approximation of any ``nn.Module``.
 
-Internals run on ``torch.func`` and module hooks; no BackPACK / ASDL / curvlinops. See
-``posteriors`` for the block structures, ``priors`` for prior structures and ``marglik`` for the
-evidence.
+Internals run on ``torch.func`` and module hooks; no BackPACK / ASDL / curvlinops. ``Laplace``
+owns its posterior blocks (``structures``: one class per curvature structure), its prior layout
+(``priors``) and the hyperparameters; ``fitting`` feeds the blocks, ``marglik`` and ``predictive``
+read a fitted Laplace only through its public methods and the small internal interface below
+(``likelihood_scale``, ``block_priors``, ``loglik``, ``hyper_stats``, ``select_blocks``).
 """
 
 from __future__ import annotations
@@ -16,21 +18,24 @@ from . import marglik as _marglik
 from . import predictive as _pred
 from ._validation import (
     CURVATURES,
-    HESSIAN_STRUCTURES,
     KFAC_FALLBACKS,
     KFAC_FLAVOURS,
     PRIOR_STRUCTURES,
     SUBSETS,
     NotFittedError,
     check_choice,
+    check_positive_int,
     positive_tensor,
+    unpack_batch,
 )
-from .fitting import fit_curvature, plan_blocks
+from .batches import as_loader, peek, to_model_dtype
+from .fitting import fit_curvature
 from .gridsearch import gridsearch_prior_precision
 from .likelihoods import get_likelihood
 from .params import build_spec, last_layer_names
-from .posteriors import Scale, block_from_state
 from .priors import PriorLayout
+from .state import laplace_state, load_laplace_state
+from .structures import Scale, plan_blocks, structure_names
 
 
 class Laplace:
@@ -41,7 +46,7 @@ class Laplace:
     model : nn.Module returning (N, K) (or (N, ..., K) for per-position likelihoods)
     likelihood : "regression" | "classification" | "binary" | "heteroscedastic"
     subset_of_weights : "all" | "last_layer" (the last module with parameters in execution order)
-    hessian_structure : "full" | "diag" | "kron"
+    hessian_structure : "full" | "diag" | "kron" (or a structure registered in ``structures``)
     prior_precision : float or tensor of shape ``(n_hyper,)`` for ``prior_structure``
     prior_structure : "scalar" | "layerwise" | "unitwise" | "diagonal" | "group"
     prior_mean : float or tensor (P,)
@@ -84,15 +89,13 @@ class Laplace:
         self.lik_ = get_likelihood(likelihood)
         self.subset_of_weights = check_choice("subset_of_weights", subset_of_weights, SUBSETS)
         self.hessian_structure = check_choice(
-            "hessian_structure", hessian_structure, HESSIAN_STRUCTURES
+            "hessian_structure", hessian_structure, structure_names()
         )
         self.prior_structure = check_choice("prior_structure", prior_structure, PRIOR_STRUCTURES)
         self.curvature = check_choice("curvature", curvature, CURVATURES)
         self.kfac = check_choice("kfac", kfac, KFAC_FLAVOURS)
         self.kfac_fallback = check_choice("kfac_fallback", kfac_fallback, KFAC_FALLBACKS)
-        if group_structure:
-            for g, s in group_structure.items():
-                check_choice(f"group_structure[{g!r}]", s, HESSIAN_STRUCTURES)
+        _check_groups(param_groups, group_structure)
         if prior_structure == "group" and not param_groups:
             raise ValueError("prior_structure='group' needs param_groups={'name': [param names]}")
         if params is not None and subset_of_weights == "last_layer":
@@ -100,10 +103,13 @@ class Laplace:
         self.param_groups = param_groups
         self.group_structure = group_structure
         self.params = params
-        self.temperature = float(temperature)
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.chunk_budget = int(chunk_budget)
+        try:
+            self.temperature = float(temperature)
+        except (TypeError, ValueError):
+            raise TypeError(f"temperature must be a number, got {temperature!r}") from None
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        self.chunk_budget = check_positive_int("chunk_budget", chunk_budget)
         self._init_prior_precision = prior_precision
         self._init_prior_mean = prior_mean
         ref = next(model.parameters(), None)
@@ -116,19 +122,24 @@ class Laplace:
             )
         self._fitted = False
         self.spec_ = None
+        self.input_shape_ = None
 
     # ------------------------------------------------------------------ set-up
     def _ref(self):
         return next(self.model.parameters())
 
-    def _setup(self, first_X=None):
+    def prepare(self, example_x=None):
+        """Choose the parameters, plan the posterior blocks and lay out the prior, without a data
+        pass (``fit`` calls it; ``marglik_training`` needs the prior layout before fitting).
+        ``example_x``: one input batch, needed to find the last layer."""
         model = self.model
         if self.subset_of_weights == "last_layer":
-            if first_X is None:
-                raise NotFittedError(
-                    "last-layer Laplace needs data to find the last layer: call fit first"
+            if example_x is None:
+                raise ValueError(
+                    "subset_of_weights='last_layer' needs an input batch to find the last layer: "
+                    "call fit(train_loader) (or prepare(example_x))"
                 )
-            names = last_layer_names(model, first_X)
+            names = last_layer_names(model, example_x)
         else:
             names = self.params
         spec = build_spec(model, names)
@@ -138,21 +149,23 @@ class Laplace:
         }
         self.spec_ = spec
         self.groups_ = groups
-        self.plans_ = plan_blocks(spec, groups, structures, self.kfac_fallback)
+        ref = self._ref()
+        self.blocks_ = plan_blocks(spec, groups, structures, self.kfac_fallback)
+        for b in self.blocks_:
+            b.idx = b.idx.to(ref.device)
         self.layout_ = PriorLayout(
             self.prior_structure, spec, groups if self.param_groups else None, model
         )
-        ref = self._ref()
         if (
             not hasattr(self, "_prior_prec")
             or self._prior_prec is None
             or self._prior_prec.shape != self.layout_.expected_shape
         ):
             self._prior_prec = self.layout_.init(self._init_prior_precision, ref).detach()
-        pm = torch.as_tensor(self._init_prior_mean, dtype=ref.dtype, device=ref.device)
-        if pm.ndim > 0 and tuple(pm.shape) != (spec.P,):
-            raise ValueError(f"prior_mean has shape {tuple(pm.shape)}, expected () or ({spec.P},)")
-        self.prior_mean = pm.expand(spec.P).clone()
+        self.prior_mean = _prior_mean(self._init_prior_mean, ref, spec.P)
+        return self
+
+    _setup = prepare  # older internal name
 
     def _groups(self, spec):
         if not self.param_groups:
@@ -160,10 +173,6 @@ class Laplace:
         sel = set(spec.names)
         seen, groups = {}, {}
         for g, names in self.param_groups.items():
-            if isinstance(names, str):
-                raise TypeError(
-                    f"param_groups[{g!r}] must be a list of parameter names, got a string"
-                )
             bad = [n for n in names if n not in sel]
             if bad:
                 raise ValueError(
@@ -192,7 +201,7 @@ class Laplace:
     # ------------------------------------------------------------------ fit
     def fit(self, train_loader, create_graph=False, progress=False, override=True):
         """Fit the curvature on ``train_loader`` (an iterable of (X, y), e.g. a DataLoader, a list
-        of batches, or one ``(X, y)`` tuple of tensors); returns self.
+        of batches, a generator, or one ``(X, y)`` tuple of tensors); returns self.
 
         ``override=False`` (continual fitting) adds this loader's curvature, log-likelihood and
         data count to those of the previous fits instead of replacing them: the result equals one
@@ -202,47 +211,38 @@ class Laplace:
         the MAP is the model's current parameters. ``create_graph=True`` keeps the autograd graph
         of the curvature and log-likelihood so that the log marginal likelihood is
         differentiable w.r.t. quantities that enter the network (e.g. augmentation parameters
-        not covered by the Laplace, see ``params``).
+        not covered by the Laplace, see ``params``). A failed fit leaves the Laplace unfitted.
         """
-        if (
-            isinstance(train_loader, tuple)
-            and len(train_loader) == 2
-            and all(isinstance(t, torch.Tensor) for t in train_loader)
-        ):
-            train_loader = [train_loader]
-        first = next(iter(train_loader), None)
-        if first is None:
-            raise ValueError("train_loader is empty")
-        X0 = first[0] if isinstance(first, (tuple, list)) else None
-        if X0 is not None and isinstance(X0, torch.Tensor) and X0.is_floating_point():
-            X0 = X0.to(device=self._ref().device, dtype=self._ref().dtype)
-        if (
-            not override
-            and self._fitted
-            and self.comps_
-            and not torch.equal(self._sigma, self._sigma_fit)
-        ):
-            raise ValueError(
-                "fit(override=False) with a per-output sigma_noise that changed: refit all"
+        loader = as_loader(train_loader)
+        first, loader = peek(loader)
+        ref = self._ref()
+        if ref.dtype not in (torch.float32, torch.float64):
+            raise TypeError(
+                f"the model's parameters are {ref.dtype}; the Laplace core needs float32 or float64 "
+                "(curvature eigendecompositions and Cholesky factors are not available in half "
+                "precision): call model.float() or model.double()"
             )
+        X0, _ = unpack_batch(first, 0)
+        if isinstance(X0, torch.Tensor) or hasattr(X0, "__array__"):
+            X0 = to_model_dtype(X0, ref, "X", 0)
+        previous = self._previous_fit(override)
+        self._fitted = False
         was_training = self.model.training
         self.model.eval()
         try:
-            self._setup(X0)
-            self._sigma = self._sigma.to(self._ref())
-            self._sigma_fit = self._sigma.clone()
-            self.comps_ = self._comps_mode()
-            blocks, stats, n_data, out_shape = fit_curvature(
-                self, train_loader, create_graph, progress
-            )
+            self.prepare(X0)
+            self._sigma = self._sigma.to(ref)
+            self.sigma_fit_ = self._sigma.clone()
+            stats, n_data, out_shape = fit_curvature(self, loader, create_graph, progress)
+            if previous is not None:
+                stats, n_data = self._accumulate(previous, stats, n_data)
         finally:
             self.model.train(was_training)
-        if not override and self._fitted:
-            blocks, stats, n_data = self._accumulate(blocks, stats, n_data)
-        self.blocks_ = blocks
+        self._check_sigma_length(out_shape)
         self.loglik_stats_ = stats
         self.n_data = n_data
         self.output_shape_ = out_shape
+        self.input_shape_ = tuple(X0.shape[1:]) if isinstance(X0, torch.Tensor) else None
         self.create_graph_ = bool(create_graph)
         params = dict(self.model.named_parameters())
         self._mean = torch.cat([params[n].detach().reshape(-1) for n in self.spec_.names])
@@ -250,16 +250,33 @@ class Laplace:
         self._fitted = True
         return self
 
-    def _accumulate(self, blocks, stats, n_data):
-        """Previous fit + this one (``fit(..., override=False)``)."""
-        if len(blocks) != len(self.blocks_) or any(
-            a.kind != b.kind or not torch.equal(a.idx, b.idx) for a, b in zip(self.blocks_, blocks)
-        ):
-            raise ValueError("fit(override=False): the posterior blocks changed since the last fit")
-        merged = {k: self.loglik_stats_[k] + v if v is not None else None for k, v in stats.items()}
-        return [a.merge(b) for a, b in zip(self.blocks_, blocks)], merged, self.n_data + n_data
+    def _previous_fit(self, override):
+        """What ``fit(override=False)`` adds to: (blocks, log-likelihood stats, n_data) or None."""
+        if override or not self._fitted:
+            return None
+        if self.per_output_curvature and not torch.equal(self._sigma, self.sigma_fit_):
+            raise ValueError(
+                "fit(override=False) with a per-output sigma_noise that changed: refit all"
+            )
+        return self.blocks_, self.loglik_stats_, self.n_data
 
-    def _comps_mode(self):
+    def _accumulate(self, previous, stats, n_data):
+        blocks, old_stats, old_n = previous
+        if [(b.kind, b.names) for b in blocks] != [(b.kind, b.names) for b in self.blocks_]:
+            raise ValueError("fit(override=False): the posterior blocks changed since the last fit")
+        self.blocks_ = [old.merge(new) for old, new in zip(blocks, self.blocks_)]
+        merged = {k: old_stats[k] + v if v is not None else None for k, v in stats.items()}
+        return merged, old_n + n_data
+
+    def _check_sigma_length(self, out_shape):
+        if self.lik_.has_sigma and self._sigma.numel() > 1 and self._sigma.numel() != out_shape[-1]:
+            raise ValueError(
+                f"sigma_noise has {self._sigma.numel()} entries but the model has {out_shape[-1]} "
+                "outputs; pass a scalar or one value per output"
+            )
+
+    @property
+    def per_output_curvature(self):
         """Regression GGN with one σ per output: full/diag blocks are stored per output."""
         return (
             self.lik_.has_sigma
@@ -268,7 +285,7 @@ class Laplace:
             and self._sigma.numel() > 1
         )
 
-    def _sigma_curv(self):
+    def curvature_sigma(self):
         """σ used inside the curvature: None (unit, rescaled later) for scalar σ, else per output."""
         if self.lik_.has_sigma and self._sigma.ndim == 1 and self._sigma.numel() > 1:
             return self._sigma
@@ -295,6 +312,8 @@ class Laplace:
 
     @prior_mean.setter
     def prior_mean(self, value):
+        if self.spec_ is not None:
+            value = _prior_mean(value, self._ref(), self.spec_.P)
         self._prior_mean = value
         self._hstats = None
 
@@ -305,35 +324,41 @@ class Laplace:
     @sigma_noise.setter
     def sigma_noise(self, value):
         s = positive_tensor("sigma_noise", value, self._ref())
-        if self._fitted and self._sigma_curv() is not None and s.shape != self._sigma.shape:
+        if self._fitted and self.curvature_sigma() is not None and s.shape != self._sigma.shape:
             raise ValueError(
                 f"sigma_noise has shape {tuple(s.shape)}, expected {tuple(self._sigma.shape)}"
             )
+        if self._fitted and s.numel() > 1:
+            self._check_sigma_length(self.output_shape_)
         self._sigma = s
         for b in getattr(self, "blocks_", []):
             b.invalidate()
 
-    def _lik_scale(self, sigma):
-        """Likelihood factor s multiplying the stored curvature."""
+    def likelihood_scale(self, sigma=None):
+        """Likelihood factor s multiplying the stored curvature (a :class:`Scale` when the
+        curvature is stored per output)."""
+        sigma = self._sigma if sigma is None else sigma
         T = self.temperature
         if not self.lik_.has_sigma:
             return 1.0 / T
-        if getattr(self, "comps_", False):
-            K = self._sigma_fit.numel()
+        if self.per_output_curvature:
+            K = self.sigma_fit_.numel()
             per_out = 1.0 / ((sigma.reshape(-1).expand(K)) ** 2 * T)
             return Scale(lambda: self._proportional_scale(sigma), per_out)
         return self._proportional_scale(sigma)
 
+    _lik_scale = likelihood_scale  # older internal name
+
     def _proportional_scale(self, sigma):
         T = self.temperature
-        if self._sigma_curv() is None and not getattr(self, "comps_", False):
+        if self.curvature_sigma() is None and not self.per_output_curvature:
             if sigma.numel() > 1:
                 raise ValueError(
                     "sigma_noise was a scalar at fit time; refit with a per-output sigma_noise to use one"
                 )
             sig = sigma.reshape(())
         else:
-            ratio = sigma / self._sigma_fit
+            ratio = sigma / self.sigma_fit_
             sig = ratio.mean()
             if not torch.allclose(ratio, sig.expand_as(ratio), rtol=1e-6, atol=0):
                 raise ValueError(
@@ -344,7 +369,9 @@ class Laplace:
         p = 4 if self.curvature == "ef" else 2
         return 1.0 / (sig**p * T)
 
-    def _loglik(self, sigma):
+    def loglik(self, sigma=None):
+        """Tempered log-likelihood of the training data at the MAP (differentiable in σ)."""
+        sigma = self._sigma if sigma is None else sigma
         st = self.loglik_stats_
         if not self.lik_.has_sigma:
             return st["ll"] / self.temperature
@@ -385,7 +412,7 @@ class Laplace:
         self._check_fitted()
         return self.spec_.P
 
-    def _hyper_stats(self):
+    def hyper_stats(self):
         """(Σ (θ-μ0)², number of parameters) per hyperparameter; cached until the next fit."""
         st = getattr(self, "_hstats", None)
         if st is None:
@@ -394,17 +421,28 @@ class Laplace:
             self._hstats = st
         return st
 
-    def _block_priors(self, prior_precision=None):
+    def block_priors(self, prior_precision=None):
+        """One :class:`~.priors.BlockPrior` per block of ``blocks_``."""
         prec = self._prior_prec if prior_precision is None else prior_precision
         diag = self.layout_.to_diag(prec)
         return [self.layout_.block_prior(prec, diag, b) for b in self.blocks_]
 
+    def select_blocks(self, group=None):
+        """Indices into ``blocks_`` of one parameter group's blocks (all blocks for None)."""
+        if group is None:
+            return list(range(len(self.blocks_)))
+        if group not in self.groups_:
+            raise ValueError(
+                f"group={group!r} is not a parameter group; groups are {list(self.groups_)}"
+            )
+        return [i for i, b in enumerate(self.blocks_) if b.group == group]
+
     def posterior_precision_diagonal(self):
         """Diagonal of the posterior precision (P,) (for KFAC: of the Kronecker product plus prior)."""
         self._check_fitted("posterior_precision_diagonal()")
-        s = self._lik_scale(self._sigma)
+        s = self.likelihood_scale()
         out = self._mean.new_zeros(self.spec_.P)
-        for b, bp in zip(self.blocks_, self._block_priors()):
+        for b, bp in zip(self.blocks_, self.block_priors()):
             out[b.idx] = b.precision_diag(s, bp).detach()
         return out
 
@@ -414,9 +452,9 @@ class Laplace:
         For priors that are not constant on a tensor, δ is the prior's diagonal in the curvature
         eigenbasis (exact for constant priors)."""
         self._check_fitted("effective_dimensions()")
-        s = self._lik_scale(self._sigma)
+        s = self.likelihood_scale()
         out = {}
-        for b, bp in zip(self.blocks_, self._block_priors()):
+        for b, bp in zip(self.blocks_, self.block_priors()):
             pos = {int(g): i for i, g in enumerate(b.idx.tolist())}
             for n in b.names:
                 sl = self.spec_.slices[n]
@@ -429,13 +467,13 @@ class Laplace:
         self._check_fitted("describe_blocks()")
         return [
             {
-                "group": p["group"],
+                "group": b.group,
                 "kind": b.kind,
-                "module": p.get("module", ""),
+                "module": b.module,
                 "params": list(b.names),
                 "size": b.d,
             }
-            for p, b in zip(self.plans_, self.blocks_)
+            for b in self.blocks_
         ]
 
     def group_of(self, name):
@@ -454,7 +492,9 @@ class Laplace:
         """{log_likelihood, log_det_posterior_precision, log_det_prior_precision, scatter}: the
         evidence is ``log_likelihood - ½ (log_det_posterior - log_det_prior + scatter)``."""
         self._check_fitted("evidence_terms()")
-        return _marglik.evidence_terms(self, prior_precision, sigma_noise)
+        t = _marglik.evidence_terms(self, prior_precision, sigma_noise)
+        t.pop("sigma")
+        return t
 
     def set_prior(self, prior_precision, prior_structure=None):
         """Set the prior precision, optionally with a new ``prior_structure``; no refit needed
@@ -530,73 +570,27 @@ class Laplace:
 
     # ------------------------------------------------------------------ state
     def state_dict(self):
+        """Everything needed to rebuild the fitted posterior on the same model (see ``state``)."""
         self._check_fitted("state_dict()")
-        det = lambda t: t.detach() if isinstance(t, torch.Tensor) else t  # noqa: E731
-        return {
-            "config": {
-                "likelihood": self.lik_.name,
-                "subset_of_weights": self.subset_of_weights,
-                "hessian_structure": self.hessian_structure,
-                "prior_structure": self.prior_structure,
-                "curvature": self.curvature,
-                "kfac": self.kfac,
-                "temperature": self.temperature,
-                "param_groups": self.param_groups,
-                "group_structure": self.group_structure,
-            },
-            "param_names": list(self.spec_.names),
-            "mean": self._mean.detach(),
-            "prior_precision": self._prior_prec.detach(),
-            "prior_mean": self.prior_mean.detach(),
-            "sigma_noise": self._sigma.detach(),
-            "sigma_fit": self._sigma_fit.detach(),
-            "n_data": self.n_data,
-            "output_shape": self.output_shape_,
-            "loglik_stats": {k: det(v) for k, v in self.loglik_stats_.items()},
-            "blocks": [{k: det(v) for k, v in b.state().items()} for b in self.blocks_],
-        }
+        return laplace_state(self)
 
     def load_state_dict(self, state):
-        cfg = state["config"]
-        for key in (
-            "likelihood",
-            "hessian_structure",
-            "prior_structure",
-            "curvature",
-            "kfac",
-            "subset_of_weights",
-        ):
-            mine = self.lik_.name if key == "likelihood" else getattr(self, key)
-            if cfg[key] != mine:
-                raise ValueError(
-                    f"state_dict was saved with {key}={cfg[key]!r}, this Laplace has {mine!r}"
-                )
-        ref = self._ref()
-        if self.subset_of_weights == "last_layer":
-            self.params, restore = state["param_names"], True
-            self.subset_of_weights = "all"
-        else:
-            restore = False
-        try:
-            self._setup(None)
-        finally:
-            if restore:
-                self.subset_of_weights, self.params = "last_layer", None
-        if list(self.spec_.names) != list(state["param_names"]):
-            raise ValueError("state_dict parameters do not match this model's selected parameters")
-        to = lambda t: t.to(device=ref.device) if isinstance(t, torch.Tensor) else t  # noqa: E731
-        self._mean = to(state["mean"])
-        self._prior_prec = self.layout_.check(to(state["prior_precision"]))
-        self.prior_mean = to(state["prior_mean"])
-        self._hstats = None
-        self._sigma = to(state["sigma_noise"])
-        self._sigma_fit = to(state["sigma_fit"])
-        self.n_data = state["n_data"]
-        self.output_shape_ = state["output_shape"]
-        self.loglik_stats_ = {k: to(v) for k, v in state["loglik_stats"].items()}
-        self.blocks_ = [block_from_state({k: to(v) for k, v in b.items()}) for b in state["blocks"]]
+        """Restore a :meth:`state_dict`; the model must hold the weights the Laplace was fitted at."""
+        v = load_laplace_state(self, state)
+        self._mean, self._prior_prec, self.prior_mean = (
+            v["mean"],
+            v["prior_precision"],
+            v["prior_mean"],
+        )
+        self._sigma, self.sigma_fit_ = v["sigma_noise"], v["sigma_fit"]
+        self.n_data, self.output_shape_, self.input_shape_ = (
+            v["n_data"],
+            v["output_shape"],
+            v["input_shape"],
+        )
+        self.loglik_stats_ = v["loglik_stats"]
         self.create_graph_ = False
-        self.comps_ = self._comps_mode()
+        self._hstats = None
         self._fitted = True
         return self
 
@@ -606,3 +600,36 @@ class Laplace:
             f"Laplace(likelihood={self.lik_.name!r}, subset_of_weights={self.subset_of_weights!r}, "
             f"hessian_structure={self.hessian_structure!r}, prior_structure={self.prior_structure!r}{fitted})"
         )
+
+
+def _prior_mean(value, ref, P):
+    """prior_mean as a (P,) tensor; finite, scalar or one value per parameter."""
+    try:
+        pm = torch.as_tensor(value, dtype=ref.dtype, device=ref.device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"prior_mean must be a number or a tensor, got {value!r}") from err
+    if pm.ndim > 0 and tuple(pm.shape) != (P,):
+        raise ValueError(f"prior_mean has shape {tuple(pm.shape)}, expected () or ({P},)")
+    if not torch.isfinite(pm.detach()).all():
+        raise ValueError("prior_mean must be finite (it contains NaN or inf)")
+    return pm.expand(P).clone()
+
+
+def _check_groups(param_groups, group_structure):
+    if param_groups is not None:
+        if not isinstance(param_groups, dict):
+            raise TypeError(
+                f"param_groups must be a dict {{group name: [param names]}}, got {type(param_groups).__name__}"
+            )
+        for g, names in param_groups.items():
+            if isinstance(names, str) or not hasattr(names, "__iter__"):
+                raise TypeError(
+                    f"param_groups[{g!r}] must be a list of parameter names, got {type(names).__name__}"
+                )
+    if group_structure:
+        if not isinstance(group_structure, dict):
+            raise TypeError(
+                f"group_structure must be a dict {{group name: structure}}, got {type(group_structure).__name__}"
+            )
+        for g, s in group_structure.items():
+            check_choice(f"group_structure[{g!r}]", s, structure_names())

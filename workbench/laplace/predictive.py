@@ -15,21 +15,34 @@ import math
 import torch
 from torch.func import functional_call
 
-from ._validation import LINK_APPROX, PRED_TYPES, check_choice, check_finite
+from ._validation import LINK_APPROX, PRED_TYPES, check_choice, check_generator, check_positive_int
+from .batches import run_model, to_model_dtype
 from .bridge import laplace_bridge
 from .curvature.jacobians import jac_t_chunks
 from .curvature.modules import capture, collect, module_grads
-from .fitting import module_idx
-from .posteriors import DiagBlock
-from .priors import BlockPrior, tensor_positions
 
 
-def _as_input(la, x):
-    ref = la._mean
-    x = torch.as_tensor(x, device=ref.device)
-    if x.is_floating_point():
-        x = x.to(ref.dtype)
-    check_finite(x, "x", 0)
+def _as_input(la, x, name="x"):
+    """``x`` on the model's device and dtype, finite, with the rank of the training inputs."""
+    if isinstance(x, (tuple, list, dict)) and not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(
+                f"{name} must be a tensor or array of inputs, got {type(x).__name__}"
+            ) from err
+    try:
+        x = to_model_dtype(x, la.mean, name)
+    except (TypeError, RuntimeError) as err:
+        raise TypeError(
+            f"{name} must be a tensor or array of inputs, got {type(x).__name__}"
+        ) from err
+    want = la.input_shape_
+    if want is not None and x.ndim != len(want) + 1:
+        raise ValueError(
+            f"{name} has shape {tuple(x.shape)}, expected a batch shaped (N, {', '.join(map(str, want))}) "
+            "like the training inputs"
+        )
     return x
 
 
@@ -46,12 +59,9 @@ def _eval(la, fn):
         la.model.train(was)
 
 
-def _select_blocks(la, group):
-    if group is None:
-        return list(range(len(la.blocks_)))
-    if group not in la.groups_:
-        raise ValueError(f"group={group!r} is not a parameter group; groups are {list(la.groups_)}")
-    return [i for i, p in enumerate(la.plans_) if p["group"] == group]
+def _map_outputs(la, x):
+    with torch.no_grad():
+        return _eval(la, lambda: run_model(la.model, x))
 
 
 def functional_variance(la, x, group=None):
@@ -62,74 +72,54 @@ def functional_variance(la, x, group=None):
 def _functional_variance(la, x, group, route="auto"):
     """Σ over posterior blocks of J_b Σ_b J_bᵀ.
 
-    Blocks over supported layers (KFAC, module-based full, and the layer part of diagonal blocks)
-    use per-sample gradient rows built from layer inputs a and output Jacobians g (one batched
-    backward over the outputs); KFAC and diagonal blocks of unshared layers never form the rows.
-    Parameters outside supported layers use chunked torch.func Jacobians."""
-    sel = _select_blocks(la, group)
-    s = la._lik_scale(la._sigma)
-    priors = la._block_priors()
-    n_out = 1
-    for d in la.output_shape_:
-        n_out *= d
+    Each block contributes layer terms (per-sample gradient rows built from layer inputs a and
+    output Jacobians g of one batched backward over the outputs; KFAC and diagonal blocks of
+    unshared layers never form the rows) and/or Jacobian terms (chunked torch.func Jacobians).
+    ``route="jacobian"`` is the reference: torch.func Jacobians and ``cov_apply`` for every block."""
+    s = la.likelihood_scale()
+    priors = la.block_priors()
+    n_out = math.prod(la.output_shape_)
     N = x.shape[0]
-    fvar = x.new_zeros(N, n_out, n_out, dtype=la._mean.dtype)
+    fvar = x.new_zeros(N, n_out, n_out, dtype=la.mean.dtype)
     theta = _theta(la)
-    fast, slow = [], []
-    for i in sel:
-        p, b, bp = la.plans_[i], la.blocks_[i], priors[i]
-        if route == "jacobian":  # reference route: torch.func Jacobians for every block
-            slow.append((b, bp))
-        elif p["kind"] == "kron":
-            fast.append(("kron", i, [(p["module"], p["mod"], p["w"], p["b"])], None))
-        elif p["kind"] == "full":
-            if p["modules"]:
-                fast.append(("full", i, p["modules"], None))
-            else:
-                slow.append((b, bp))
+    layer, jac = [], []
+    for i in la.select_blocks(group):
+        b, bp = la.blocks_[i], priors[i]
+        if route == "jacobian":
+            jac.append((b.names, b.idx, lambda V, b=b, bp=bp: b.cov_apply(s, bp, V)))
         else:
-            pos = tensor_positions(b, la.spec_)
-            inv = torch.full((la.spec_.P,), -1, dtype=torch.long, device=b.idx.device)
-            inv[b.idx] = torch.arange(b.d, device=b.idx.device)
-            prec = b.precision_diag(s, bp)
-            for m, mod, w, bb in p["modules"]:
-                mpos = inv[module_idx(la.spec_, mod, w, bb).to(b.idx.device)]
-                fast.append(("diag", i, [(m, mod, w, bb)], prec[mpos]))
-            if p["generic"]:
-                gp = torch.cat([pos[n] for n in p["generic"]])
-                slow.append(
-                    (
-                        DiagBlock(b.idx[gp], p["generic"], b.h[..., gp]),
-                        BlockPrior(diag=bp.diag[gp], iso=bp.iso, kron_ok=False),
-                    )
-                )
-    if fast:
-        fvar = fvar + _module_variance(la, x, fast, s, priors, theta, n_out)
-    if slow:
-        names_set = {n for b, _ in slow for n in b.names}
-        names = [n for n in la.spec_.names if n in names_set]
-        loc = torch.full((la.spec_.P,), -1, dtype=torch.long, device=la._mean.device)
-        off = 0
-        for n in names:
-            sl = la.spec_.slices[n]
-            loc[sl] = torch.arange(off, off + sl.stop - sl.start, device=loc.device)
-            off += sl.stop - sl.start
-        with torch.no_grad():
-            for sl, J in jac_t_chunks(
-                la.model, theta, names, x, n_out, lambda f: f, la.chunk_budget
-            ):
-                for b, bp in slow:
-                    Jb = J[:, :, loc[b.idx]]
-                    n = Jb.shape[0]
-                    SJ = b.cov_apply(s, bp, Jb.reshape(-1, b.d)).reshape(n, n_out, b.d)
-                    fvar[sl] += torch.einsum("nod,npd->nop", Jb, SJ)
+            layer += b.layer_terms(s, bp)
+            jac += b.jacobian_terms(s, bp)
+    if N and layer:
+        fvar = fvar + _layer_variance(la, x, layer, theta, n_out)
+    if N and jac:
+        _jacobian_variance(la, x, jac, theta, n_out, fvar)
     return (
         fvar.reshape(N, *la.output_shape_, *la.output_shape_) if len(la.output_shape_) > 1 else fvar
     )
 
 
-def _module_variance(la, x, jobs, s, priors, theta, n_out):
-    mods = {m: mod for (_, _, ms, _) in jobs for (m, mod, _, _) in ms}
+def _jacobian_variance(la, x, terms, theta, n_out, fvar):
+    spec = la.spec_
+    names_set = {n for names, _, _ in terms for n in names}
+    names = [n for n in spec.names if n in names_set]
+    loc = torch.full((spec.P,), -1, dtype=torch.long, device=la.mean.device)
+    off = 0
+    for n in names:
+        sl = spec.slices[n]
+        loc[sl] = torch.arange(off, off + sl.stop - sl.start, device=loc.device)
+        off += sl.stop - sl.start
+    with torch.no_grad():
+        for sl, J in jac_t_chunks(la.model, theta, names, x, n_out, lambda f: f, la.chunk_budget):
+            for _, idx, apply in terms:
+                Jb = J[:, :, loc[idx]]
+                n, d = Jb.shape[0], Jb.shape[-1]
+                SJ = apply(Jb.reshape(-1, d)).reshape(n, n_out, d)
+                fvar[sl] += torch.einsum("nod,npd->nop", Jb, SJ)
+
+
+def _layer_variance(la, x, terms, theta, n_out):
+    mods = {m: mod for layers, _ in terms for (m, mod, _, _) in layers}
     th = {
         k: (v.detach().requires_grad_(True) if k in la.spec_.slices else v)
         for k, v in theta.items()
@@ -141,36 +131,8 @@ def _module_variance(la, x, jobs, s, priors, theta, n_out):
         cot = eye[:, None, :].expand(n_out, N, n_out).reshape(n_out, *out.shape)
         grads = module_grads(out, cot, store, False)
     fvar = out.new_zeros(N, n_out, n_out)
-    for kind, i, ms, prec in jobs:
-        b = la.blocks_[i]
-        ags = [
-            collect(mod, store[m], grads[m], w is not None, bb is not None)
-            for (m, mod, w, bb) in ms
-        ]
-        if kind == "full":
-            R = torch.cat(
-                [torch.einsum("knso,nsi->knoi", g, a).flatten(2) for a, g in ags], -1
-            )  # (n_out, N, d)
-            SR = b.cov_apply(s, priors[i], R.reshape(-1, b.d)).reshape(R.shape)
-            fvar += torch.einsum("knd,lnd->nkl", R, SR)
-            continue
-        ((a, g),) = ags
-        if kind == "kron":
-            Qb, Qa, lam, su, sv = b._decomp(s, priors[i])
-            if su is not None:
-                g = g * su
-                a = a * sv
-            g = g @ Qb  # eigenbasis coordinates
-            a = a @ Qa
-        else:
-            lam = prec.reshape(g.shape[-1], a.shape[-1])
-        if a.shape[1] == 1:  # no weight sharing: rows are g ⊗ a, never formed
-            W = (a[:, 0] ** 2) @ (1 / lam).T  # (N, ob): Σ_j a_j² / λ_ij
-            g0 = g[:, :, 0]
-            fvar += torch.einsum("kni,lni->nkl", g0 * W, g0)
-        else:
-            Gk = torch.einsum("knsi,nsj->knij", g, a) * lam.rsqrt()
-            fvar += torch.einsum("knij,lnij->nkl", Gk, Gk)
+    for layers, fn in terms:
+        fvar += fn([collect(mod, store[m], grads[m], w, b) for (m, mod, w, b) in layers])
     return fvar.detach()
 
 
@@ -184,7 +146,7 @@ def functional_covariance(la, x):
 
 
 def _functional_covariance(la, x):
-    s = la._lik_scale(la._sigma)
+    s = la.likelihood_scale()
     names, N = la.spec_.names, x.shape[0]
     n_out = math.prod(la.output_shape_)
     with torch.no_grad():
@@ -192,7 +154,7 @@ def _functional_covariance(la, x):
             [J for _, J in jac_t_chunks(la.model, _theta(la), names, x, n_out, lambda f: f)]
         ).reshape(N * n_out, la.spec_.P)
         cov = J.new_zeros(N * n_out, N * n_out)
-        for b, bp in zip(la.blocks_, la._block_priors()):
+        for b, bp in zip(la.blocks_, la.block_priors()):
             Jb = J[:, b.idx]
             cov += Jb @ b.cov_apply(s, bp, Jb).T
     return cov.reshape(N, n_out, N, n_out)
@@ -203,6 +165,8 @@ def predict(
 ):
     check_choice("pred_type", pred_type, PRED_TYPES)
     check_choice("link_approx", link_approx, LINK_APPROX)
+    n_samples = check_positive_int("n_samples", n_samples)
+    check_generator(generator)
     x = _as_input(la, x)
     name = la.lik_.name
     if joint:
@@ -211,9 +175,7 @@ def predict(
                 "joint=True (the covariance across inputs) needs likelihood='regression' and "
                 f"pred_type='glm', not {name!r} / {pred_type!r}"
             )
-        with torch.no_grad():
-            f_mu = _eval(la, lambda: la.model(x))
-        return f_mu, functional_covariance(la, x)
+        return _map_outputs(la, x), functional_covariance(la, x)
     if pred_type == "nn":
         fs = predictive_samples(la, x, n_samples, "nn", generator, raw=True)
         if name == "regression":
@@ -221,8 +183,7 @@ def predict(
             d = (fs - mu).reshape(n_samples, x.shape[0], -1)
             return mu, torch.einsum("snk,snl->nkl", d, d) / max(1, n_samples - 1)
         return _link_mean(la, fs)
-    with torch.no_grad():
-        f_mu = _eval(la, lambda: la.model(x))
+    f_mu = _map_outputs(la, x)
     f_var = functional_variance(la, x)
     if name == "regression":
         return f_mu, f_var
@@ -283,9 +244,11 @@ def _gaussian_samples(f_mu, f_var, n_samples, generator):
 
 
 def sample_params(la, n_samples, generator=None):
-    s = la._lik_scale(la._sigma)
-    priors = la._block_priors()
-    m = la._mean
+    n_samples = check_positive_int("n_samples", n_samples)
+    check_generator(generator)
+    s = la.likelihood_scale()
+    priors = la.block_priors()
+    m = la.mean
     z = torch.randn(n_samples, la.spec_.P, dtype=m.dtype, device=m.device, generator=generator)
     out = m.expand(n_samples, -1).clone()
     with torch.no_grad():
@@ -296,10 +259,11 @@ def sample_params(la, n_samples, generator=None):
 
 def predictive_samples(la, x, n_samples=100, pred_type="glm", generator=None, raw=False):
     check_choice("pred_type", pred_type, PRED_TYPES)
+    n_samples = check_positive_int("n_samples", n_samples)
+    check_generator(generator)
     x = _as_input(la, x)
     if pred_type == "glm":
-        with torch.no_grad():
-            f_mu = _eval(la, lambda: la.model(x))
+        f_mu = _map_outputs(la, x)
         fs = _gaussian_samples(f_mu, functional_variance(la, x), n_samples, generator)
     else:
         thetas = sample_params(la, n_samples, generator)
@@ -312,7 +276,9 @@ def predictive_samples(la, x, n_samples=100, pred_type="glm", generator=None, ra
                     th = dict(base)
                     for n in la.spec_.names:
                         th[n] = t[la.spec_.slices[n]].reshape(la.spec_.shapes[n])
-                    outs.append(functional_call(la.model, th, (x,)))
+                    outs.append(
+                        run_model(la.model, x, lambda th=th: functional_call(la.model, th, (x,)))
+                    )
             return torch.stack(outs)
 
         fs = _eval(la, run)
@@ -327,11 +293,11 @@ def dense_precision(la, group=None):
 
 
 def dense_covariance(la, group=None, precision=False):
-    sel = _select_blocks(la, group)
-    s = la._lik_scale(la._sigma)
-    priors = la._block_priors()
+    sel = la.select_blocks(group)
+    s = la.likelihood_scale()
+    priors = la.block_priors()
     P = la.spec_.P
-    m = la._mean
+    m = la.mean
     if P > 20000:
         raise ValueError(f"a dense {P}x{P} posterior matrix is too large; use a group or sample()")
     cov = m.new_zeros(P, P)

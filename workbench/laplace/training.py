@@ -105,17 +105,17 @@ def marglik_training(
         **(laplace_kwargs or {}),
     )
     lik = la.lik_
-    ref = la._ref()
+    ref = next(model.parameters())
     first = next(iter(train_loader), None)
     if first is None:
         raise ValueError("train_loader is empty")
     X0 = torch.as_tensor(first[0], device=ref.device)
-    la._setup(X0.to(ref.dtype) if X0.is_floating_point() else X0)
+    la.prepare(X0.to(ref.dtype) if X0.is_floating_point() else X0)
     if (
         lik.has_sigma
-        and la._sigma.numel() > 1
+        and la.sigma_noise.numel() > 1
         and learn_sigma
-        and (curvature != "ggn" or any(p["kind"] == "kron" for p in la.plans_))
+        and (curvature != "ggn" or any(b.kind == "kron" for b in la.blocks_))
     ):
         raise ValueError(
             "learning a per-output sigma_noise needs curvature='ggn' and full/diag blocks "
@@ -123,8 +123,8 @@ def marglik_training(
             "sigma_noise_init or learn_sigma=False"
         )
     N = _n_data(train_loader)
-    log_prec = la._prior_prec.detach().log().clone().requires_grad_(True)
-    log_sigma = la._sigma.detach().log().clone().requires_grad_(lik.has_sigma and learn_sigma)
+    log_prec = la.prior_precision.detach().log().clone().requires_grad_(True)
+    log_sigma = la.sigma_noise.detach().log().clone().requires_grad_(lik.has_sigma and learn_sigma)
     extra = [p for p in (extra_params or [])]
     extra_ids = {id(p) for p in extra}
     theta_params = [p for p in model.parameters() if p.requires_grad and id(p) not in extra_ids]
