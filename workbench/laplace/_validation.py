@@ -10,7 +10,7 @@ import torch
 from workbench.exceptions import NotFittedError
 
 LIKELIHOODS = ("regression", "classification", "binary", "heteroscedastic")
-SUBSETS = ("all", "last_layer")
+SUBSETS = ("all", "last_layer", "subnetwork")
 PRIOR_STRUCTURES = ("scalar", "layerwise", "unitwise", "diagonal", "group")
 CURVATURES = ("ggn", "ef")
 KFAC_FLAVOURS = ("expand", "reduce")

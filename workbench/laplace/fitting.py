@@ -22,7 +22,8 @@ from .curvature.modules import capture, collect, module_grads
 class FitContext:
     """What the blocks need to know about a fit: ``spec``, ``ref`` (a parameter: device and
     dtype), ``kfac``, ``chunk_budget``, ``create_graph``, ``comps`` (curvature stored per output,
-    regression with one σ per output), ``K_out``, ``sigma_fit``, ``model``, ``loader``."""
+    regression with one σ per output), ``K_out``, ``sigma_fit``, ``model``, ``loader``,
+    ``options`` (the Laplace's ``structure_options``)."""
 
     def __init__(self, la, loader, create_graph):
         self.spec, self.model, self.loader, self.lik = la.spec_, la.model, loader, la.lik_
@@ -35,6 +36,7 @@ class FitContext:
         self.sigma_fit = la.sigma_fit_
         self.K_out = self.sigma_fit.numel() if self.comps else 1
         self.sigma_curv = None if self.comps else la.curvature_sigma()
+        self.options = dict(getattr(la, "structure_options", None) or {})
 
 
 class BatchPieces:
@@ -133,6 +135,7 @@ def _batch_pieces(ctx, X, y, bi, need_mod, generic, gpos):
         jt = jt if keep else jt.detach()  # (N, C, P_generic)
     pieces = BatchPieces(ctx, X, store, grads, jt, gpos, colk)
     pieces.eta_shape = tuple(eta.shape)
+    pieces.y = y
     return pieces, eta3, y3
 
 

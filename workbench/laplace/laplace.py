@@ -36,6 +36,7 @@ from .params import build_spec, last_layer_names
 from .priors import PriorLayout
 from .state import laplace_state, load_laplace_state
 from .structures import Scale, plan_blocks, structure_names
+from .subnetwork import SubnetworkModel
 
 
 class Laplace:
@@ -46,7 +47,10 @@ class Laplace:
     model : nn.Module returning (N, K) (or (N, ..., K) for per-position likelihoods)
     likelihood : "regression" | "classification" | "binary" | "heteroscedastic"
     subset_of_weights : "all" | "last_layer" (the last module with parameters in execution order)
-    hessian_structure : "full" | "diag" | "kron" (or a structure registered in ``structures``)
+        | "subnetwork" (the entries ``subnetwork_indices`` of the flat trainable parameter vector;
+        ``la.model`` is then a :class:`~.subnetwork.SubnetworkModel` around ``model``)
+    hessian_structure : "full" | "diag" | "kron" | "lowrank" (top GGN eigenpairs by Lanczos) |
+        "gp" (functional view over context points) (or a structure registered in ``structures``)
     prior_precision : float or tensor of shape ``(n_hyper,)`` for ``prior_structure``
     prior_structure : "scalar" | "layerwise" | "unitwise" | "diagonal" | "group"
     prior_mean : float or tensor (P,)
@@ -61,6 +65,9 @@ class Laplace:
     kfac_fallback : "diag" (parameters of modules KFAC does not support get an exact diagonal
         block, with a warning) | "error"
     chunk_budget : max numbers materialised at once for per-sample Jacobians
+    structure_options : dict of options for structures that take some: "lowrank" (``rank``,
+        ``n_iter``, ``random_state``) and "gp" (``n_context``, ``context_scale``,
+        ``random_state``); see :mod:`workbench.laplace.structures.factor`
     """
 
     def __init__(
@@ -81,9 +88,15 @@ class Laplace:
         params=None,
         kfac_fallback="diag",
         chunk_budget=2**25,
+        structure_options=None,
+        subnetwork_indices=None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if subset_of_weights == "subnetwork":
+            model, params = _subnetwork(model, subnetwork_indices, params, hessian_structure)
+        elif subnetwork_indices is not None:
+            raise ValueError("subnetwork_indices needs subset_of_weights='subnetwork'")
         self.model = model
         self.likelihood = likelihood
         self.lik_ = get_likelihood(likelihood)
@@ -102,6 +115,7 @@ class Laplace:
             raise ValueError("pass either params=... or subset_of_weights='last_layer', not both")
         self.param_groups = param_groups
         self.group_structure = group_structure
+        self.structure_options = structure_options
         self.params = params
         try:
             self.temperature = float(temperature)
@@ -600,6 +614,19 @@ class Laplace:
             f"Laplace(likelihood={self.lik_.name!r}, subset_of_weights={self.subset_of_weights!r}, "
             f"hessian_structure={self.hessian_structure!r}, prior_structure={self.prior_structure!r}{fitted})"
         )
+
+
+def _subnetwork(model, indices, params, hessian_structure):
+    if indices is None:
+        raise ValueError(
+            "subset_of_weights='subnetwork' needs subnetwork_indices=... (e.g. from "
+            "workbench.laplace.subnetwork.select_subnetwork)"
+        )
+    if params is not None:
+        raise ValueError("pass either params=... or subset_of_weights='subnetwork', not both")
+    if hessian_structure == "kron":
+        raise ValueError("subset_of_weights='subnetwork' needs hessian_structure 'full' or 'diag'")
+    return SubnetworkModel(model, indices), ["theta"]
 
 
 def _prior_mean(value, ref, P):

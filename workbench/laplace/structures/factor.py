@@ -1,0 +1,252 @@
+"""Low-rank-plus-diagonal posteriors: ``P = s·FᵀF + D`` with a factor F (r, d), r ≪ d possible.
+
+Two structures share this math and differ only in where F comes from:
+
+* ``"lowrank"``: F = diag(√λ) Uᵀ with (λ, U) the top ``rank`` eigenpairs of the block's GGN (or
+  empirical Fisher), found by Lanczos with full reorthogonalisation on curvature-vector products
+  (one jvp and one vjp per batch and iteration; the curvature is never formed);
+* ``"gp"``: the functional / GP view (Immer, Korzepa, Bauer, AISTATS 2021). F stacks the rows
+  ``L_nᵀ J_n`` (loss-Hessian square root times Jacobian) of M context points, so ``FᵀF`` is the
+  GGN of the context set and every quantity below is a GP computation on the M·R × M·R kernel
+  ``K = F D⁻¹ Fᵀ`` (prior kernel ``k(x, x') = J(x) D⁻¹ J(x')ᵀ``). With ``context_scale="data"``
+  (default) F is scaled by √(N/M) so that FᵀF estimates the GGN of all N training points; on all
+  N points either way it *is* the full GGN Laplace.
+
+With C = I/s + F D⁻¹ Fᵀ (r × r; the GP's ``Λ⁻¹ + K_MM``):
+
+* ``log det P = Σ log D + log det(I + s F D⁻¹ Fᵀ)`` (determinant lemma);
+* ``V Σ = V D⁻¹ − (V D⁻¹ Fᵀ) C⁻¹ (F D⁻¹)`` (Woodbury) — for Jacobian rows V this is the GP
+  predictive covariance ``K** − K*M (Λ⁻¹ + K_MM)⁻¹ K_M*``;
+* samples ``D^-½ (I + W Q diag(c) Qᵀ Wᵀ) z`` with W = √s D^-½ Fᵀ, WᵀW = Q diag(σ) Qᵀ and
+  c = ((1+σ)^-½ − 1)/σ, since (I + WWᵀ)^-½ = I + W Q diag(c) Qᵀ Wᵀ.
+
+Both are exact for any diagonal prior. Options come from ``Laplace(structure_options=...)``:
+``rank`` (default min(d, 100)), ``n_iter`` (Lanczos steps, default min(d, 2·rank + 20)),
+``n_context`` (GP context points, default min(N, 1000)), ``context_scale`` ("data" | a float),
+``random_state`` (Lanczos start vector, context subset).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.func import functional_call, jvp, vjp
+
+from ..._torch_utils import seed_from
+from ..batches import shape_outputs
+from ..curvature.jacobians import jac_t_products
+from ..fitting import _cotangents
+from .base import Block, eigh_psd, scaled, slice_idx
+
+
+class FactorBlock(Block):
+    """Posterior ``s·FᵀF + D`` over whole tensors ``names``; subclasses fill ``F`` in ``finish``."""
+
+    def __init__(self, idx, names, F=None, **kw):
+        super().__init__(idx, names, **kw)
+        self.F = F
+
+    @classmethod
+    def plan(cls, spec, group, names, fallback):
+        return [cls(slice_idx(spec, names), names, group=group, spec=spec)]
+
+    def _tensors(self):
+        return {"F": self.F}
+
+    def start(self, ctx):
+        super().start(ctx)
+        if ctx.comps:
+            raise ValueError(
+                f"hessian_structure={self.kind!r} needs one scalar sigma_noise (no per-output σ)"
+            )
+        self.F, self._batches, self._options = None, [], dict(getattr(ctx, "options", {}) or {})
+
+    def accumulate(self, pieces):
+        self._batches.append((pieces.X, pieces.y))
+
+    def merge(self, other):
+        """Continual fitting: the factors stack (the curvatures add)."""
+        self.F = torch.cat([self.F, other.F])
+        self.clear_cache()
+        return self
+
+    # ---------------------------------------------------------------- posterior pieces
+    def _core(self, s, prior):
+        """(D⁻¹ Fᵀ (d, r), Cholesky of C = I/s + F D⁻¹ Fᵀ)."""
+        DiF = self.F.T / prior.diag[:, None]
+        r = self.F.shape[0]
+        C = torch.eye(r, dtype=self.F.dtype, device=self.F.device) / s + self.F @ DiF
+        return DiF, torch.linalg.cholesky(C)
+
+    @scaled
+    def logdet(self, s, prior):
+        DiF = self.F.T / prior.diag[:, None]
+        r = self.F.shape[0]
+        M = torch.eye(r, dtype=self.F.dtype, device=self.F.device) + s * (self.F @ DiF)
+        L = torch.linalg.cholesky(M)
+        return torch.log(prior.diag).sum() + 2 * torch.log(torch.diagonal(L)).sum()
+
+    @scaled
+    def precision_diag(self, s, prior):
+        return s * (self.F**2).sum(0) + prior.diag
+
+    @scaled
+    def precision_dense(self, s, prior):
+        return s * self.F.T @ self.F + torch.diag(prior.diag)
+
+    @scaled
+    def cov_apply(self, s, prior, V):
+        DiF, L = self._core(s, prior)
+        VDiF = V @ DiF  # (n, r)
+        return V / prior.diag - torch.cholesky_solve(VDiF.T, L).T @ DiF.T
+
+    @scaled
+    def sample(self, s, prior, z):
+        d_isqrt = prior.diag.rsqrt()
+        sq = torch.as_tensor(s, dtype=self.F.dtype, device=self.F.device).sqrt()
+        W = self.F.T * (d_isqrt * sq)[:, None]
+        sig, Q = eigh_psd(W.T @ W)
+        c = -1 / ((1 + sig).sqrt() * (1 + (1 + sig).sqrt()))  # ((1+σ)^-½ - 1)/σ, stable at σ=0
+        WQ = W @ Q
+        return (z + ((z @ WQ) * c) @ WQ.T) * d_isqrt
+
+    @scaled
+    def eff_dims(self, s, prior, sub):
+        Fs = self.F[:, sub]
+        lam, V = eigh_psd(Fs @ Fs.T)
+        keep = lam > lam.max().clamp_min(1e-300) * 1e-12
+        U = (Fs.T @ V[:, keep]) / lam[keep].sqrt()  # (|sub|, r') orthonormal eigenvectors
+        dd = (U**2).T @ prior.diag[sub]
+        return (s * lam[keep] / (s * lam[keep] + dd)).sum()
+
+
+def _stacked(batches):
+    Xs, ys = zip(*batches)
+    return torch.cat(Xs), torch.cat(ys)
+
+
+def _cotangent_rows(ctx, X, y, theta):
+    """(N, C, n_out) columns of the loss-Hessian square root (GGN) or the loss gradient (EF) at θ*."""
+    with torch.no_grad():
+        eta = ctx.lik.link(functional_call(ctx.model, theta, (X,)))
+    eta3, y3 = shape_outputs(ctx.lik, eta, y, 0)
+    cot = _cotangents(ctx.lik, eta3, y3, ctx.curvature, ctx.sigma_curv, False)  # (C, N, M, K)
+    return cot.reshape(cot.shape[0], X.shape[0], -1).permute(1, 2, 0), eta.shape
+
+
+class GPBlock(FactorBlock):
+    """The functional (GP) view over M context points (see the module docstring)."""
+
+    kind = "gp"
+
+    def finish(self):
+        ctx, opt = self._ctx, self._options
+        X, y = _stacked(self._batches)
+        self._batches = []
+        N = X.shape[0]
+        M = min(N, int(opt.get("n_context", 1000)))
+        if M < 1:
+            raise ValueError(f"structure_options['n_context'] must be >= 1, got {M}")
+        pick = torch.arange(N)
+        if M < N:
+            g = torch.Generator().manual_seed(seed_from(opt.get("random_state", 0)))
+            pick = torch.randperm(N, generator=g)[:M].sort().values
+            X, y = X[pick.to(X.device)], y[pick.to(y.device)]
+        self.context_index = pick  # rows of the training data (in loader order) used as context
+        scale = opt.get("context_scale", "data")
+        scale = N / M if scale == "data" else float(scale)
+        theta = {k: v.detach() for k, v in ctx.params.items()}
+        L, _ = _cotangent_rows(ctx, X, y, theta)
+        Jt = jac_t_products(ctx.model, theta, self.names, X, L, ctx.lik.link, ctx.chunk_budget)
+        self.F = (Jt.reshape(-1, self.d) * math.sqrt(scale)).detach()  # (M·C, d)
+        super().finish()
+
+
+class LowRankBlock(FactorBlock):
+    """Top-``rank`` eigenpairs of the curvature by Lanczos on curvature-vector products."""
+
+    kind = "lowrank"
+
+    def finish(self):
+        ctx, opt = self._ctx, self._options
+        rank = min(self.d, int(opt.get("rank", 100)))
+        n_iter = min(self.d, int(opt.get("n_iter", 2 * rank + 20)))
+        if rank < 1 or n_iter < rank:
+            raise ValueError(f"structure_options: need 1 <= rank <= n_iter, got {rank}, {n_iter}")
+        matvec = _curvature_matvec(ctx, self.names, self._batches)
+        self._batches = []
+        g = torch.Generator().manual_seed(seed_from(opt.get("random_state", 0)))
+        lam, U = lanczos_top(matvec, self.d, rank, n_iter, g, ctx.ref)
+        self.F = (U * lam.sqrt()).T.contiguous()  # (rank, d)
+        super().finish()
+
+
+def _curvature_matvec(ctx, names, batches):
+    """v (d,) -> Σ_n J_nᵀ L_n L_nᵀ J_n v over the stored batches (GGN or empirical Fisher)."""
+    theta = {k: v.detach() for k, v in ctx.params.items()}
+    sel = {n: theta[n] for n in names}
+    rest = {k: v for k, v in theta.items() if k not in sel}
+    shapes = [sel[n].shape for n in names]
+    sizes = [sel[n].numel() for n in names]
+    prepared = []
+    for X, y in batches:
+        Lc, out_shape = _cotangent_rows(ctx, X, y, theta)
+        prepared.append((X, Lc, out_shape))
+
+    def matvec(v):
+        tang = {n: t.reshape(sh) for n, t, sh in zip(names, v.split(sizes), shapes)}
+        out = torch.zeros_like(v)
+        for X, Lc, out_shape in prepared:
+
+            def f(p, X=X):
+                return ctx.lik.link(functional_call(ctx.model, {**rest, **p}, (X,)))
+
+            _, jv = jvp(f, (sel,), (tang,))
+            u = torch.einsum("noc,no->nc", Lc, jv.reshape(X.shape[0], -1))
+            back = torch.einsum("noc,nc->no", Lc, u).reshape(out_shape)
+            _, pull = vjp(f, sel)
+            (g,) = pull(back)
+            out += torch.cat([g[n].reshape(-1) for n in names])
+        return out
+
+    return matvec
+
+
+def lanczos_top(matvec, d, rank, n_iter, generator, ref):
+    """Top ``rank`` eigenpairs (λ ≥ 0 descending, U (d, rank)) of a PSD operator on R^d.
+
+    Lanczos with full reorthogonalisation in float64; when the Krylov space is exhausted
+    (β ≈ 0: the start vector has no component left outside it) it continues from a new random
+    vector orthogonal to the basis, so repeated eigenvalues and n_iter = d give every eigenpair."""
+    dt, dev = torch.float64, ref.device
+    Q = torch.zeros(n_iter, d, dtype=dt, device=dev)
+    alpha = torch.zeros(n_iter, dtype=dt, device=dev)
+    beta = torch.zeros(n_iter, dtype=dt, device=dev)
+    q = torch.randn(d, generator=generator, dtype=dt).to(dev)
+    q = q / q.norm()
+    scale = None
+    for j in range(n_iter):
+        Q[j] = q
+        w = matvec(q.to(ref.dtype)).to(dt)
+        alpha[j] = q @ w
+        for _ in range(2):  # full reorthogonalisation, twice is enough
+            w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)
+        b = w.norm()
+        scale = max(scale or 0.0, float(alpha[j].abs()), float(b))
+        if j + 1 == n_iter:
+            break
+        if b <= 1e-10 * max(scale, 1e-300):
+            beta[j] = 0.0
+            w = torch.randn(d, generator=generator, dtype=dt).to(dev)
+            for _ in range(2):
+                w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)
+            q = w / w.norm()
+        else:
+            beta[j] = b
+            q = w / b
+    T = torch.diag(alpha) + torch.diag(beta[:-1], 1) + torch.diag(beta[:-1], -1)
+    evals, S = torch.linalg.eigh(T)
+    order = torch.argsort(evals, descending=True)[:rank]
+    U = Q.T @ S[:, order]
+    return evals[order].clamp(min=0).to(ref.dtype), U.to(ref.dtype)
