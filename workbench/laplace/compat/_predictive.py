@@ -28,6 +28,11 @@ class PredictiveMixin:
         **model_kwargs,
     ):
         self._check_predict_args(pred_type, link_approx, generator, model_kwargs)
+        return self._predict(
+            x, pred_type, joint, link_approx, n_samples, diagonal_output, generator
+        )
+
+    def _predict(self, x, pred_type, joint, link_approx, n_samples, diagonal_output, generator):
         self._check_H_init()
         la, x = self.native_, self._input(x)
         reg = self.likelihood == "regression"
@@ -80,7 +85,7 @@ class PredictiveMixin:
             raise ValueError("Only glm and nn supported as prediction types.")
         x = self._input(x)
         if pred_type == "nn":
-            return self._nn_outputs(x, self.sample(n_samples, generator))
+            return self._nn_outputs(x, self._native_sample(n_samples, generator))
         with torch.no_grad():
             f_mu = self.model(x)
         f_var = self.native_.functional_variance(x)
@@ -104,29 +109,33 @@ class PredictiveMixin:
 
     def _nn_outputs(self, x, thetas):
         la = self.native_
-        base = {k: v.detach() for k, v in self.model.named_parameters()}
+        net = la.model  # the user's network, or the subnetwork wrapper around it
+        base = {k: v.detach() for k, v in net.named_parameters()}
         slices, names = la.param_slices, la.param_names
         shapes = {n: base[n].shape for n in names}
-        was = self.model.training
-        self.model.eval()
+        was = net.training
+        net.eval()
         try:
             with torch.no_grad():
                 return torch.stack(
                     [
                         functional_call(
-                            self.model,
+                            net,
                             {**base, **{n: t[slices[n]].reshape(shapes[n]) for n in names}},
                             (x,),
                         )
-                        for t in thetas[:, : la.n_params]
+                        for t in thetas
                     ]
                 )
         finally:
-            self.model.train(was)
+            net.train(was)
 
     def sample(self, n_samples=100, generator=None):
         """Parameter samples (n_samples, n_params) from the posterior."""
         self._check_H_init()
+        return self.native_.sample(n_samples, generator)
+
+    def _native_sample(self, n_samples, generator):
         return self.native_.sample(n_samples, generator)
 
     # ---------------------------------------------------------------- posterior read-outs
@@ -193,7 +202,7 @@ class PredictiveMixin:
             raise ValueError("Jacobians have to be torch.Tensor.")
         if Js.device != self._device:
             raise ValueError("Jacobians need to be on the same device as Laplace.")
-        if Js.ndim != 3 or Js.shape[-1] != self.n_params:
+        if Js.ndim != 3 or Js.shape[-1] != self.native_.n_params:
             raise ValueError("Invalid Jacobians shape for Laplace posterior approx.")
 
     # ---------------------------------------------------------------- prior precision
