@@ -33,7 +33,7 @@ def test_marglik_training_recovers_noise_level_and_keeps_best_model():
         marglik_frequency=10,
         n_hypersteps=30,
         progress=False,
-        callback=lambda info: seen.append((info["epoch"], info["la"])),
+        callback=lambda p: seen.append((p.done, p.state["la"])),
     )
     assert isinstance(la, Laplace)
     assert all(cb_la is la for _, cb_la in seen)
@@ -69,7 +69,7 @@ def test_marglik_training_prior_structures_param_groups_and_stop(prior):
         progress=False,
         param_groups=groups,
         group_structure={"head": "full"},
-        callback=lambda info: info["epoch"] == 4,  # stop after epoch 4
+        callback=lambda p: p.done == 4,  # stop after epoch 4
     )
     assert hist.sizes["epoch"] == 4
     assert hist.sizes["prior"] == la.layout_.n_hyper
@@ -170,3 +170,18 @@ def test_marglik_training_heteroscedastic_learns_input_dependent_noise():
     mu, var = la(torch.tensor([[-1.0], [1.0]]))
     assert var[1, 0, 0] > 2 * var[0, 0, 0]  # noisy half has the larger predictive variance
     assert abs(float(mu[0, 0]) + 1) < 0.3 and abs(float(mu[1, 0]) - 1) < 0.5
+
+
+def test_marglik_training_callback_gets_progress_and_old_dict_style_warns():
+    X, y = torch.randn(20, 2), torch.randn(20, 1)
+    dl = DataLoader(TensorDataset(X, y), batch_size=10)
+    model = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1))
+    got = []
+    marglik_training(model, dl, "regression", n_epochs=3, n_epochs_burnin=1, n_hypersteps=2,
+                     progress=False, callback=got.append)
+    assert [p.done for p in got] == [1, 2, 3] and all(p.total == 3 for p in got)
+    assert [p.state["marglik_step"] for p in got] == [False, True, True]
+    assert np.isnan(got[0].metrics["log_marglik"]) and np.isfinite(got[1].metrics["log_marglik"])
+    assert got[-1].state["history"].sizes["epoch"] == 3 and got[-1].fraction == 1.0
+    with pytest.warns(FutureWarning, match="Progress"):
+        assert got[1]["epoch"] == 2 and got[1]["la"] is got[1].state["la"]

@@ -89,8 +89,8 @@ class LaplacePlayground(pn.viewable.Viewer):
         loop.create_task(self._fit_async(key))
 
     def _make_progress(self, n_epochs: int):
-        def on_epoch(info):
-            done = min(int(info["epoch"]), n_epochs)  # epochs count from 1
+        def on_epoch(progress):
+            done = min(int(progress.done), n_epochs)  # epochs count from 1
             self._progress.value = int(100 * done / n_epochs)
 
         return on_epoch

@@ -8,7 +8,9 @@ negative log marginal likelihood of the Laplace core's KFAC Laplace in its diffe
 ``Laplace(..., params=<network weights>)`` restricted to the network, ``la.fit(loader,
 create_graph=True)`` so that the log-likelihood and the curvature keep their graph to the
 amplitudes, then ``-la.log_marginal_likelihood(prior_precision).backward()``. A refit precedes
-every hyper step because the amplitudes change the curvature.
+every hyper step because the amplitudes change the curvature. The loop is the Laplace core's
+``marglik_training`` with ``extra_params=[amplitudes]`` (``marglik_estimate="last_step"``: the
+recorded log marglik is the last hyper step's) and the per-epoch read-outs in its callback.
 
 With ``learn_invariance=False`` the same network is trained without augmentation and with its
 prior precision learned by the same marglik (the non-invariant baseline).
@@ -16,19 +18,29 @@ prior precision learned by the same marglik (the non-invariant baseline).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import xarray as xr
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
 from workbench.equivariance.augmentation import TRANSFORMS, AffineAugmentation, InvariantModel
 from workbench.equivariance.training import check_images, predict_logits
+from workbench.laplace import marglik_training
+
+
+@contextlib.contextmanager
+def _eval_samples(model, n):
+    """``model.n_samples_eval = n`` inside the block (prediction-time S for the accuracies)."""
+    old, model.n_samples_eval = model.n_samples_eval, n
+    try:
+        yield
+    finally:
+        model.n_samples_eval = old
 
 
 def make_mlp(image_shape, n_classes, hidden=(128, 128)) -> nn.Sequential:
@@ -114,10 +126,6 @@ class LearnedInvarianceClassifier:
         self.progress = progress
         self.callback = callback
 
-    def _is_marglik_epoch(self, epoch):
-        e = epoch - self.n_epochs_burnin
-        return e >= 0 and e % self.marglik_frequency == 0
-
     def fit(self, X, y, X_val=None, y_val=None):
         for name in ("n_epochs", "batch_size", "marglik_frequency", "n_samples", "n_samples_eval"):
             if int(getattr(self, name)) < 1:
@@ -138,77 +146,56 @@ class LearnedInvarianceClassifier:
         self.image_shape_ = tuple(X.shape[1:])
         self.transforms_ = aug.transforms if aug is not None else tuple(
             TRANSFORMS if self.transforms is None else self.transforms)
-        N = len(X)
         gen = torch.Generator().manual_seed(self.seed)
         loader = DataLoader(TensorDataset(X, y), batch_size=self.batch_size, shuffle=True,
                             generator=gen)
         net_names = [f"net.{n}" for n, _ in net.named_parameters()]
-        log_prior = torch.full((len(net_names),), math.log(self.prior_precision), dtype=X.dtype,
-                               requires_grad=True)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
-        hyper = [log_prior] + ([aug.raw_amplitude] if aug is not None else [])
-        hyper_opt = torch.optim.Adam(hyper, lr=self.lr_hyp)
         records, t0 = [], time.perf_counter()
-        epochs = range(self.n_epochs)
-        if self.progress:
-            epochs = tqdm(epochs, desc="LILA training", unit="epoch")
-        for epoch in epochs:
-            model.train()
-            total = 0.0
-            delta = log_prior.detach().exp()
-            for xb, yb in loader:
-                opt.zero_grad()
-                nll = F.cross_entropy(model(xb), yb)
-                penalty = sum(0.5 * d * p.pow(2).sum() for d, p in zip(delta, net.parameters()))
-                loss = nll + penalty / N
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(xb)
-            rec = {"epoch": epoch, "loss": total / N, "log_marglik": math.nan}
-            if self._is_marglik_epoch(epoch):
-                rec["log_marglik"] = self._hyper_steps(model, X, y, net_names, log_prior,
-                                                       hyper_opt, epoch)
-            rec["amplitude"] = (aug.amplitudes.detach().cpu().numpy().astype(float)
-                                if aug is not None else np.zeros(len(self.transforms_)))
-            rec["prior_precision"] = log_prior.detach().exp().cpu().numpy().astype(float)
-            rec["train_accuracy"] = self._accuracy(X, y)
-            rec["val_accuracy"] = self._accuracy(X_val, y_val) if X_val is not None else math.nan
+
+        def on_epoch(p):
+            with _eval_samples(model, self.n_samples_eval):
+                rec = {"epoch": p.done - 1, "loss": p.metrics["loss"],
+                       "log_marglik": p.metrics["log_marglik"],
+                       "amplitude": (aug.amplitudes.detach().cpu().numpy().astype(float)
+                                     if aug is not None else np.zeros(len(self.transforms_))),
+                       "prior_precision": np.asarray(p.state["prior_precision"], dtype=float),
+                       "train_accuracy": self._accuracy(X, y),
+                       "val_accuracy": (self._accuracy(X_val, y_val) if X_val is not None
+                                        else math.nan)}
             rec["time"] = time.perf_counter() - t0
             records.append(rec)
-            if self.progress:
-                epochs.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_accuracy']:.3f}")
             if self.callback is not None:
-                self.callback(epoch, self.n_epochs, self._history(records, net_names))
+                self.callback(rec["epoch"], self.n_epochs, self._history(records, net_names))
+
+        # the marglik's Laplace fits run the model in eval mode: use S samples as in training
+        model.n_samples_eval = None
+        try:
+            _, la, _ = marglik_training(
+                model, loader, "classification", hessian_structure="kron",
+                prior_structure="layerwise", params=net_names, kfac="reduce",
+                extra_params=[aug.raw_amplitude] if aug is not None else None,
+                n_epochs=self.n_epochs, lr=self.lr, optimizer="adam",
+                n_epochs_burnin=self.n_epochs_burnin, marglik_frequency=self.marglik_frequency,
+                n_hypersteps=max(1, self.n_hypersteps), lr_hyp=self.lr_hyp,
+                prior_prec_init=self.prior_precision,
+                marglik_loader=lambda epoch: self._marglik_loader(X, y, epoch - 1),
+                restore_best=False, marglik_estimate="last_step", callback=on_epoch,
+                progress=self.progress)
+        finally:
+            model.n_samples_eval = self.n_samples_eval
         self.fit_time_ = time.perf_counter() - t0
         self.history_ = self._history(records, net_names)
         self.amplitudes_ = self.history_["amplitude"].isel(epoch=-1)
-        self.prior_precision_ = log_prior.detach().exp()
+        self.prior_precision_ = la.prior_precision.detach()
         return self
 
-    def _hyper_steps(self, model, X, y, net_names, log_prior, hyper_opt, epoch) -> float:
+    def _marglik_loader(self, X, y, epoch):
+        """The data of one marglik step: all of it, or a seeded random ``marglik_subset``."""
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         if self.marglik_subset is not None and self.marglik_subset < len(X):
             idx = torch.randperm(len(X), generator=gen)[: int(self.marglik_subset)]
-            Xm, ym = X[idx], y[idx]
-        else:
-            Xm, ym = X, y
-        loader = DataLoader(TensorDataset(Xm, ym), batch_size=max(self.batch_size, 250))
-        n_eval, model.n_samples_eval = model.n_samples_eval, None  # S as in training
-        try:
-            value = self._hyper_loop(model, loader, net_names, log_prior, hyper_opt)
-        finally:
-            model.n_samples_eval = n_eval
-        return value
-
-    def _hyper_loop(self, model, loader, net_names, log_prior, hyper_opt) -> float:
-        value = math.nan
-        for _ in range(max(1, self.n_hypersteps)):
-            hyper_opt.zero_grad()
-            lml = marglik(model, loader, net_names, log_prior.exp())
-            (-lml).backward()
-            hyper_opt.step()
-            value = float(lml.detach())
-        return value
+            X, y = X[idx], y[idx]
+        return DataLoader(TensorDataset(X, y), batch_size=max(self.batch_size, 250))
 
     def _history(self, records, net_names) -> xr.Dataset:
         epoch = [r["epoch"] for r in records]

@@ -20,10 +20,10 @@ the prior keeps them, and the marglik can switch the free pathways off (on the t
 the free pathways' learned precisions end up 10-100x the convolutions'). The baselines are trained
 with the same optimiser and schedule.
 
-The Laplace core's own ``marglik_training`` runs the same algorithm; this loop uses its building
-blocks (``Laplace.fit`` / ``optimize_prior_precision`` / ``effective_dimensions``) directly
-because it reports the *last* epoch's model (the core restores the best-marglik one) and records
-readouts between marglik steps too.
+Training runs through the Laplace core's ``marglik_training`` (the one online-marglik loop) with
+``restore_best=False`` (the *last* epoch's model is reported), ``marglik_at_last_epoch=True``,
+a fresh hyperparameter Adam per marglik step (``reset_hyper_optimizer``) and the Laplace fitted on
+the unshuffled training set (``marglik_loader``); the readouts are recorded by its callback.
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import xarray as xr
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
 from workbench.equivariance.layers import PATHWAYS
 from workbench.equivariance.models import SoftEquivariantNet, pathway_of_parameter
 from workbench.equivariance.readout import READOUT_VARS, add_equivariance, layer_readout
+from workbench.laplace import fit_laplace as _fit_laplace
+from workbench.laplace import marglik_training
 
 PRIOR_STRUCTURES = ("pathway", "layerwise")
 OPTIMIZERS = ("sgd", "adam")
@@ -84,15 +84,6 @@ def pathway_groups(model: SoftEquivariantNet) -> dict[str, list[str]]:
     return groups
 
 
-def prior_penalty(model, la_prior_diag: torch.Tensor | None, param_names, prior_precision):
-    """½ Σ δ_i θ_i² over the Laplace's parameters (scalar ``prior_precision`` before any fit)."""
-    if la_prior_diag is None:
-        return 0.5 * prior_precision * sum(p.pow(2).sum() for p in model.parameters())
-    named = dict(model.named_parameters())
-    theta = torch.cat([named[n].reshape(-1) for n in param_names])
-    return 0.5 * (la_prior_diag.to(theta) * theta.pow(2)).sum()
-
-
 @torch.no_grad()
 def predict_logits(model, X, batch_size=1000):
     model.eval()
@@ -100,18 +91,18 @@ def predict_logits(model, X, batch_size=1000):
     return out
 
 
+def _prior_kwargs(prior_structure, param_groups):
+    """The core's prior arguments for ``"pathway"`` (one per pathway: group prior) or ``"layerwise"``."""
+    if prior_structure == "pathway":
+        return dict(prior_structure="group", param_groups=param_groups)
+    return dict(prior_structure="layerwise")
+
+
 def fit_laplace(model, loader, prior_structure, prior_precision, param_groups):
     """The core's KFAC Laplace on ``model`` with the given prior layout, fitted on ``loader``."""
-    from workbench.laplace import Laplace
-
-    kwargs = dict(hessian_structure="kron", prior_precision=prior_precision)
-    if prior_structure == "pathway":
-        kwargs.update(prior_structure="group", param_groups=param_groups)
-    else:
-        kwargs.update(prior_structure="layerwise")
-    la = Laplace(model, "classification", **kwargs)
-    la.fit(loader)
-    return la
+    return _fit_laplace(model, loader, "classification", hessian_structure="kron",
+                        prior_precision=prior_precision,
+                        **_prior_kwargs(prior_structure, param_groups))
 
 
 class LearnedEquivarianceClassifier:
@@ -185,10 +176,6 @@ class LearnedEquivarianceClassifier:
         if not self.prior_precision > 0:
             raise ValueError(f"prior_precision must be > 0, got {self.prior_precision}")
 
-    def _is_marglik_epoch(self, epoch: int) -> bool:
-        e = epoch - self.n_epochs_burnin
-        return e >= 0 and (e % self.marglik_frequency == 0 or epoch == self.n_epochs - 1)
-
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, X_val=None, y_val=None):
         self._validate_params()
@@ -201,76 +188,55 @@ class LearnedEquivarianceClassifier:
         model = SoftEquivariantNet(tuple(X.shape[1:]), n_classes, self.channels, self.strides,
                                    self.kernel_size, self.pathways, self.free_init).to(X.dtype)
         self.model_ = model
-        N = len(X)
         gen = torch.Generator().manual_seed(self.seed)
         train_loader = DataLoader(TensorDataset(X, y), batch_size=self.batch_size, shuffle=True,
                                   generator=gen)
         full_loader = DataLoader(TensorDataset(X, y), batch_size=max(self.batch_size, 250))
-        if self.optimizer == "sgd":
-            opt = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.9)
-        else:
-            opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-        sched = None
-        if self.lr_min is not None:
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                opt, self.n_epochs * len(train_loader), eta_min=self.lr_min)
-        groups = pathway_groups(model)
-        la, prior_diag, names = None, None, None
-        prior_init = self.prior_precision
-        X_probe = X[: min(256, N)]
         records, t0 = [], time.perf_counter()
-        last_readout = None
-        epochs = range(self.n_epochs)
-        if self.progress:
-            epochs = tqdm(epochs, desc="marglik training", unit="epoch")
-        for epoch in epochs:
-            model.train()
-            total = 0.0
-            for xb, yb in train_loader:
-                opt.zero_grad()
-                nll = F.cross_entropy(model(xb), yb)
-                loss = nll + prior_penalty(model, prior_diag, names, prior_init) / N
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                total += float(loss.detach()) * len(xb)
-            rec = {"epoch": epoch, "loss": total / N, "marglik_step": False,
-                   "log_marglik": math.nan}
-            if self._is_marglik_epoch(epoch):
-                prior = la.prior_precision.detach().clone() if la is not None else prior_init
-                la = fit_laplace(model, full_loader, self.prior_structure, prior, groups)
-                if self.n_hypersteps:
-                    la.optimize_prior_precision(method="marglik", n_steps=self.n_hypersteps,
-                                                lr=self.lr_hyp)
-                with torch.no_grad():
-                    rec["log_marglik"] = float(la.log_marginal_likelihood())
-                prior_diag = la.prior_precision_diag.detach().clone()
-                names = list(la.param_names)
-                rec["marglik_step"] = True
-                readout = last_readout = layer_readout(model, la, X_probe)
-            else:
-                # precisions and effective dims hold between marglik steps; norms move every epoch
-                fresh = layer_readout(model, None, X_probe)
-                if last_readout is not None:
-                    fresh["prior_precision"] = last_readout["prior_precision"]
-                    fresh["effective_dim"] = last_readout["effective_dim"]
-                    fresh = add_equivariance(fresh.drop_vars("equivariance"))
-                readout = fresh
-            rec["readout"] = readout
-            rec["train_accuracy"] = _accuracy(model, X, y)
-            rec["val_accuracy"] = _accuracy(model, X_val, y_val) if X_val is not None else math.nan
-            rec["time"] = time.perf_counter() - t0
-            records.append(rec)
-            if self.progress:
-                epochs.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_accuracy']:.3f}")
-            if self.callback is not None:
-                self.callback(epoch, self.n_epochs, self._history(records))
+        on_epoch = self._recorder(model, X, y, X_val, y_val, records, t0)
+        _, la, _ = marglik_training(
+            model, train_loader, "classification", hessian_structure="kron",
+            **_prior_kwargs(self.prior_structure, pathway_groups(model)),
+            n_epochs=self.n_epochs, lr=self.lr, lr_min=self.lr_min, optimizer=self.optimizer,
+            optimizer_kwargs={"momentum": 0.9} if self.optimizer == "sgd" else None,
+            n_epochs_burnin=self.n_epochs_burnin, marglik_frequency=self.marglik_frequency,
+            n_hypersteps=self.n_hypersteps, lr_hyp=self.lr_hyp,
+            prior_prec_init=self.prior_precision, marglik_loader=full_loader,
+            marglik_at_last_epoch=True, restore_best=False, reset_hyper_optimizer=True,
+            callback=on_epoch, progress=self.progress)
         self.la_ = la
         self.fit_time_ = time.perf_counter() - t0
         self.history_ = self._history(records)
         self.readout_ = self.history_[list(READOUT_VARS) + ["equivariance"]].isel(epoch=-1)
         return self
+
+    def _recorder(self, model, X, y, X_val, y_val, records, t0):
+        """The per-epoch read-outs, as a ``marglik_training`` callback (appends to ``records``)."""
+        X_probe = X[: min(256, len(X))]
+        last = {}
+
+        def on_epoch(p):
+            epoch = p.done - 1
+            rec = {"epoch": epoch, "loss": p.metrics["loss"], "marglik_step": p.state["marglik_step"],
+                   "log_marglik": p.metrics["log_marglik"]}
+            if rec["marglik_step"]:
+                readout = last["readout"] = layer_readout(model, p.state["la"], X_probe)
+            else:
+                # precisions and effective dims hold between marglik steps; norms move every epoch
+                readout = layer_readout(model, None, X_probe)
+                if "readout" in last:
+                    readout["prior_precision"] = last["readout"]["prior_precision"]
+                    readout["effective_dim"] = last["readout"]["effective_dim"]
+                    readout = add_equivariance(readout.drop_vars("equivariance"))
+            rec["readout"] = readout
+            rec["train_accuracy"] = _accuracy(model, X, y)
+            rec["val_accuracy"] = _accuracy(model, X_val, y_val) if X_val is not None else math.nan
+            rec["time"] = time.perf_counter() - t0
+            records.append(rec)
+            if self.callback is not None:
+                self.callback(epoch, self.n_epochs, self._history(records))
+
+        return on_epoch
 
     def _history(self, records) -> xr.Dataset:
         readouts = xr.concat([r["readout"] for r in records], dim="epoch")

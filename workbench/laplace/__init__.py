@@ -34,8 +34,16 @@ Kronecker-structured prior and uses the eigenbasis-diagonal approximation for a 
 """
 
 from ._validation import NotFittedError
-from .laplace import Laplace
+from .laplace import Laplace, fit_laplace
 from .likelihoods import get_likelihood
+from .structures import register_structure
 from .training import marglik_training
 
-__all__ = ["Laplace", "marglik_training", "NotFittedError", "get_likelihood"]
+__all__ = [
+    "Laplace",
+    "marglik_training",
+    "fit_laplace",
+    "NotFittedError",
+    "get_likelihood",
+    "register_structure",
+]

@@ -60,14 +60,19 @@ def check_generator(generator) -> None:
         )
 
 
-def check_finite(tensor: torch.Tensor, what: str, batch_index: int) -> None:
+def where(what: str, batch_index) -> str:
+    return what if batch_index is None else f"{what} of batch {batch_index}"
+
+
+def check_finite(tensor: torch.Tensor, what: str, batch_index=None) -> None:
     if tensor.is_floating_point() and not torch.isfinite(tensor).all():
         if tensor.ndim == 0:
-            raise ValueError(f"{what} of batch {batch_index} is NaN or inf")
+            raise ValueError(f"{where(what, batch_index)} is NaN or inf")
         bad = (~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(1).nonzero().flatten()
+        scope = "" if batch_index is None else " of that batch"
         raise ValueError(
-            f"{what} of batch {batch_index} contains NaN or inf "
-            f"(rows {bad[:5].tolist()}{'...' if len(bad) > 5 else ''} of that batch)"
+            f"{where(what, batch_index)} contains NaN or inf "
+            f"(rows {bad[:5].tolist()}{'...' if len(bad) > 5 else ''}{scope})"
         )
 
 
@@ -87,6 +92,8 @@ def unpack_batch(batch, batch_index: int):
 def positive_tensor(name: str, value, like: torch.Tensor) -> torch.Tensor:
     """``value`` as a tensor of ``like``'s dtype/device, every entry finite and > 0, and its square
     representable in that dtype (σ² underflowing to 0 would make the likelihood infinite)."""
+    if isinstance(value, (bool, str, bytes, dict)):
+        raise TypeError(f"{name} must be a number or a tensor of numbers, got {value!r}")
     try:
         t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
     except (TypeError, ValueError, RuntimeError) as err:
@@ -109,3 +116,53 @@ def check_hyper(name: str, t: torch.Tensor) -> torch.Tensor:
         bad = td[~(torch.isfinite(td) & (td > 0))]
         raise ValueError(f"{name} must be finite and > 0, got {bad[:3].tolist()} among its values")
     return t
+
+
+def check_prior_values(value):
+    """prior_precision values (its shape is checked against the prior layout at fit)."""
+    if isinstance(value, (bool, str, bytes, dict)):
+        raise TypeError(f"prior_precision must be a number or a tensor, got {value!r}")
+    try:
+        t = torch.as_tensor(value).detach()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"prior_precision must be a number or a tensor, got {value!r}") from err
+    if not t.is_floating_point() and t.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"prior_precision must be a real number or tensor, got dtype {t.dtype}")
+    check_hyper("prior_precision", t)
+
+
+def prior_mean_vector(value, ref, P):
+    """prior_mean as a (P,) tensor; finite, scalar or one value per parameter."""
+    if isinstance(value, (bool, str, bytes, dict)):
+        raise TypeError(f"prior_mean must be a number or a tensor, got {value!r}")
+    try:
+        pm = torch.as_tensor(value, dtype=ref.dtype, device=ref.device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"prior_mean must be a number or a tensor, got {value!r}") from err
+    if not torch.isfinite(pm.detach()).all():
+        raise ValueError("prior_mean must be finite (it contains NaN or inf)")
+    if P is None:
+        return pm
+    if pm.ndim > 0 and tuple(pm.shape) != (P,):
+        raise ValueError(f"prior_mean has shape {tuple(pm.shape)}, expected () or ({P},)")
+    return pm.expand(P).clone()
+
+
+def check_groups(param_groups, group_structure, structures):
+    if param_groups is not None:
+        if not isinstance(param_groups, dict):
+            raise TypeError(
+                f"param_groups must be a dict {{group name: [param names]}}, got {type(param_groups).__name__}"
+            )
+        for g, names in param_groups.items():
+            if isinstance(names, str) or not hasattr(names, "__iter__"):
+                raise TypeError(
+                    f"param_groups[{g!r}] must be a list of parameter names, got {type(names).__name__}"
+                )
+    if group_structure:
+        if not isinstance(group_structure, dict):
+            raise TypeError(
+                f"group_structure must be a dict {{group name: structure}}, got {type(group_structure).__name__}"
+            )
+        for g, s in group_structure.items():
+            check_choice(f"group_structure[{g!r}]", s, structures)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ._validation import check_finite, unpack_batch
+from ._validation import check_finite, unpack_batch, where
 
 
 def as_loader(train_loader, name="train_loader"):
@@ -55,7 +55,7 @@ def peek(loader, name="train_loader"):
     return first, loader
 
 
-def to_model_dtype(t, ref, what, batch_index=0):
+def to_model_dtype(t, ref, what, batch_index=None):
     """``t`` on ``ref``'s device, floating tensors in ``ref``'s dtype; NaN/inf refused, and a value
     that only becomes inf by the dtype conversion is reported as an overflow."""
     t = torch.as_tensor(t, device=ref.device)
@@ -63,7 +63,7 @@ def to_model_dtype(t, ref, what, batch_index=0):
         conv = t.to(ref.dtype)
         if not torch.isfinite(conv).all() and torch.isfinite(t).all():
             raise ValueError(
-                f"{what} of batch {batch_index} is finite as {t.dtype} but overflows the model's "
+                f"{where(what, batch_index)} is finite as {t.dtype} but overflows the model's "
                 f"{ref.dtype} (largest magnitude {float(t.abs().max()):.3g}); rescale it or use a "
                 f"{t.dtype} model"
             )
@@ -89,8 +89,8 @@ def run_model(model, X, fn=None, what="X"):
         msg = str(err)
         if any(k in msg for k in ("shape", "size", "dimension", "mat1", "expected")):
             raise ValueError(
-                f"the model cannot be applied to {what} of shape {tuple(X.shape)} "
-                f"(wrong number of features or wrong rank?): {msg}"
+                f"the model cannot be applied to {what} of shape {tuple(X.shape)} and dtype "
+                f"{X.dtype} (wrong number of features, rank or dtype?): {msg}"
             ) from err
         raise
     if not isinstance(out, torch.Tensor) or out.ndim < 2:

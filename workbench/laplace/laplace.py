@@ -24,8 +24,12 @@ from ._validation import (
     SUBSETS,
     NotFittedError,
     check_choice,
+    check_groups,
+    check_positive_float,
     check_positive_int,
+    check_prior_values,
     positive_tensor,
+    prior_mean_vector,
     unpack_batch,
 )
 from .batches import as_loader, peek, to_model_dtype
@@ -108,7 +112,7 @@ class Laplace:
         self.curvature = check_choice("curvature", curvature, CURVATURES)
         self.kfac = check_choice("kfac", kfac, KFAC_FLAVOURS)
         self.kfac_fallback = check_choice("kfac_fallback", kfac_fallback, KFAC_FALLBACKS)
-        _check_groups(param_groups, group_structure)
+        check_groups(param_groups, group_structure, structure_names())
         if prior_structure == "group" and not param_groups:
             raise ValueError("prior_structure='group' needs param_groups={'name': [param names]}")
         if params is not None and subset_of_weights == "last_layer":
@@ -117,18 +121,17 @@ class Laplace:
         self.group_structure = group_structure
         self.structure_options = structure_options
         self.params = params
-        try:
-            self.temperature = float(temperature)
-        except (TypeError, ValueError):
-            raise TypeError(f"temperature must be a number, got {temperature!r}") from None
-        if not math.isfinite(self.temperature) or self.temperature <= 0:
-            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        self.temperature = check_positive_float("temperature", temperature)
         self.chunk_budget = check_positive_int("chunk_budget", chunk_budget)
-        self._init_prior_precision = prior_precision
-        self._init_prior_mean = prior_mean
         ref = next(model.parameters(), None)
         if ref is None:
             raise ValueError("model has no parameters")
+        check_prior_values(prior_precision)
+        prior_mean_vector(
+            prior_mean, torch.empty((), dtype=torch.float64), None
+        )  # values; shape at fit
+        self._init_prior_precision = prior_precision
+        self._init_prior_mean = prior_mean
         self._sigma = positive_tensor("sigma_noise", sigma_noise, ref).detach()
         if self._sigma.ndim > 1:
             raise ValueError(
@@ -176,7 +179,7 @@ class Laplace:
             or self._prior_prec.shape != self.layout_.expected_shape
         ):
             self._prior_prec = self.layout_.init(self._init_prior_precision, ref).detach()
-        self.prior_mean = _prior_mean(self._init_prior_mean, ref, spec.P)
+        self.prior_mean = prior_mean_vector(self._init_prior_mean, ref, spec.P)
         return self
 
     _setup = prepare  # older internal name
@@ -327,7 +330,7 @@ class Laplace:
     @prior_mean.setter
     def prior_mean(self, value):
         if self.spec_ is not None:
-            value = _prior_mean(value, self._ref(), self.spec_.P)
+            value = prior_mean_vector(value, self._ref(), self.spec_.P)
         self._prior_mean = value
         self._hstats = None
 
@@ -629,34 +632,7 @@ def _subnetwork(model, indices, params, hessian_structure):
     return SubnetworkModel(model, indices), ["theta"]
 
 
-def _prior_mean(value, ref, P):
-    """prior_mean as a (P,) tensor; finite, scalar or one value per parameter."""
-    try:
-        pm = torch.as_tensor(value, dtype=ref.dtype, device=ref.device)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise TypeError(f"prior_mean must be a number or a tensor, got {value!r}") from err
-    if pm.ndim > 0 and tuple(pm.shape) != (P,):
-        raise ValueError(f"prior_mean has shape {tuple(pm.shape)}, expected () or ({P},)")
-    if not torch.isfinite(pm.detach()).all():
-        raise ValueError("prior_mean must be finite (it contains NaN or inf)")
-    return pm.expand(P).clone()
-
-
-def _check_groups(param_groups, group_structure):
-    if param_groups is not None:
-        if not isinstance(param_groups, dict):
-            raise TypeError(
-                f"param_groups must be a dict {{group name: [param names]}}, got {type(param_groups).__name__}"
-            )
-        for g, names in param_groups.items():
-            if isinstance(names, str) or not hasattr(names, "__iter__"):
-                raise TypeError(
-                    f"param_groups[{g!r}] must be a list of parameter names, got {type(names).__name__}"
-                )
-    if group_structure:
-        if not isinstance(group_structure, dict):
-            raise TypeError(
-                f"group_structure must be a dict {{group name: structure}}, got {type(group_structure).__name__}"
-            )
-        for g, s in group_structure.items():
-            check_choice(f"group_structure[{g!r}]", s, structure_names())
+def fit_laplace(model, train_loader, likelihood, **laplace_kwargs):
+    """``Laplace(model, likelihood, **laplace_kwargs).fit(train_loader)``: the one post-hoc helper
+    the capabilities share (SpaM's OPD, the equivariance readouts)."""
+    return Laplace(model, likelihood, **laplace_kwargs).fit(train_loader)

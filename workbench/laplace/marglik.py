@@ -47,11 +47,17 @@ def _hyper(la, prior_precision, sigma_noise, validate=True):
         if la.lik_.has_sigma and (
             sigma.ndim > 1 or (sigma.numel() != current.numel() and sigma.numel() != 1)
         ):
-            raise ValueError(
-                f"sigma_noise has shape {tuple(sigma.shape)}, expected () or {tuple(current.shape)}"
+            want = (
+                "a scalar" if current.numel() == 1 else f"a scalar or shape {tuple(current.shape)}"
             )
+            raise ValueError(f"sigma_noise has shape {tuple(sigma.shape)}, expected {want}")
         if validate:
             check_hyper("sigma_noise", sigma)
+            if not torch.isfinite(1 / sigma.detach() ** 2).all():
+                raise ValueError(
+                    f"sigma_noise={sigma.detach().reshape(-1)[:3].tolist()} is too small for "
+                    f"{sigma.dtype}: its square underflows to 0; use a float64 model or a larger value"
+                )
     return prec, sigma
 
 

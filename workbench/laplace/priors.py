@@ -123,7 +123,16 @@ class PriorLayout:
     # ------------------------------------------------------------------ values
     def init(self, value, like: torch.Tensor) -> torch.Tensor:
         """Hyperparameter vector (n_hyper,) from a float or a tensor of the expected shape."""
-        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=like.dtype)
+        if isinstance(value, bool) or isinstance(value, (str, bytes, dict)):
+            raise TypeError(f"prior_precision must be a number or a tensor, got {value!r}")
+        try:
+            t = (
+                value
+                if isinstance(value, torch.Tensor)
+                else torch.as_tensor(value, dtype=like.dtype)
+            )
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"prior_precision must be a number or a tensor, got {value!r}") from err
         t = t.to(dtype=like.dtype, device=like.device)
         if t.numel() == 1 and t.ndim <= 1:
             t = self.broadcast(t.reshape(())).clone()

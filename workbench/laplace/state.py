@@ -72,6 +72,17 @@ def _check_state(la, state):
     missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise ValueError(f"state is not a Laplace state_dict: it lacks {missing}")
+    for k in ("mean", "prior_precision", "prior_mean", "sigma_noise", "sigma_fit"):
+        if not isinstance(state[k], torch.Tensor):
+            raise TypeError(f"state[{k!r}] must be a tensor, got {type(state[k]).__name__}")
+    blocks = state["blocks"]
+    if not isinstance(blocks, (list, tuple)) or not all(
+        isinstance(b, dict) and "kind" in b and isinstance(b.get("idx"), torch.Tensor)
+        for b in blocks
+    ):
+        raise ValueError("state['blocks'] must be the list of block states of Laplace.state_dict()")
+    if not isinstance(state["loglik_stats"], dict) or not isinstance(state["config"], dict):
+        raise ValueError("state['loglik_stats'] and state['config'] must be dicts")
     cfg = state["config"]
     for key in CONFIG_KEYS:
         mine = la.lik_.name if key == "likelihood" else getattr(la, key)

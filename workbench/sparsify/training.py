@@ -93,13 +93,12 @@ def train_spam(model: nn.Module, loader, prior_structure: str = "diagonal",
 
 def fit_laplace(model: nn.Module, loader, hessian_structure: str = "kron",
                 prior_precision: float = 1.0):
-    """Post-hoc Laplace (all weights, scalar prior) around a trained network."""
-    from workbench.laplace import Laplace
+    """Post-hoc Laplace (all weights, scalar prior) around a trained network (the core's
+    :func:`workbench.laplace.fit_laplace` with SpaM's defaults)."""
+    from workbench.laplace import fit_laplace as _fit_laplace
 
-    la = Laplace(model, "classification", hessian_structure=hessian_structure,
-                 prior_precision=float(prior_precision), prior_structure="scalar")
-    la.fit(loader)
-    return la
+    return _fit_laplace(model, loader, "classification", hessian_structure=hessian_structure,
+                        prior_precision=float(prior_precision), prior_structure="scalar")
 
 
 def finetune(model: nn.Module, mask: PruningMask, loader, n_epochs: int = 5, lr: float = 1e-3,

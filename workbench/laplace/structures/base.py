@@ -147,6 +147,21 @@ class Block:
             if k in state:
                 setattr(self, k, state[k])
         self._cache = {}
+        bad = self._check_loaded()
+        if bad:
+            raise ValueError(f"state of the {self.kind} block of {self.names}: {bad}")
+
+    def _check_loaded(self):
+        """A problem with the loaded tensors (shapes that do not fit the block), or None."""
+        return None
+
+    def is_finite(self):
+        """Whether every curvature tensor of the block is finite (False after an overflow)."""
+        return all(
+            bool(torch.isfinite(t.detach()).all())
+            for t in self._tensors().values()
+            if isinstance(t, torch.Tensor)
+        )
 
     def invalidate(self):
         """Forget what depends on the hyperparameters (eigendecompositions of the curvature stay)."""

@@ -32,6 +32,14 @@ class DiagBlock(Block):
     def _tensors(self):
         return {"h": self.h}
 
+    def _check_loaded(self):
+        h = self.h
+        if not isinstance(h, torch.Tensor) or h.ndim not in (1, 2) or h.shape[-1] != self.d:
+            return (
+                f"h must be ({self.d},) (or per output (K, {self.d})), got {getattr(h, 'shape', h)}"
+            )
+        return None
+
     def _positions(self):
         """Block positions of each supported layer's [W | b] entries and of each generic tensor."""
         spec = self.spec

@@ -34,6 +34,16 @@ class FullBlock(Block):
     def _tensors(self):
         return {"H": self.H}
 
+    def _check_loaded(self):
+        H = self.H
+        if (
+            not isinstance(H, torch.Tensor)
+            or H.ndim not in (2, 3)
+            or H.shape[-2:] != (self.d, self.d)
+        ):
+            return f"H must be ({self.d}, {self.d}) (or per output (K, {self.d}, {self.d})), got {getattr(H, 'shape', H)}"
+        return None
+
     # ---------------------------------------------------------------- fitting
     def start(self, ctx):
         super().start(ctx)

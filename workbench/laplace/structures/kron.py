@@ -68,9 +68,15 @@ class KronBlock(Block):
     def _tensors(self):
         return {"A": self.A, "B": self.B, "module": self.module, "count": self.count}
 
-    def load(self, state):
-        super().load(state)
-        self.ob, self.ia = self.B.shape[0], self.A.shape[0]
+    def _check_loaded(self):
+        A, B = self.A, self.B
+        ok = all(
+            isinstance(t, torch.Tensor) and t.ndim == 2 and t.shape[0] == t.shape[1] for t in (A, B)
+        )
+        if not ok or A.shape[0] * B.shape[0] != self.d:
+            return f"A and B must be square with A.size * B.size = {self.d}, got {getattr(A, 'shape', A)}, {getattr(B, 'shape', B)}"
+        self.ob, self.ia = B.shape[0], A.shape[0]
+        return None
 
     # ---------------------------------------------------------------- fitting
     def start(self, ctx):
