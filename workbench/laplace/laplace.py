@@ -123,6 +123,8 @@ class Laplace:
         self.params = params
         self.temperature = check_positive_float("temperature", temperature)
         self.chunk_budget = check_positive_int("chunk_budget", chunk_budget)
+        if isinstance(model, SubnetworkModel):
+            self.chunk_budget = max(1, int(self.chunk_budget * model.chunk_scale))
         ref = next(model.parameters(), None)
         if ref is None:
             raise ValueError("model has no parameters")

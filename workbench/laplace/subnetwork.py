@@ -70,6 +70,9 @@ class SubnetworkModel(nn.Module):
                 self._touched[name] = (inside - off, torch.arange(pos, pos + inside.numel()))
                 pos += inside.numel()
             off += p.numel()
+        # per-sample gradients w.r.t. theta pass through whole weight tensors: the Jacobian chunk
+        # budget (numbers of theta-gradients) is scaled by this so memory stays bounded
+        self.chunk_scale = len(self.indices) / sum(dict(params)[n].numel() for n in self._touched)
 
     def forward(self, x):
         replaced = {}
