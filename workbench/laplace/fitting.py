@@ -181,3 +181,13 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
                 "or use a float64 model"
             )
     return stats.result(ctx.ref.dtype), n_data, out_shape
+
+
+def merge_fits(previous, blocks, stats, n_data):
+    """``fit(override=False)``: the previous fit's (blocks, log-likelihood stats, n_data) plus this
+    fit's, block by block (each structure's ``merge``)."""
+    old_blocks, old_stats, old_n = previous
+    if [(b.kind, b.names) for b in old_blocks] != [(b.kind, b.names) for b in blocks]:
+        raise ValueError("fit(override=False): the posterior blocks changed since the last fit")
+    merged = {k: old_stats[k] + v if v is not None else None for k, v in stats.items()}
+    return [old.merge(new) for old, new in zip(old_blocks, blocks)], merged, old_n + n_data

@@ -33,14 +33,14 @@ from ._validation import (
     unpack_batch,
 )
 from .batches import as_loader, peek, to_model_dtype
-from .fitting import fit_curvature
+from .fitting import fit_curvature, merge_fits
 from .gridsearch import gridsearch_prior_precision
 from .likelihoods import get_likelihood
 from .params import build_spec, last_layer_names
 from .priors import PriorLayout
 from .state import laplace_state, load_laplace_state
 from .structures import Scale, plan_blocks, structure_names
-from .subnetwork import SubnetworkModel
+from .subnetwork import SubnetworkModel, wrap_subnetwork
 
 
 class Laplace:
@@ -98,7 +98,7 @@ class Laplace:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if subset_of_weights == "subnetwork":
-            model, params = _subnetwork(model, subnetwork_indices, params, hessian_structure)
+            model, params = wrap_subnetwork(model, subnetwork_indices, params, hessian_structure)
         elif subnetwork_indices is not None:
             raise ValueError("subnetwork_indices needs subset_of_weights='subnetwork'")
         self.model = model
@@ -254,7 +254,7 @@ class Laplace:
             self.sigma_fit_ = self._sigma.clone()
             stats, n_data, out_shape = fit_curvature(self, loader, create_graph, progress)
             if previous is not None:
-                stats, n_data = self._accumulate(previous, stats, n_data)
+                self.blocks_, stats, n_data = merge_fits(previous, self.blocks_, stats, n_data)
         finally:
             self.model.train(was_training)
         self._check_sigma_length(out_shape)
@@ -278,14 +278,6 @@ class Laplace:
                 "fit(override=False) with a per-output sigma_noise that changed: refit all"
             )
         return self.blocks_, self.loglik_stats_, self.n_data
-
-    def _accumulate(self, previous, stats, n_data):
-        blocks, old_stats, old_n = previous
-        if [(b.kind, b.names) for b in blocks] != [(b.kind, b.names) for b in self.blocks_]:
-            raise ValueError("fit(override=False): the posterior blocks changed since the last fit")
-        self.blocks_ = [old.merge(new) for old, new in zip(blocks, self.blocks_)]
-        merged = {k: old_stats[k] + v if v is not None else None for k, v in stats.items()}
-        return merged, old_n + n_data
 
     def _check_sigma_length(self, out_shape):
         if self.lik_.has_sigma and self._sigma.numel() > 1 and self._sigma.numel() != out_shape[-1]:
@@ -619,19 +611,6 @@ class Laplace:
             f"Laplace(likelihood={self.lik_.name!r}, subset_of_weights={self.subset_of_weights!r}, "
             f"hessian_structure={self.hessian_structure!r}, prior_structure={self.prior_structure!r}{fitted})"
         )
-
-
-def _subnetwork(model, indices, params, hessian_structure):
-    if indices is None:
-        raise ValueError(
-            "subset_of_weights='subnetwork' needs subnetwork_indices=... (e.g. from "
-            "workbench.laplace.subnetwork.select_subnetwork)"
-        )
-    if params is not None:
-        raise ValueError("pass either params=... or subset_of_weights='subnetwork', not both")
-    if hessian_structure == "kron":
-        raise ValueError("subset_of_weights='subnetwork' needs hessian_structure 'full' or 'diag'")
-    return SubnetworkModel(model, indices), ["theta"]
 
 
 def fit_laplace(model, train_loader, likelihood, **laplace_kwargs):

@@ -93,6 +93,20 @@ class SubnetworkModel(nn.Module):
         return out
 
 
+def wrap_subnetwork(model, indices, params, hessian_structure):
+    """(SubnetworkModel, ["theta"]) for ``Laplace(subset_of_weights="subnetwork")``."""
+    if indices is None:
+        raise ValueError(
+            "subset_of_weights='subnetwork' needs subnetwork_indices=... (e.g. from "
+            "workbench.laplace.subnetwork.select_subnetwork)"
+        )
+    if params is not None:
+        raise ValueError("pass either params=... or subset_of_weights='subnetwork', not both")
+    if hessian_structure == "kron":
+        raise ValueError("subset_of_weights='subnetwork' needs hessian_structure 'full' or 'diag'")
+    return SubnetworkModel(model, indices), ["theta"]
+
+
 def select_subnetwork(
     model,
     n_params,
