@@ -237,3 +237,27 @@ def test_subnetwork_selection_and_errors():
             subnetwork_indices=[1],
             hessian_structure="kron",
         )
+
+
+@pytest.mark.parametrize("structure", ["lowrank", "gp"])
+def test_factor_layer_route_equals_the_jacobian_route_with_weight_sharing(structure):
+    """The predictive from layer inputs / output gradients (conv: shared positions) equals
+    torch.func Jacobian rows through the same covariance."""
+    from workbench.laplace.predictive import _functional_variance
+
+    X = torch.randn(12, 2, 5)
+    y = torch.randint(0, 3, (12,))
+    model = nn.Sequential(nn.Conv1d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(9, 3))
+    la = Laplace(
+        model,
+        "classification",
+        hessian_structure=structure,
+        prior_structure="layerwise",
+        prior_precision=torch.tensor([0.5, 1.0, 2.0, 3.0]),
+        structure_options={"rank": 8, "n_context": 6},
+    ).fit([(X, y)])
+    assert la.blocks_[0].layers
+    torch.testing.assert_close(
+        _functional_variance(la, X[:4], None),
+        _functional_variance(la, X[:4], None, route="jacobian"),
+    )
