@@ -40,3 +40,27 @@ def test_fit_marglik_predict_on_device(device, structure, subset):
     torch.testing.assert_close(probs.sum(-1).cpu(), torch.ones(6, dtype=torch.float64))
     samples = la.predictive_samples(X[:6].to(device), n_samples=4)
     assert samples.device.type == device
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_marglik_training_and_state_dict_on_device(device):
+    from workbench.laplace import marglik_training
+
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(30, 2, generator=g, dtype=torch.float64)
+    y = torch.sin(X[:, :1]) + 0.1 * torch.randn(30, 1, generator=g, dtype=torch.float64)
+    runs = {}
+    for dev in ("cpu", device):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 1)).double().to(dev)
+        batches = [(X[i : i + 10].to(dev), y[i : i + 10].to(dev)) for i in range(0, 30, 10)]
+        runs[dev] = marglik_training(model, batches, "regression", hessian_structure="kron",
+                                     n_epochs=4, n_epochs_burnin=1, n_hypersteps=3, lr=1e-2,
+                                     progress=False)
+    (_, la_cpu, h_cpu), (model, la, h) = runs["cpu"], runs[device]
+    assert la.mean.device.type == device and la.log_marginal_likelihood().device.type == device
+    torch.testing.assert_close(torch.as_tensor(h.loss.values), torch.as_tensor(h_cpu.loss.values))
+    torch.testing.assert_close(la.log_marginal_likelihood().cpu(), la_cpu.log_marginal_likelihood())
+    la2 = Laplace(model, "regression", hessian_structure="kron", prior_structure="layerwise")
+    la2.load_state_dict(la.state_dict())
+    torch.testing.assert_close(la2(X[:3].to(device))[1], la(X[:3].to(device))[1])

@@ -25,12 +25,17 @@ No BackPACK / ASDL / curvlinops / laplace-torch dependency. Public API (docs/arc
     la.prior_precision_diag, la.prior_labels, la.n_params, la.n_data,
     la.posterior_precision_diagonal(), la.effective_dimensions()
 
-    model, la, history = marglik_training(model, train_loader, likelihood, ...)
+    model, la, history = marglik_training(model, train_loader, likelihood, ...,
+                                          callback=None)   # callback(workbench.progress.Progress)
+    la = fit_laplace(model, train_loader, likelihood, **laplace_kwargs)
+
+Curvature structures are classes in :mod:`workbench.laplace.structures` (``register_structure``
+adds one; its docstring says how).
 
 Conventions: every block covers parameters by their index in the flat vector (``la.mean``);
 the likelihood factor is 1/(σ²T); KFAC keeps the exact log-determinant for every
 Kronecker-structured prior and uses the eigenbasis-diagonal approximation for a per-parameter
-(``diagonal``) prior (see :mod:`workbench.laplace.posteriors`).
+(``diagonal``) prior (see :mod:`workbench.laplace.structures.kron`).
 """
 
 from ._validation import NotFittedError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 import torch
 
 from workbench.exceptions import NotFittedError
@@ -53,6 +54,26 @@ def check_positive_float(name: str, value, allow_zero: bool = False) -> float:
     return value
 
 
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_names(name: str, value):
+    """None or a non-empty list/tuple of parameter-name strings."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list of parameter names, got {type(value).__name__}")
+    bad = [v for v in value if not isinstance(v, str)]
+    if bad or not value:
+        raise ValueError(
+            f"{name} must be a non-empty list of parameter names (strings), got {value!r}"
+        )
+    return list(value)
+
+
 def check_generator(generator) -> None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
@@ -99,6 +120,8 @@ def positive_tensor(name: str, value, like: torch.Tensor) -> torch.Tensor:
     except (TypeError, ValueError, RuntimeError) as err:
         raise TypeError(f"{name} must be a number or a tensor of numbers, got {value!r}") from err
     td = t.detach()
+    if td.numel() == 0:
+        raise ValueError(f"{name} is empty; pass a number or one value per output")
     if not torch.isfinite(td).all() or (td <= 0).any():
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
     if not torch.isfinite(1 / td**2).all():
@@ -118,17 +141,19 @@ def check_hyper(name: str, t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def check_prior_values(value):
+def check_prior_values(value, name="prior_precision"):
     """prior_precision values (its shape is checked against the prior layout at fit)."""
     if isinstance(value, (bool, str, bytes, dict)):
-        raise TypeError(f"prior_precision must be a number or a tensor, got {value!r}")
+        raise TypeError(f"{name} must be a number or a tensor, got {value!r}")
     try:
         t = torch.as_tensor(value).detach()
     except (TypeError, ValueError, RuntimeError) as err:
-        raise TypeError(f"prior_precision must be a number or a tensor, got {value!r}") from err
+        raise TypeError(f"{name} must be a number or a tensor, got {value!r}") from err
     if not t.is_floating_point() and t.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"prior_precision must be a real number or tensor, got dtype {t.dtype}")
-    check_hyper("prior_precision", t)
+        raise TypeError(f"{name} must be a real number or tensor, got dtype {t.dtype}")
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty; pass a number or one value per prior hyperparameter")
+    check_hyper(name, t)
 
 
 def prior_mean_vector(value, ref, P):
@@ -155,11 +180,13 @@ def check_groups(param_groups, group_structure, structures):
                 f"param_groups must be a dict {{group name: [param names]}}, got {type(param_groups).__name__}"
             )
         for g, names in param_groups.items():
-            if isinstance(names, str) or not hasattr(names, "__iter__"):
+            if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
                 raise TypeError(
                     f"param_groups[{g!r}] must be a list of parameter names, got {type(names).__name__}"
                 )
-    if group_structure:
+            if not all(isinstance(n, str) for n in names):
+                raise TypeError(f"param_groups[{g!r}] must hold parameter names (strings)")
+    if group_structure is not None:
         if not isinstance(group_structure, dict):
             raise TypeError(
                 f"group_structure must be a dict {{group name: structure}}, got {type(group_structure).__name__}"

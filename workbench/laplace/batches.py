@@ -8,9 +8,11 @@ to the ``(N, M, K)`` layout of :mod:`~workbench.laplace.likelihoods`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from ._validation import check_finite, unpack_batch, where
@@ -24,7 +26,7 @@ def as_loader(train_loader, name="train_loader"):
         and all(isinstance(t, torch.Tensor) for t in train_loader)
     ):
         return [train_loader]
-    if isinstance(train_loader, (torch.Tensor, str, bytes, dict)) or not hasattr(
+    if isinstance(train_loader, (torch.Tensor, np.ndarray, str, bytes, dict)) or not hasattr(
         train_loader, "__iter__"
     ):
         raise TypeError(
@@ -58,7 +60,16 @@ def peek(loader, name="train_loader"):
 def to_model_dtype(t, ref, what, batch_index=None):
     """``t`` on ``ref``'s device, floating tensors in ``ref``'s dtype; NaN/inf refused, and a value
     that only becomes inf by the dtype conversion is reported as an overflow."""
-    t = torch.as_tensor(t, device=ref.device)
+    if isinstance(t, (str, bytes, dict)) or t is None:
+        raise TypeError(
+            f"{where(what, batch_index)} must be a tensor or array, got {type(t).__name__}"
+        )
+    try:
+        t = torch.as_tensor(t, device=ref.device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(
+            f"{where(what, batch_index)} must be a tensor or array of numbers, got {type(t).__name__}"
+        ) from err
     if t.is_floating_point() and t.dtype != ref.dtype:
         conv = t.to(ref.dtype)
         if not torch.isfinite(conv).all() and torch.isfinite(t).all():
@@ -76,23 +87,37 @@ def prepare_batch(batch, batch_index, ref):
     """``(X, y)`` of one training batch on the model's device, X in its dtype, both finite."""
     X, y = unpack_batch(batch, batch_index)
     X = to_model_dtype(X, ref, "X", batch_index)
-    y = torch.as_tensor(y, device=ref.device)
+    if isinstance(y, (str, bytes, dict)) or y is None:
+        raise TypeError(
+            f"y of batch {batch_index} must be a tensor or array, got {type(y).__name__}"
+        )
+    try:
+        y = torch.as_tensor(y, device=ref.device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"y of batch {batch_index} must be a tensor or array of numbers") from err
     check_finite(y, "y", batch_index)
     return X, y
 
 
-def run_model(model, X, fn=None, what="X"):
-    """``fn()`` (default ``model(X)``), with shape errors of the forward pass named."""
+@contextlib.contextmanager
+def forward_errors(X, what="X"):
+    """Turn the forward pass's shape/dtype RuntimeErrors into a ValueError naming ``what``."""
     try:
-        out = model(X) if fn is None else fn()
+        yield
     except RuntimeError as err:
         msg = str(err)
-        if any(k in msg for k in ("shape", "size", "dimension", "mat1", "expected")):
+        if any(k in msg for k in ("shape", "size", "dimension", "mat1", "expected", "dtype")):
             raise ValueError(
                 f"the model cannot be applied to {what} of shape {tuple(X.shape)} and dtype "
                 f"{X.dtype} (wrong number of features, rank or dtype?): {msg}"
             ) from err
         raise
+
+
+def run_model(model, X, fn=None, what="X"):
+    """``fn()`` (default ``model(X)``), with shape errors of the forward pass named."""
+    with forward_errors(X, what):
+        out = model(X) if fn is None else fn()
     if not isinstance(out, torch.Tensor) or out.ndim < 2:
         raise ValueError(
             "the model must return a tensor shaped (N, K) or (N, ..., K); got "

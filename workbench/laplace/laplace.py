@@ -25,6 +25,7 @@ from ._validation import (
     NotFittedError,
     check_choice,
     check_groups,
+    check_names,
     check_positive_float,
     check_positive_int,
     check_prior_values,
@@ -120,7 +121,7 @@ class Laplace:
         self.param_groups = param_groups
         self.group_structure = group_structure
         self.structure_options = structure_options
-        self.params = params
+        self.params = check_names("params", params)
         self.temperature = check_positive_float("temperature", temperature)
         self.chunk_budget = check_positive_int("chunk_budget", chunk_budget)
         if isinstance(model, SubnetworkModel):
@@ -242,8 +243,7 @@ class Laplace:
                 "precision): call model.float() or model.double()"
             )
         X0, _ = unpack_batch(first, 0)
-        if isinstance(X0, torch.Tensor) or hasattr(X0, "__array__"):
-            X0 = to_model_dtype(X0, ref, "X", 0)
+        X0 = to_model_dtype(X0, ref, "X", 0)
         previous = self._previous_fit(override)
         self._fitted = False
         was_training = self.model.training
@@ -261,7 +261,7 @@ class Laplace:
         self.loglik_stats_ = stats
         self.n_data = n_data
         self.output_shape_ = out_shape
-        self.input_shape_ = tuple(X0.shape[1:]) if isinstance(X0, torch.Tensor) else None
+        self.input_shape_ = tuple(X0.shape[1:])
         self.create_graph_ = bool(create_graph)
         params = dict(self.model.named_parameters())
         self._mean = torch.cat([params[n].detach().reshape(-1) for n in self.spec_.names])
@@ -335,12 +335,15 @@ class Laplace:
     @sigma_noise.setter
     def sigma_noise(self, value):
         s = positive_tensor("sigma_noise", value, self._ref())
-        if self._fitted and self.curvature_sigma() is not None and s.shape != self._sigma.shape:
-            raise ValueError(
-                f"sigma_noise has shape {tuple(s.shape)}, expected {tuple(self._sigma.shape)}"
-            )
-        if self._fitted and s.numel() > 1:
-            self._check_sigma_length(self.output_shape_)
+        if s.ndim > 1:
+            raise ValueError(f"sigma_noise must be a scalar or 1-D, got shape {tuple(s.shape)}")
+        if self._fitted:
+            per_output = self.curvature_sigma() is not None or self.sigma_fit_.numel() > 1
+            if (per_output and s.shape != self._sigma.shape) or (not per_output and s.numel() > 1):
+                raise ValueError(
+                    f"sigma_noise has shape {tuple(s.shape)}, expected {tuple(self._sigma.shape)} "
+                    "as at fit time (refit the Laplace to change between a scalar and per-output σ)"
+                )
         self._sigma = s
         for b in getattr(self, "blocks_", []):
             b.invalidate()

@@ -167,9 +167,14 @@ def check_converged(values, log_prec, log_sigma=None, where="optimize_prior_prec
         bool(torch.isfinite(h.detach().exp()).all() and (h.detach().exp() > 0).all()) for h in hyper
     )
     if bad_values or not exp_ok:
+        what = (
+            f"the log marginal likelihood became {bad_values[0]}"
+            if bad_values
+            else "the hyperparameters over/underflowed"
+        )
         raise ValueError(
-            f"{where} diverged: the log marginal likelihood became {bad_values[:1] or ['finite']} and "
-            f"the log hyperparameters reached {[float(h.detach().abs().max()) for h in hyper]} in "
-            "magnitude; the data or model outputs are badly scaled (e.g. inputs or targets of ~1e30) "
-            "or the hyperparameter learning rate is too large"
+            f"{where} diverged: {what} (log hyperparameters up to "
+            f"{max(float(h.detach().abs().max()) for h in hyper):.3g} in magnitude); the data or "
+            "model outputs are badly scaled (e.g. inputs or targets of ~1e30) or the "
+            "hyperparameter learning rate is too large"
         )

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .batches import run_model
+
 KFAC_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
 
 
@@ -40,7 +42,7 @@ def last_layer_names(model: nn.Module, x: torch.Tensor) -> list:
             hooks.append(mod.register_forward_hook(lambda m, i, o, n=mname: order.append(n)))
     try:
         with torch.no_grad():
-            model(x)
+            run_model(model, x, what="X (to find the last layer)")
     finally:
         for h in hooks:
             h.remove()

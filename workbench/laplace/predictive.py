@@ -15,8 +15,15 @@ import math
 import torch
 from torch.func import functional_call
 
-from ._validation import LINK_APPROX, PRED_TYPES, check_choice, check_generator, check_positive_int
-from .batches import run_model, to_model_dtype
+from ._validation import (
+    LINK_APPROX,
+    PRED_TYPES,
+    check_choice,
+    check_finite,
+    check_generator,
+    check_positive_int,
+)
+from .batches import forward_errors, run_model, to_model_dtype
 from .bridge import laplace_bridge
 from .curvature.jacobians import jac_t_chunks
 from .curvature.modules import capture, collect, module_grads
@@ -24,19 +31,7 @@ from .curvature.modules import capture, collect, module_grads
 
 def _as_input(la, x, name="x"):
     """``x`` on the model's device and dtype, finite, with the rank of the training inputs."""
-    if isinstance(x, (tuple, list, dict)) and not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(
-                f"{name} must be a tensor or array of inputs, got {type(x).__name__}"
-            ) from err
-    try:
-        x = to_model_dtype(x, la.mean, name)
-    except (TypeError, RuntimeError) as err:
-        raise TypeError(
-            f"{name} must be a tensor or array of inputs, got {type(x).__name__}"
-        ) from err
+    x = to_model_dtype(x, la.mean, name)
     want = la.input_shape_
     if want is not None and x.ndim != len(want) + 1:
         raise ValueError(
@@ -61,12 +56,31 @@ def _eval(la, fn):
 
 def _map_outputs(la, x):
     with torch.no_grad():
-        return _eval(la, lambda: run_model(la.model, x))
+        out = _eval(la, lambda: run_model(la.model, x, what="x"))
+    check_finite(out, "model output at x")
+    return out
+
+
+def _finite(out, x, what):
+    """``out`` (a tensor or tuple), or a ValueError naming the rows of x where it is not finite."""
+    for o in out if isinstance(out, tuple) else (out,):
+        if not torch.isfinite(o).all():
+            rows_dim = 1 if what == "predictive samples" else 0
+            bad = (~torch.isfinite(o)).movedim(rows_dim, 0).reshape(o.shape[rows_dim], -1).any(1)
+            big = float(x.abs().max()) if x.is_floating_point() and x.numel() else float("nan")
+            raise ValueError(
+                f"the {what} is not finite at rows {bad.nonzero().flatten()[:5].tolist()} of x "
+                f"(largest |x| = {big:.3g}): the linearised model overflows {o.dtype} there; "
+                "rescale the inputs or use a float64 model"
+            )
+    return out
 
 
 def functional_variance(la, x, group=None):
     x = _as_input(la, x)
-    return _eval(la, lambda: _functional_variance(la, x, group))
+    with forward_errors(x, "x"):
+        fvar = _eval(la, lambda: _functional_variance(la, x, group))
+    return _finite(fvar, x, "functional variance")
 
 
 def _functional_variance(la, x, group, route="auto"):
@@ -168,6 +182,11 @@ def predict(
     n_samples = check_positive_int("n_samples", n_samples)
     check_generator(generator)
     x = _as_input(la, x)
+    out = _predict(la, x, pred_type, link_approx, n_samples, generator, joint)
+    return _finite(out, x, "predictive")
+
+
+def _predict(la, x, pred_type, link_approx, n_samples, generator, joint=False):
     name = la.lik_.name
     if joint:
         if name != "regression" or pred_type != "glm":
@@ -180,7 +199,7 @@ def predict(
         fs = predictive_samples(la, x, n_samples, "nn", generator, raw=True)
         if name == "regression":
             mu = fs.mean(0)
-            d = (fs - mu).reshape(n_samples, x.shape[0], -1)
+            d = (fs - mu).reshape(n_samples, x.shape[0], math.prod(fs.shape[2:]))
             return mu, torch.einsum("snk,snl->nkl", d, d) / max(1, n_samples - 1)
         return _link_mean(la, fs)
     f_mu = _map_outputs(la, x)
@@ -189,9 +208,11 @@ def predict(
         return f_mu, f_var
     if name == "heteroscedastic":
         return _hetero_predictive(f_mu, f_var)
-    var = torch.diagonal(f_var.reshape(x.shape[0], f_mu[0].numel(), -1), dim1=-2, dim2=-1).reshape(
-        f_mu.shape
-    )
+    var = torch.diagonal(
+        f_var.reshape(x.shape[0], math.prod(f_mu.shape[1:]), math.prod(f_mu.shape[1:])),
+        dim1=-2,
+        dim2=-1,
+    ).reshape(f_mu.shape)
     if link_approx.startswith("bridge"):
         if name != "classification":
             raise ValueError(
@@ -230,7 +251,7 @@ def _hetero_predictive(f_mu, f_var):
 
 def _gaussian_samples(f_mu, f_var, n_samples, generator):
     N = f_mu.shape[0]
-    n_out = f_mu[0].numel()
+    n_out = math.prod(f_mu.shape[1:])
     cov = f_var.reshape(N, n_out, n_out)
     jitter = 1e-10 * torch.diagonal(cov, dim1=-2, dim2=-1).mean(-1).clamp(min=1e-30)[:, None, None]
     eye = torch.eye(n_out, dtype=cov.dtype, device=cov.device)
@@ -277,11 +298,14 @@ def predictive_samples(la, x, n_samples=100, pred_type="glm", generator=None, ra
                     for n in la.spec_.names:
                         th[n] = t[la.spec_.slices[n]].reshape(la.spec_.shapes[n])
                     outs.append(
-                        run_model(la.model, x, lambda th=th: functional_call(la.model, th, (x,)))
+                        run_model(
+                            la.model, x, lambda th=th: functional_call(la.model, th, (x,)), "x"
+                        )
                     )
             return torch.stack(outs)
 
         fs = _eval(la, run)
+    _finite(fs, x, "predictive samples")
     if raw or la.lik_.name in ("regression", "heteroscedastic"):
         return fs
     return torch.softmax(fs, -1) if la.lik_.name == "classification" else torch.sigmoid(fs)

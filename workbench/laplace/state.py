@@ -126,6 +126,35 @@ def _check_mean(la, mean):
         )
 
 
+def _check_values(state):
+    for k in ("sigma_noise", "sigma_fit"):
+        t = state[k].detach()
+        if t.numel() == 0 or not torch.isfinite(t).all() or (t <= 0).any():
+            raise ValueError(f"state[{k!r}] must be finite and > 0")
+    if state["sigma_noise"].shape != state["sigma_fit"].shape or state["sigma_fit"].ndim > 1:
+        raise ValueError(
+            f"state['sigma_noise'] has shape {tuple(state['sigma_noise'].shape)}, state['sigma_fit'] "
+            f"{tuple(state['sigma_fit'].shape)}: they must be equal scalars or 1-D (one per output)"
+        )
+    stats = state["loglik_stats"]
+    sse = stats.get("sse")
+    if sse is not None and (not isinstance(sse, torch.Tensor) or sse.ndim != 1):
+        raise ValueError("state['loglik_stats']['sse'] must be a 1-D tensor (one sum per output)")
+    for k, v in stats.items():
+        if v is not None and not torch.isfinite(torch.as_tensor(v)).all():
+            raise ValueError(f"state['loglik_stats'][{k!r}] is not finite")
+    n = state["n_data"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"state['n_data'] must be a positive int, got {n!r}")
+    shape = state["output_shape"]
+    if (
+        not isinstance(shape, (tuple, list))
+        or not shape
+        or not all(isinstance(d, int) and d > 0 for d in shape)
+    ):
+        raise ValueError(f"state['output_shape'] must be a tuple of positive ints, got {shape!r}")
+
+
 def load_laplace_state(la, state):
     """Check ``state`` against ``la`` (re-planned on its model), load the blocks' curvature, and
     return the other fitted values {mean, prior_precision, prior_mean, sigma_noise, sigma_fit,
@@ -146,6 +175,11 @@ def load_laplace_state(la, state):
         )
     for st, b in zip(saved, la.blocks_):
         b.load({k: to(v) for k, v in st.items() if k not in ("kind", "idx", "names")})
+        if not b.is_finite():
+            raise ValueError(
+                f"state_dict: the curvature of the {b.kind} block of {b.names} has NaN/inf"
+            )
+    _check_values(state)
     return {
         "mean": to(state["mean"]).to(ref.dtype),
         "prior_precision": la.layout_.check(to(state["prior_precision"])),

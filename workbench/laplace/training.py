@@ -26,7 +26,16 @@ from tqdm.auto import tqdm
 from workbench.progress import Progress, check_callback
 
 from . import marglik as _marglik
-from ._validation import OPTIMIZERS, check_choice, check_positive_float, check_positive_int
+from ._validation import (
+    OPTIMIZERS,
+    check_bool,
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+    check_prior_values,
+    positive_tensor,
+    unpack_batch,
+)
 from .batches import as_loader, is_one_shot, peek, prepare_batch, run_model, shape_outputs
 from .laplace import Laplace
 
@@ -41,6 +50,7 @@ class EpochProgress(Progress):
     callbacks received (``info["epoch"]``) still works for one release, with a FutureWarning."""
 
     legacy: dict = field(default_factory=dict, repr=False, compare=False)
+    __iter__ = None  # not a sequence: item access is only the deprecated dict view
 
     def __getitem__(self, key):
         warnings.warn(
@@ -153,6 +163,14 @@ def _check_options(args):
         raise TypeError("scheduler must be a callable optimizer -> learning-rate scheduler")
     check_choice("marglik_estimate", a["marglik_estimate"], ("final", "last_step"))
     check_callback(a["callback"])
+    check_prior_values(a["prior_prec_init"], "prior_prec_init")
+    ref = next(a["model"].parameters(), None) if isinstance(a["model"], torch.nn.Module) else None
+    if ref is not None:  # (a bad model is reported by Laplace)
+        if positive_tensor("sigma_noise_init", a["sigma_noise_init"], ref).ndim > 1:
+            raise ValueError("sigma_noise_init must be a scalar or 1-D (one value per output)")
+    for name in ("learn_sigma", "progress", "marglik_at_last_epoch", "restore_best",
+                 "reset_hyper_optimizer"):  # fmt: skip
+        a[name] = check_bool(name, a[name])
     a["train_loader"] = as_loader(a["train_loader"])
     if is_one_shot(a["train_loader"]):
         raise TypeError(
@@ -182,7 +200,12 @@ class _Run:
             if la.subset_of_weights == "last_layer"
             else None
         )
-        la.prepare(x0)
+        try:
+            la.prepare(x0)
+        except ValueError as err:  # name marglik_training's own argument
+            if "prior_precision" not in str(err):
+                raise
+            raise ValueError(f"prior_prec_init: {err}") from err
         self.lik = la.lik_
         sig = la.sigma_noise
         if self.lik.has_sigma and sig.numel() > 1 and o["learn_sigma"]:
@@ -203,7 +226,10 @@ class _Run:
         cls = o["optimizer"]
         if not _is_optimizer_class(cls):
             cls = torch.optim.Adam if cls == "adam" else torch.optim.SGD
-        self.opt = cls(theta, **{"lr": o["lr"], **(o["optimizer_kwargs"] or {})})
+        try:
+            self.opt = cls(theta, **{"lr": o["lr"], **(o["optimizer_kwargs"] or {})})
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"optimizer={cls.__name__} with optimizer_kwargs: {err}") from err
         self.sched = None
         if o["scheduler"] is not None:
             self.sched = o["scheduler"](self.opt)
@@ -244,6 +270,11 @@ class _Run:
             self.opt.zero_grad()
             eta3, y3 = shape_outputs(lik, lik.link(run_model(model, X)), y, bi)
             B = eta3.shape[0]
+            if sigma is not None and sigma.numel() not in (1, eta3.shape[-1]):
+                raise ValueError(
+                    f"sigma_noise_init has {sigma.numel()} entries but the model has "
+                    f"{eta3.shape[-1]} outputs; pass a scalar or one value per output"
+                )
             nll = -lik.log_lik(eta3, y3, sigma) / (B * T)
             theta = torch.cat([self.named[n].reshape(-1) for n in names])
             loss = nll + 0.5 * (prec_diag * (theta - la.prior_mean) ** 2).sum() / self.N
@@ -274,10 +305,7 @@ class _Run:
         loader = self.marglik_data(epoch)
         if o["reset_hyper_optimizer"]:
             self.opt_hyp = torch.optim.Adam(self.hyper + self.extra, lr=o["lr_hyp"])
-        lml = _hyper_steps(self, loader, o["n_hypersteps"], o["marglik_estimate"] == "final")
-        _marglik.check_converged(
-            [lml], self.log_prec, self.log_sigma, f"marglik_training (epoch {epoch})"
-        )
+        lml = _hyper_steps(self, loader, o["n_hypersteps"], o["marglik_estimate"] == "final", epoch)
         self.last_marglik_epoch = epoch
         if o["restore_best"] and lml > self.best[0]:
             self.best = (lml, copy.deepcopy(self.model.state_dict()), la.state_dict())
@@ -341,10 +369,10 @@ def _n_data(loader):
     try:
         return len(loader.dataset)
     except (AttributeError, TypeError):
-        return sum(len(b[0]) for b in loader)
+        return sum(len(unpack_batch(b, bi)[0]) for bi, b in enumerate(loader))
 
 
-def _hyper_steps(run, loader, n_steps, final):
+def _hyper_steps(run, loader, n_steps, final, epoch):
     la, log_prec, log_sigma, extra = run.la, run.log_prec, run.log_sigma, run.extra
     has_sigma = la.lik_.has_sigma
     la.prior_precision = log_prec.detach().exp()
@@ -362,6 +390,8 @@ def _hyper_steps(run, loader, n_steps, final):
         (-lml).backward()
         run.opt_hyp.step()
         value = float(lml.detach())
+    where = f"marglik_training (epoch {epoch})"
+    _marglik.check_converged([value] if n_steps else [], log_prec, log_sigma, where)
     la.prior_precision = log_prec.detach().exp()
     if has_sigma:
         la.sigma_noise = log_sigma.detach().exp()
@@ -370,7 +400,9 @@ def _hyper_steps(run, loader, n_steps, final):
     if extra:
         la.fit(loader)
     with torch.no_grad():
-        return float(_marglik.log_marginal_likelihood(la, validate=False))
+        value = float(_marglik.log_marginal_likelihood(la, validate=False))
+    _marglik.check_converged([value], log_prec, log_sigma, where)
+    return value
 
 
 def _sigma_var(values, n):

@@ -231,7 +231,7 @@ class ParametricLaplace:
             weights = {
                 f"{m}.weight" if m else "weight"
                 for m, mod in self.model.named_modules()
-                if isinstance(mod, KFAC_MODULES) and not isinstance(mod, nn.Embedding)
+                if isinstance(mod, KFAC_MODULES)
             }
             kw["param_groups"] = {n: [n] for n in names}
             kw["group_structure"] = {n: "kron" if n in weights else "full" for n in names}
