@@ -118,8 +118,16 @@ def test_lowrank_and_functional_at_full_size_equal_the_full_laplace(likelihood):
     got, ref = gp(X[:4], pred_type="gp"), full(X[:4], pred_type="glm")
     if likelihood == "regression":
         torch.testing.assert_close(got[1], ref[1])
-    else:
-        torch.testing.assert_close(got, ref)
+    else:  # laplace-torch keeps only the diagonal of the softmax Hessian
+        diag = Native(
+            model,
+            likelihood,
+            hessian_structure="gp",
+            prior_precision=0.5,
+            structure_options={"likelihood_hessian": "diagonal"},
+        ).fit(dl)
+        torch.testing.assert_close(got, diag(X[:4]))
+        assert (got - ref).abs().max() > 1e-4
     with pytest.raises(ValueError, match="Only gp is supported"):
         gp(X[:4], pred_type="glm")
     with pytest.raises(ValueError, match="isotropic"):
@@ -128,3 +136,23 @@ def test_lowrank_and_functional_at_full_size_equal_the_full_laplace(likelihood):
         FunctionalLaplace(model, likelihood, 10, independent_outputs=True)
     with pytest.raises(ValueError, match="num_data"):
         FunctionalLaplace(model, likelihood, 100, **kw).fit(dl)
+
+
+def test_functional_laplace_subset_follows_laplace_torchs_scaling():
+    """n_subset = M < N: covariance (M/N)·(P0 + (M/N)·G_M)⁻¹ (laplace-torch's prior kernel
+    (M/N)·J P0⁻¹ Jᵀ); classification keeps only the diagonal of the loss Hessian."""
+    from .dense import dense_ggn, jacobian
+
+    model, X, y, dl = _setup("regression", n=30)
+    gp = FunctionalLaplace(model, "regression", n_subset=10, prior_precision=0.5, sigma_noise=0.4)
+    gp.fit(dl)
+    ctx = gp.native_.blocks_[0].context_index
+    assert len(ctx) == 10
+    c = 10 / 30
+    G = dense_ggn(model, X[ctx], y[ctx], "regression") / 0.16
+    Sigma = c * torch.linalg.inv(0.5 * torch.eye(G.shape[0]) + c * G)
+    J, _ = jacobian(model, X[:4])
+    torch.testing.assert_close(gp(X[:4])[1], J @ Sigma @ J.transpose(1, 2))
+    mu, cov = gp(X[:4], joint=True)
+    Jf = J.reshape(4, -1)
+    torch.testing.assert_close(cov, Jf @ Sigma @ Jf.T)

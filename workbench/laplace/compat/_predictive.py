@@ -86,19 +86,19 @@ class PredictiveMixin:
         x = self._input(x)
         if pred_type == "nn":
             return self._nn_outputs(x, self._native_sample(n_samples, generator))
-        with torch.no_grad():
-            f_mu = self.model(x)
-        f_var = self.native_.functional_variance(x)
-        if diagonal_output:
-            z = torch.randn(
-                n_samples, *f_mu.shape, dtype=f_mu.dtype, device=f_mu.device, generator=generator
-            )
-            return f_mu + z * torch.diagonal(f_var, dim1=-2, dim2=-1).sqrt()
-        L = _psd_cholesky(f_var)
-        z = torch.randn(
-            n_samples, *f_mu.shape, 1, dtype=f_mu.dtype, device=f_mu.device, generator=generator
-        )
-        return f_mu + (L @ z).squeeze(-1)
+        f_mu, f_var = self._map_out(x), self.native_.functional_variance(x)
+        return _normal_samples(f_mu, f_var, n_samples, diagonal_output, generator)
+
+    def _map_out(self, x):
+        """The MAP network's outputs at x (eval mode, no graph)."""
+        net = self.native_.model
+        was = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                return net(x)
+        finally:
+            net.train(was)
 
     def predictive_samples(
         self, x, pred_type="glm", n_samples=100, diagonal_output=False, generator=None
@@ -351,6 +351,15 @@ class _RunningMSE:
 
     def compute(self):
         return self.sse / self.n
+
+
+def _normal_samples(f_mu, f_var, n_samples, diagonal_output, generator):
+    """Samples (n_samples, N, K) of N(f_mu, f_var) (only its diagonal with ``diagonal_output``)."""
+    shape = (n_samples, *f_mu.shape)
+    z = torch.randn(*shape, 1, dtype=f_mu.dtype, device=f_mu.device, generator=generator)
+    if diagonal_output:
+        return f_mu + z.squeeze(-1) * torch.diagonal(f_var, dim1=-2, dim2=-1).sqrt()
+    return f_mu + (_psd_cholesky(f_var) @ z).squeeze(-1)
 
 
 def _psd_cholesky(cov):

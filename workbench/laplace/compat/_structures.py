@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from ..bridge import laplace_bridge
 from ..laplace import Laplace as NativeLaplace
 from ..subnetwork import check_indices, select_subnetwork, trainable
 from ._classes import BaseLaplace, register
+from ._predictive import _normal_samples
 
 __all__ = [
     "LowRankLaplace",
@@ -59,7 +63,12 @@ class LowRankLaplace(BaseLaplace):
 
 class _FunctionalMixin:
     """The GP view: predictions only as ``pred_type="gp"``, an isotropic prior, ``n_subset``
-    context points drawn with ``seed`` (native ``hessian_structure="gp"``)."""
+    context points drawn with ``seed`` (native ``hessian_structure="gp"``).
+
+    laplace-torch's subset-of-data GP has the prior kernel (M/N)·J P0⁻¹ Jᵀ and, for
+    classification, keeps only the diagonal of the loss Hessian; in weight space its covariance
+    is (M/N)·(P0 + (M/N)·G_M)⁻¹. We follow it: the native GP view with context_scale M/N and the
+    diagonal Hessian, and every predictive covariance times M/N (no change at M = N)."""
 
     _structure = "gp"
 
@@ -69,6 +78,7 @@ class _FunctionalMixin:
         if independent_outputs:
             raise ValueError("independent_outputs=True (a diagonal GP kernel) is not supported")
         self.n_subset, self.seed, self.independent_outputs = int(n_subset), seed, False
+        self._var_scale = 1.0
         super().__init__(model, likelihood, *args, **kwargs)
 
     def _prior_structure(self, n):
@@ -78,15 +88,24 @@ class _FunctionalMixin:
 
     def _native_kwargs(self, names):
         kw = super()._native_kwargs(names)
-        kw["structure_options"] = {"n_context": self.n_subset, "random_state": self.seed}
+        kw["structure_options"] = {
+            "n_context": self.n_subset,
+            "random_state": self.seed,
+            "context_scale": self._var_scale,
+            "likelihood_hessian": "diagonal" if self.likelihood == "classification" else "exact",
+        }
         return kw
 
     def fit(self, train_loader, progress_bar=False):
-        n = len(train_loader.dataset) if hasattr(train_loader, "dataset") else None
-        if n is not None and self.n_subset > n:
+        if hasattr(train_loader, "dataset"):
+            n = len(train_loader.dataset)
+        else:
+            n = sum(len(b[1]) for b in train_loader)
+        if self.n_subset > n:
             raise ValueError(
                 "`num_data` must be less than or equal to the original number of data points."
             )
+        self._var_scale = self.n_subset / n
         return super().fit(train_loader, override=True, progress_bar=progress_bar)
 
     def _check_predict_args(self, pred_type, link_approx, generator, model_kwargs):
@@ -109,15 +128,42 @@ class _FunctionalMixin:
         self._check_predict_args(pred_type, link_approx, generator, model_kwargs)
         return self._predict(x, "glm", joint, link_approx, n_samples, diagonal_output, generator)
 
-    def predictive_samples(
-        self, x, pred_type="gp", n_samples=100, diagonal_output=False, generator=None
-    ):
-        return super().predictive_samples(x, "glm", n_samples, diagonal_output, generator)
+    def _predict(self, x, pred_type, joint, link_approx, n_samples, diagonal_output, generator):
+        """The native GP view's predictive with its covariance times M/N (see the class doc)."""
+        self._check_H_init()
+        la, x, k = self.native_, self._input(x), self._var_scale
+        if self.likelihood == "regression":
+            if joint:
+                f_mu, cov = la(x, joint=True)
+                n = f_mu.numel()
+                return f_mu.reshape(n), k * cov.reshape(n, n)
+            f_mu, f_var = la(x)
+            f_var = k * f_var
+            if diagonal_output:
+                return f_mu, torch.diagonal(f_var, dim1=-2, dim2=-1)
+            return f_mu, f_var
+        f_mu, f_var = self._map_out(x), k * la.functional_variance(x)
+        if link_approx == "probit":
+            var = torch.diagonal(f_var, dim1=-2, dim2=-1)
+            return torch.softmax(f_mu / torch.sqrt(1 + math.pi / 8 * var), -1)
+        if link_approx.startswith("bridge"):
+            return laplace_bridge(f_mu, f_var, normalize=link_approx == "bridge_norm")
+        fs = _normal_samples(f_mu, f_var, n_samples, diagonal_output, generator)
+        return torch.softmax(fs, -1).mean(0)
 
     def functional_samples(
         self, x, pred_type="gp", n_samples=100, diagonal_output=False, generator=None
     ):
-        return super().functional_samples(x, "glm", n_samples, diagonal_output, generator)
+        self._check_H_init()
+        x = self._input(x)
+        f_mu, f_var = self._map_out(x), self._var_scale * self.native_.functional_variance(x)
+        return _normal_samples(f_mu, f_var, n_samples, diagonal_output, generator)
+
+    def predictive_samples(
+        self, x, pred_type="gp", n_samples=100, diagonal_output=False, generator=None
+    ):
+        fs = self.functional_samples(x, "gp", n_samples, diagonal_output, generator)
+        return fs if self.likelihood == "regression" else torch.softmax(fs, -1)
 
     def optimize_prior_precision(
         self, pred_type="gp", method="marglik", *args, prior_structure="scalar", **kwargs

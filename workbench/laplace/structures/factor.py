@@ -23,13 +23,16 @@ With C = I/s + F D⁻¹ Fᵀ (r × r; the GP's ``Λ⁻¹ + K_MM``):
 Both are exact for any diagonal prior. Options come from ``Laplace(structure_options=...)``:
 ``rank`` (default min(d, 100)), ``n_iter`` (Lanczos steps, default min(d, 2·rank + 20)),
 ``n_context`` (GP context points, default min(N, 1000)), ``context_scale`` ("data" | a float),
-``random_state`` (Lanczos start vector, context subset).
+``likelihood_hessian`` ("exact" | "diagonal": keep only the diagonal of the loss Hessian, as
+laplace-torch's FunctionalLaplace does for classification), ``random_state`` (Lanczos start
+vector, context subset).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch.func import functional_call, jvp, vjp
 
@@ -234,14 +237,16 @@ class GPBlock(FactorBlock):
             raise ValueError(f"structure_options['n_context'] must be >= 1, got {M}")
         pick = torch.arange(N)
         if M < N:
-            g = torch.Generator().manual_seed(seed_from(opt.get("random_state", 0)))
-            pick = torch.randperm(N, generator=g)[:M].sort().values
+            rng = np.random.default_rng(seed_from(opt.get("random_state", 0)))
+            pick = torch.from_numpy(np.sort(rng.choice(N, M, replace=False)))
             X, y = X[pick.to(X.device)], y[pick.to(y.device)]
         self.context_index = pick  # rows of the training data (in loader order) used as context
         scale = opt.get("context_scale", "data")
         scale = N / M if scale == "data" else float(scale)
         theta = {k: v.detach() for k, v in ctx.params.items()}
         L, _ = _cotangent_rows(ctx, X, y, theta)
+        if opt.get("likelihood_hessian", "exact") == "diagonal":  # laplace-torch's approximation
+            L = torch.diag_embed(torch.einsum("noc,noc->no", L, L).sqrt())
         Jt = jac_t_products(ctx.model, theta, self.names, X, L, ctx.lik.link, ctx.chunk_budget)
         self.F = (Jt.reshape(-1, self.d) * math.sqrt(scale)).detach()  # (M·C, d)
         super().finish()
