@@ -72,7 +72,7 @@ class Laplace:
     chunk_budget : max numbers materialised at once for per-sample Jacobians
     structure_options : dict of options for structures that take some: "lowrank" (``rank``,
         ``n_iter``, ``random_state``) and "gp" (``n_context``, ``context_scale``,
-        ``random_state``); see :mod:`workbench.laplace.structures.factor`
+        ``likelihood_hessian``, ``random_state``); see :mod:`workbench.laplace.structures.factor`
     """
 
     def __init__(
