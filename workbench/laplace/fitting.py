@@ -151,14 +151,10 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
         gpos[n] = (off, off + ctx.spec.numel(n))
         off = gpos[n][1]
     stats, n_data, out_shape = LoglikStats(ctx.lik, ctx.create_graph), 0, None
-    x_max = None  # largest |X| seen, to name the cause if the curvature overflows
     for bi, batch in enumerate(tqdm(loader, desc="Laplace fit", disable=not progress, leave=False)):
         X, y = prepare_batch(batch, bi, ctx.ref)
         if X.shape[0] == 0:
             continue
-        if X.is_floating_point():
-            m = X.detach().abs().max()
-            x_max = m if x_max is None else torch.maximum(x_max, m)
         pieces, eta3, y3 = _batch_pieces(ctx, X, y, bi, need_mod, generic, gpos)
         stats.add(eta3, y3)
         n_data += X.shape[0]
@@ -173,8 +169,7 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
         if not b.is_finite():
             raise ValueError(
                 f"the curvature of the {b.kind} block of {b.names} is not finite in "
-                f"{ctx.ref.dtype} (it overflows; largest |X| = "
-                f"{float(x_max) if x_max is not None else float('nan'):.3g}): rescale the inputs "
-                "or use a float64 model"
+                f"{ctx.ref.dtype} (it overflows: inputs, activations or output gradients of very "
+                "large magnitude); rescale the inputs or use a float64 model"
             )
     return stats.result(ctx.ref.dtype), n_data, out_shape
