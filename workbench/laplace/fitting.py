@@ -40,8 +40,8 @@ class FitContext:
 class BatchPieces:
     """One batch's ingredients: layer inputs / output gradients, Jacobian columns, output split."""
 
-    def __init__(self, ctx, X, store, grads, jt, gpos, colk):
-        self.ctx, self.X, self.N = ctx, X, X.shape[0]
+    def __init__(self, ctx, X, eta_shape, store, grads, jt, gpos, colk):
+        self.ctx, self.X, self.N, self.eta_shape = ctx, X, X.shape[0], tuple(eta_shape)
         self._store, self._grads, self._jt, self._gpos = store, grads, jt, gpos
         self.colk = colk  # output index of every backpropagated column (per-output σ)
 
@@ -131,9 +131,7 @@ def _batch_pieces(ctx, X, y, bi, need_mod, generic, gpos):
             Lc, Xg = Lc.detach(), X.detach()
         jt = jac_t_products(model, theta, generic, Xg, Lc, lik.link, budget=ctx.chunk_budget)
         jt = jt if keep else jt.detach()  # (N, C, P_generic)
-    pieces = BatchPieces(ctx, X, store, grads, jt, gpos, colk)
-    pieces.eta_shape = tuple(eta.shape)
-    return pieces, eta3, y3
+    return BatchPieces(ctx, X, eta.shape, store, grads, jt, gpos, colk), eta3, y3
 
 
 def fit_curvature(la, loader, create_graph=False, progress=False):
@@ -158,7 +156,7 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
         pieces, eta3, y3 = _batch_pieces(ctx, X, y, bi, need_mod, generic, gpos)
         stats.add(eta3, y3)
         n_data += X.shape[0]
-        out_shape = tuple(pieces.eta_shape[1:])
+        out_shape = pieces.eta_shape[1:]
         for b in blocks:
             b.accumulate(pieces)
         del pieces
