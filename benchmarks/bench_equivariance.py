@@ -14,8 +14,11 @@ Usage::
     .venv/bin/python benchmarks/bench_equivariance.py                 # default sizes
     .venv/bin/python benchmarks/bench_equivariance.py --quick         # small, for a busy machine
     .venv/bin/python benchmarks/bench_equivariance.py --workers 2 --out data/equivariance/bench
+    .venv/bin/python benchmarks/bench_equivariance.py --quick --device cuda   # on a GPU
 
-Runs are saved as netCDF under ``--out`` (atomic writes) and reused when present.
+Runs are saved as netCDF under ``--out`` (default ``equivariance/bench`` in the data directory;
+atomic writes) and reused when present; ``--device`` (default: the estimators' own, CUDA when
+available) is part of a run's settings.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from workbench._paths import DATA_DIR
 
 
 def _settings(quick: bool):
@@ -71,21 +76,26 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1, help="runs in parallel processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    ap.add_argument("--out", default="data/equivariance/bench")
+    ap.add_argument("--out", default=str(DATA_DIR / "equivariance" / "bench"))
+    ap.add_argument("--device", default=None, help="cpu | cuda (default: CUDA when available)")
     ap.add_argument("--only", choices=["equivariance", "invariance"], default=None,
                     help="run only one of the two parts")
     args = ap.parse_args(argv)
     eq, inv = _settings(args.quick)
+    if args.device is not None:
+        eq, inv = dict(eq, device=args.device), dict(inv, device=args.device)
     out = Path(args.out)
     jobs = []
     for seed in range(args.seeds):
         for task in ("translated", "quadrant"):
             for model in ("soft", "cnn", "fc"):
                 if args.only != "invariance":
-                    jobs.append(("equivariance", dict(task=task, model=model, seed=seed, **eq)))
+                    jobs.append(("equivariance", dict(task=task, model=model,
+                                                      random_state=seed, **eq)))
         if args.only != "equivariance":
             for learn in (True, False):
-                jobs.append(("invariance", dict(learn_invariance=learn, seed=seed, **inv)))
+                jobs.append(("invariance", dict(learn_invariance=learn, random_state=seed,
+                                                **inv)))
     t0 = time.perf_counter()
     results = []
     with ProcessPoolExecutor(args.workers) as pool:
@@ -93,7 +103,8 @@ def main(argv=None):
             fit = float(ds.attrs["fit_time"])
             tag = (f"{s['task']}/{s['model']}" if kind == "equivariance"
                    else ("lila" if s["learn_invariance"] else "plain"))
-            print(f"  done {tag:18s} seed {s['seed']}: test acc {ds.attrs['test_accuracy']:.3f}, "
+            print(f"  done {tag:18s} seed {s['random_state']}: test acc "
+                  f"{ds.attrs['test_accuracy']:.3f}, "
                   f"fit {fit:6.1f} s (this call {wall:6.1f} s)", flush=True)
             results.append((kind, s, ds))
     print(f"\nall runs: {time.perf_counter() - t0:.0f} s wall, {args.workers} worker(s) x "
@@ -121,8 +132,9 @@ def _report_equivariance(eqr):
     print("\n== per seed: test (train) accuracy, soft net's scores per layer (effective_dim | "
           "output_rms), final log marglik ==")
     for task in ("translated", "quadrant"):
-        for seed in sorted({s["seed"] for s, _ in eqr if s["task"] == task}):
-            runs = {s["model"]: ds for s, ds in eqr if s["task"] == task and s["seed"] == seed}
+        for seed in sorted({s["random_state"] for s, _ in eqr if s["task"] == task}):
+            runs = {s["model"]: ds for s, ds in eqr
+                    if s["task"] == task and s["random_state"] == seed}
             accs = "  ".join(f"{m} {runs[m].attrs['test_accuracy']:.3f} "
                              f"({float(runs[m].train_accuracy.isel(epoch=-1)):.3f})"
                              for m in ("soft", "cnn", "fc") if m in runs)
@@ -162,9 +174,9 @@ def _report_invariance(inv):
             for t in lila[0].transform.values}
     a_l = np.array([ds.attrs["test_accuracy"] for ds in lila])
     a_p = np.array([ds.attrs["test_accuracy"] for ds in plain])
-    for s, ds in sorted(inv, key=lambda r: (r[0]["seed"], not r[0]["learn_invariance"])):
+    for s, ds in sorted(inv, key=lambda r: (r[0]["random_state"], not r[0]["learn_invariance"])):
         tag = "lila " if s["learn_invariance"] else "plain"
-        print(f"  seed {s['seed']} {tag}: test {ds.attrs['test_accuracy']:.3f} (train "
+        print(f"  seed {s['random_state']} {tag}: test {ds.attrs['test_accuracy']:.3f} (train "
               f"{float(ds.train_accuracy.isel(epoch=-1)):.3f}), rotation amplitude "
               f"{float(ds.amplitude.sel(transform='rotate').isel(epoch=-1)):.3f} rad, "
               f"fit {float(ds.attrs['fit_time']):.0f} s")

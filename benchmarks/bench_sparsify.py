@@ -1,6 +1,7 @@
 """SpaM benchmark: sparsity curves on both tasks, the OPD claim, structured-pruning exactness, timing.
 
     .venv/bin/python benchmarks/bench_sparsify.py [--seeds 3] [--tasks breast_cancer digits]
+        [--device cpu|cuda]
 
 1. For each task, one curve over priors (MAP weight decay, learned diagonal, learned unitwise) x
    criteria (OPD, OBD, magnitude, SNIP, GraSP, random) x 10 sparsities (0-99 %) x seeds; prints
@@ -20,9 +21,9 @@ import time
 import pandas as pd
 import torch
 
+from workbench._torch_utils import resolve_device
 from workbench.sparsify import (
     DEFAULT_SPARSITIES,
-    TASK_DEFAULTS,
     SpaM,
     count_flops,
     count_parameters,
@@ -30,6 +31,7 @@ from workbench.sparsify import (
     make_model,
     sparsity_curve,
 )
+from workbench.sparsify.curve import TASK_DEFAULTS
 
 CRITERIA = ["opd", "obd", "magnitude", "snip", "grasp", "random"]
 PRIORS = ["map", "diagonal", "unitwise"]
@@ -55,25 +57,26 @@ def claim_table(ds):
     return pd.DataFrame(rows)
 
 
-def structured_check(task, seed=0, prior="diagonal", **train_kwargs):
-    data = load_task(task, seed=seed)
+def structured_check(task, seed=0, prior="diagonal", device=None, **train_kwargs):
+    data = load_task(task, random_state=seed)
     kw = dict(TASK_DEFAULTS[task]) | train_kwargs  # the curve's training settings
-    est = SpaM(make_model(task, seed=seed), prior=prior, seed=seed, **kw).fit(data.X_train,
-                                                                                 data.y_train)
+    est = SpaM(make_model(task, random_state=seed), prior=prior, random_state=seed,
+               device=device, **kw).fit(data.X_train, data.y_train)
     scores = est.scores("opd")
+    dev = est.device_
     dense_p = count_parameters(est.model_, sparse=False)
-    dense_f = count_flops(est.model_, data.X_train[:1], sparse=False)
+    dense_f = count_flops(est.model_, data.X_train[:1].to(dev), sparse=False)
     rows = []
     for s in (0.2, 0.5, 0.8, 0.9):
         pn = est.prune(s, "opd", structured=True, scores=scores)
         m64, s64 = pn.masked_model.double(), pn.model.double()
-        X = data.X_test.double()
+        X, y = data.X_test.double().to(dev), data.y_test.to(dev)
         with torch.no_grad():
             diff = float((m64(X) - s64(X)).abs().max())
-        acc_masked = pn.masked_model.double().eval()(X).argmax(1).eq(data.y_test).double().mean()
-        acc_shrunk = s64.eval()(X).argmax(1).eq(data.y_test).double().mean()
+            acc_masked = pn.masked_model.double().eval()(X).argmax(1).eq(y).double().mean()
+            acc_shrunk = s64.eval()(X).argmax(1).eq(y).double().mean()
         masked_nnz = count_parameters(pn.masked_model, sparse=True)
-        masked_f = count_flops(pn.masked_model, data.X_train[:1].double(), sparse=True)
+        masked_f = count_flops(pn.masked_model, data.X_train[:1].double().to(dev), sparse=True)
         rows.append(dict(unit_sparsity=s, n_params=pn.n_params, masked_nonzeros=masked_nnz,
                          param_sparsity=1 - pn.n_params / dense_p, flops=pn.flops,
                          masked_flops=masked_f, flop_reduction=1 - pn.flops / dense_f,
@@ -88,19 +91,22 @@ def main():
     ap.add_argument("--tasks", nargs="+", default=["breast_cancer", "digits"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--structured-only", action="store_true")
+    ap.add_argument("--device", default=None, help="cpu | cuda (default: CUDA when available)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch threads: {args.threads}; machine shared with other jobs (timings are loaded)")
+    device = resolve_device(args.device)
+    print(f"device {device}, torch threads: {args.threads}; machine shared with other jobs "
+          "(timings are loaded)")
     for task in args.tasks:
         if args.structured_only:
             print(f"\n--- {task}: structured pruning (OPD, diagonal prior, seed 0) ---")
-            print(structured_check(task).to_string(index=False))
+            print(structured_check(task, device=device).to_string(index=False))
             continue
         print(f"\n=== {task}: {args.seeds} seeds, priors {PRIORS}, criteria {CRITERIA} ===")
         t0 = time.perf_counter()
         ds = sparsity_curve(task, priors=PRIORS, criteria=CRITERIA,
                             sparsities=DEFAULT_SPARSITIES, seeds=range(args.seeds),
-                            progress=False, num_threads=args.threads)
+                            progress=False, n_threads=args.threads, device=device)
         wall = time.perf_counter() - t0
         acc = ds.accuracy.mean("seed").to_dataframe().unstack("sparsity")["accuracy"]
         print("\nmean test accuracy (rows prior/criterion, columns sparsity):")
@@ -127,7 +133,7 @@ def main():
         print(pd.DataFrame({"train time [s]": tt, "ratio to MAP": tt / map_train}).round(2)
               .to_string())
         print(f"\n--- {task}: structured pruning (OPD, diagonal prior, seed 0) ---")
-        print(structured_check(task).to_string(index=False))
+        print(structured_check(task, device=device).to_string(index=False))
 
 
 if __name__ == "__main__":

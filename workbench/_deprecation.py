@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import warnings
 
-__all__ = ["deprecated_alias", "renamed_argument", "warn_renamed"]
+__all__ = ["deprecated_alias", "renamed_argument", "renamed_arguments", "warn_renamed"]
 
 
 def warn_renamed(old: str, new: str, stacklevel: int = 3) -> None:
@@ -38,3 +38,27 @@ def renamed_argument(kwargs: dict, old: str, new: str, current, default=None):
     if current is not default and current != default:
         raise TypeError(f"pass {new!r} only (got both {old!r} and {new!r})")
     return value
+
+
+def renamed_arguments(**renames):
+    """Decorator: old keyword names (``old="new"``) keep working one release with a warning.
+
+    The decorated function's signature (``inspect.signature`` follows ``__wrapped__``) shows only
+    the new names, so scikit-learn's ``get_params`` / ``clone`` and its estimator checks see an
+    ``__init__`` without ``**kwargs``.
+    """
+
+    def deco(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            for old, new in renames.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"pass {new!r} only (got both {old!r} and {new!r})")
+                    warn_renamed(f"argument {old!r} of {func.__qualname__}", repr(new))
+                    kwargs[new] = kwargs.pop(old)
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    return deco

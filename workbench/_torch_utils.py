@@ -17,7 +17,8 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "torch_threads", "seed_from", "torch_generator", "to_numpy"]
+__all__ = ["resolve_device", "torch_threads", "seed_from", "torch_generator", "to_numpy",
+           "batch_loader"]
 
 
 def resolve_device(device=None) -> torch.device:
@@ -86,3 +87,38 @@ def to_numpy(t) -> np.ndarray:
     if isinstance(t, torch.Tensor):
         return t.detach().cpu().numpy()
     return np.asarray(t)
+
+
+def batch_loader(*tensors: torch.Tensor, batch_size: int, shuffle: bool = False,
+                 random_state=0) -> torch.utils.data.DataLoader:
+    """A ``DataLoader`` over same-length tensors (on any device) that gathers a whole batch
+    with one index operation instead of stacking single rows.
+
+    With ``shuffle=True`` the batches come in the same order as
+    ``DataLoader(TensorDataset(*tensors), batch_size, shuffle=True, generator=g)`` with ``g``
+    seeded from ``random_state`` (the permutation is drawn on the CPU), so switching to it keeps
+    seeded runs bit for bit. ``len(loader.dataset)`` is the number of rows.
+    """
+    from torch.utils.data import (
+        BatchSampler,
+        DataLoader,
+        RandomSampler,
+        SequentialSampler,
+        TensorDataset,
+    )
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    data = TensorDataset(*tensors)
+    gen = None
+    if shuffle:  # the loader draws its base seed from ``gen`` too, as DataLoader(shuffle=True) does
+        gen = torch.Generator().manual_seed(seed_from(random_state))
+        sampler = RandomSampler(data, generator=gen)
+    else:
+        sampler = SequentialSampler(data)
+    return DataLoader(data, sampler=BatchSampler(sampler, int(batch_size), drop_last=False),
+                      batch_size=None, collate_fn=_as_tuple, generator=gen)
+
+
+def _as_tuple(batch):
+    return tuple(batch)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Progress", "ProgressCallback", "report", "check_callback"]
+__all__ = ["Progress", "ProgressCallback", "report", "check_callback", "legacy_callback"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +55,38 @@ def report(callback, done, total, stage="", message="", metrics=None, state=None
         callback(Progress(int(done), int(total), stage, message, dict(metrics or {}), dict(state or {})))
         is True
     )
+
+
+def legacy_callback(callback, n_args: int, to_args, where: str):
+    """Accept an old positional-argument callback for one release (with a ``FutureWarning``).
+
+    A callable whose signature has exactly ``n_args`` required positional parameters is an old
+    style callback (e.g. ``callback(done, total, info)``); it is wrapped into a ``Progress``
+    callback that calls it with ``to_args(progress)``. Anything else is returned unchanged after
+    :func:`check_callback`. ``where`` names the function for the warning.
+    """
+    import inspect
+    import warnings
+
+    check_callback(callback)
+    if callback is None:
+        return None
+    try:
+        params = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: assume the new convention
+        return callback
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+    if len(required) != n_args or n_args < 2:
+        return callback
+    warnings.warn(
+        f"{where}: a callback taking {n_args} positional arguments is deprecated and will stop "
+        "working in the next release; take one workbench.progress.Progress argument instead",
+        FutureWarning,
+        stacklevel=3,
+    )
+
+    def wrapped(progress: Progress):
+        return callback(*to_args(progress))
+
+    return wrapped

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.equivariance import AffineAugmentation, InvariantModel, make_task
-from workbench.equivariance.augmentation import affine_matrices, apply_affine
+from workbench.equivariance import make_task
+from workbench.equivariance.augmentation import (
+    AffineAugmentation,
+    InvariantModel,
+    affine_matrices,
+    apply_affine,
+)
 
 
 def test_zero_parameters_are_identity_and_quarter_turn_is_rot90():
@@ -76,19 +81,19 @@ def test_bad_amplitudes_raise():
 
 
 def test_tasks_shapes_labels_and_determinism():
-    a = make_task("translated", 200, 100, seed=3)
-    b = make_task("translated", 200, 100, seed=3)
+    a = make_task("translated", 200, 100, random_state=3)
+    b = make_task("translated", 200, 100, random_state=3)
     np.testing.assert_array_equal(a.X_train, b.X_train)
     assert a.X_train.shape == (200, 1, 16, 16) and a.X_test.shape == (100, 1, 16, 16)
     assert a.X_train.min() >= 0 and a.X_train.max() <= 1
     # every digit keeps its total ink when pasted
-    q = make_task("quadrant", 300, 50, seed=0)
+    q = make_task("quadrant", 300, 50, random_state=0)
     assert set(np.unique(q.y_train)) <= set(range(10))
     # the quadrant holding the ink determines the label shift
     ink = q.X_train[:, 0].reshape(300, 2, 8, 2, 8).sum((2, 4)).reshape(300, 4)
     quad = ink.argmax(1)
     assert np.all(ink.max(1) == ink.sum(1))  # all ink in one quadrant
-    r = make_task("rotated", 100, 50, seed=0, max_rotation=math.pi / 3)
+    r = make_task("rotated", 100, 50, random_state=0, max_rotation=math.pi / 3)
     assert r.attrs["max_rotation"] == pytest.approx(math.pi / 3)
     assert quad.shape == (300,)
 
@@ -96,7 +101,7 @@ def test_tasks_shapes_labels_and_determinism():
 def test_quadrant_label_is_digit_plus_quadrant():
     from workbench.equivariance.tasks import _load_digits
 
-    q = make_task("quadrant", 300, 50, seed=1)
+    q = make_task("quadrant", 300, 50, random_state=1)
     images, labels = _load_digits()
     flat = images.reshape(len(images), -1)
     ink = q.X_train[:, 0].reshape(300, 2, 8, 2, 8).sum((2, 4)).reshape(300, 4)
@@ -110,7 +115,7 @@ def test_quadrant_label_is_digit_plus_quadrant():
 def test_large_test_set_holds_distinct_images_disjoint_from_training():
     """The benchmark's 500 / 800 split: on an 8x8 canvas the images are the digits themselves,
     so distinct rows are distinct digit images (all 1797 digits differ)."""
-    t = make_task("translated", 500, 800, canvas=8, seed=0)
+    t = make_task("translated", 500, 800, canvas=8, random_state=0)
     tr, te = t.X_train.reshape(500, -1), t.X_test.reshape(800, -1)
     assert len(np.unique(te, axis=0)) == 800 and len(np.unique(tr, axis=0)) == 500
     assert len(np.unique(np.concatenate([tr, te]), axis=0)) == 1300

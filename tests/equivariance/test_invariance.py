@@ -7,18 +7,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from workbench.equivariance import (
-    AffineAugmentation,
-    InvariantModel,
-    LearnedInvarianceClassifier,
-    make_task,
-)
+from workbench.equivariance import LearnedInvarianceClassifier, make_task
+from workbench.equivariance.augmentation import AffineAugmentation, InvariantModel
 from workbench.equivariance.invariance import make_mlp, marglik
+from workbench.exceptions import NotFittedError
 
 
 @pytest.fixture(scope="module")
 def rotated():
-    return make_task("rotated", 40, 20, canvas=8, seed=0, dtype=np.float64)
+    return make_task("rotated", 40, 20, canvas=8, random_state=0, dtype=np.float64)
 
 
 def test_marglik_gradient_wrt_amplitudes_matches_finite_differences(rotated):
@@ -79,5 +76,5 @@ def test_lila_bad_input(rotated):
                                                                           rotated.y_train)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         LearnedInvarianceClassifier(n_epochs=1).fit(rotated.X_train[:, 0], rotated.y_train)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         LearnedInvarianceClassifier().predict(rotated.X_test)

@@ -3,12 +3,8 @@
 import pytest
 import torch
 
-from workbench.equivariance import (
-    CircularConv2d,
-    FactoredFreeMap,
-    SoftEquivariantConv2d,
-    SoftEquivariantNet,
-)
+from workbench.equivariance.layers import CircularConv2d, FactoredFreeMap, SoftEquivariantConv2d
+from workbench.equivariance.models import SoftEquivariantNet
 
 
 @pytest.fixture(autouse=True)
@@ -186,11 +182,11 @@ def test_cache_key_holds_the_format_version(tmp_path, monkeypatch):
         return xr.Dataset(attrs={"n": len(calls)})
 
     monkeypatch.setattr(runs, "run_equivariance", fake_run)
-    first = runs.cached_run("equivariance", directory=tmp_path, seed=0)
-    again = runs.cached_run("equivariance", directory=tmp_path, seed=0)
+    first = runs.cached_run("equivariance", directory=tmp_path, random_state=0)
+    again = runs.cached_run("equivariance", directory=tmp_path, random_state=0)
     assert len(calls) == 1 and again.attrs["n"] == 1
     assert first.attrs["format_version"] == runs.RUN_FORMAT_VERSION
     monkeypatch.setattr(runs, "RUN_FORMAT_VERSION", runs.RUN_FORMAT_VERSION + 1)
-    newer = runs.cached_run("equivariance", directory=tmp_path, seed=0)
+    newer = runs.cached_run("equivariance", directory=tmp_path, random_state=0)
     assert len(calls) == 2 and newer.attrs["n"] == 2
     assert len(list(tmp_path.glob("equivariance_*.nc"))) == 2

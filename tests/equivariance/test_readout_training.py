@@ -10,14 +10,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from workbench.equivariance import (
     LearnedEquivarianceClassifier,
-    SoftEquivariantNet,
     equivariance_score,
     layer_readout,
     load_run,
     make_task,
     save_run,
 )
+from workbench.equivariance.models import SoftEquivariantNet
 from workbench.equivariance.training import fit_laplace, pathway_groups
+from workbench.exceptions import NotFittedError
 
 TINY = dict(channels=(3, 3), strides=(1, 2), n_epochs=3, batch_size=20, n_epochs_burnin=1,
             marglik_frequency=1, n_hypersteps=5)
@@ -25,7 +26,7 @@ TINY = dict(channels=(3, 3), strides=(1, 2), n_epochs=3, batch_size=20, n_epochs
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    task = make_task("translated", 60, 30, canvas=8, seed=0, dtype=np.float64)
+    task = make_task("translated", 60, 30, canvas=8, random_state=0, dtype=np.float64)
     return task
 
 
@@ -47,7 +48,8 @@ def test_readout_aggregates_the_laplace_per_pathway(tiny_data):
     for i in range(2):
         for p in ("conv", "free"):
             names = [n for n in eff if n.startswith(f"layers.{i}.{p}.")]
-            assert names
+            expected = {"conv": ["conv.weight", "conv.bias"], "free": ["rows.weight", "cols.weight"]}
+            assert names == [f"layers.{i}.{p}.{k}" for k in expected[p]]
             assert ds.effective_dim.sel(layer=i, pathway=p) == pytest.approx(
                 sum(eff[n] for n in names), rel=1e-12)
             norm = math.sqrt(sum(float(named[n].detach().pow(2).sum()) for n in names))
@@ -103,10 +105,10 @@ def test_equivariance_score_edge_cases():
 @pytest.mark.slow
 def test_marglik_training_history_and_predictions(tiny_data, tmp_path):
     calls = []
-    est = LearnedEquivarianceClassifier(**TINY, callback=lambda e, n, h: calls.append((e, n)))
+    est = LearnedEquivarianceClassifier(**TINY, callback=lambda p: calls.append((p.done, p.total)))
     est.fit(tiny_data.X_train, tiny_data.y_train, tiny_data.X_test, tiny_data.y_test)
     h = est.history_
-    assert calls == [(0, 3), (1, 3), (2, 3)]
+    assert calls == [(1, 3), (2, 3), (3, 3)]
     assert dict(h.sizes) == {"epoch": 3, "layer": 2, "pathway": 2, "measure": 2}
     assert h.marglik_step.values.tolist() == [False, True, True]
     assert np.isnan(h.log_marglik[0]) and np.isfinite(h.log_marglik[1:]).all()
@@ -143,7 +145,7 @@ def test_bad_inputs_raise(tiny_data):
     with pytest.raises(ValueError, match="pathways"):
         LearnedEquivarianceClassifier(**{**TINY, "pathways": "mlp"}).fit(tiny_data.X_train,
                                                                           tiny_data.y_train)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         est.predict(tiny_data.X_test)
     fitted = LearnedEquivarianceClassifier(**{**TINY, "n_epochs": 1}).fit(tiny_data.X_train,
                                                                           tiny_data.y_train)

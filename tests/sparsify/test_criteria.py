@@ -4,7 +4,9 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
-from workbench.sparsify import CRITERIA, mlp, prunable_parameters, score_parameters
+from workbench.sparsify import CRITERIA
+from workbench.sparsify.criteria import score_parameters
+from workbench.sparsify.models import mlp, prunable_parameters
 
 
 @pytest.fixture
@@ -67,9 +69,9 @@ def test_magnitude_and_random(problem):
     model, *_ = problem
     sc = score_parameters(model, "magnitude")
     torch.testing.assert_close(sc["0.weight"], model[0].weight.abs().detach())
-    a = score_parameters(model, "random", seed=3)
-    b = score_parameters(model, "random", seed=3)
-    c = score_parameters(model, "random", seed=4)
+    a = score_parameters(model, "random", random_state=3)
+    b = score_parameters(model, "random", random_state=3)
+    c = score_parameters(model, "random", random_state=4)
     assert torch.equal(a["0.weight"], b["0.weight"]) and not torch.equal(a["0.weight"], c["0.weight"])
 
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.exceptions import NotFittedError
 from workbench.sparsify import SpaM, cached_sparsity_curve, load_task, sparsity_curve
 
 FAST = dict(n_epochs=4, n_epochs_burnin=1, marglik_frequency=2, n_hypersteps=5)
@@ -13,7 +14,7 @@ def curve():
     ds = sparsity_curve("breast_cancer", priors=["map", "diagonal"],
                         criteria=["opd", "magnitude", "snip", "random", "grasp"],
                         sparsities=[0.0, 0.5, 0.9], seeds=[0], train_kwargs=FAST,
-                        progress=False, callback=lambda d, t, info: calls.append((d, t, info)))
+                        progress=False, callback=calls.append)
     return ds, calls
 
 
@@ -25,7 +26,12 @@ def test_curve_layout(curve):
     for v in ("accuracy", "nll", "ece", "n_params", "flops", "param_sparsity"):
         assert np.isfinite(ds[v].values).all(), v
     assert ((ds.accuracy >= 0) & (ds.accuracy <= 1)).all()
-    assert len(calls) == 2 * 5 * 3 and calls[-1][:2] == (30, 30)
+    assert len(calls) == 2 * 5 * 3 and (calls[-1].done, calls[-1].total) == (30, 30)
+    last = calls[-1]
+    assert last.stage == "curve" and last.state == dict(prior="diagonal", criterion="grasp",
+                                                        sparsity=0.9, seed=0)
+    assert last.metrics["accuracy"] == float(ds.accuracy.sel(prior="diagonal", criterion="grasp",
+                                                             sparsity=0.9, seed=0))
     # learned prior precisions are per parameter; MAP's is the fixed weight decay
     n_par = ds.attrs["n_params_dense"]
     assert ds.log10_prior_precision.shape == (2, 1, n_par)
@@ -85,7 +91,7 @@ def test_curve_bad_input(kw, match):
 
 def test_estimator_api_and_errors():
     t = load_task("breast_cancer")
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         SpaM().prune(0.5)
     with pytest.raises(ValueError, match="unknown prior"):
         SpaM(prior="lasso").fit(t.X_train, t.y_train)

@@ -6,7 +6,8 @@ from torch.func import functional_call, jacrev
 from torch.utils.data import DataLoader, TensorDataset
 
 from workbench.laplace import Laplace
-from workbench.sparsify import mlp, prunable_parameters, score_parameters
+from workbench.sparsify.criteria import score_parameters
+from workbench.sparsify.models import mlp, prunable_parameters
 
 
 def _dense_ggn(model, X):

@@ -2,16 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.sparsify import (
-    count_flops,
-    count_parameters,
-    mlp,
-    prunable_parameters,
-    shrink,
-    small_cnn,
-    structured_prune,
-    unit_scores,
-)
+from workbench.sparsify import count_flops, count_parameters
+from workbench.sparsify.models import mlp, prunable_parameters, small_cnn
+from workbench.sparsify.structured import shrink, structured_prune, unit_scores
 
 
 def _scores(model, seed=0):

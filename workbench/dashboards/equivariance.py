@@ -141,11 +141,11 @@ class EquivarianceDashboard(pn.viewable.Viewer):
 
     # -- settings and computation ------------------------------------------------------------
     def equivariance_settings(self) -> dict:
-        return dict(task=self.task, model=self.model, seed=self.seed, n_train=self.n_train,
+        return dict(task=self.task, model=self.model, random_state=self.seed, n_train=self.n_train,
                     n_test=200, n_epochs=self.n_epochs, **DEFAULT_EQUIVARIANCE)
 
     def invariance_settings(self) -> dict:
-        return dict(learn_invariance=True, seed=self.seed, n_train=self.n_train, n_test=200,
+        return dict(learn_invariance=True, random_state=self.seed, n_train=self.n_train, n_test=200,
                     n_epochs=self.lila_epochs, **DEFAULT_INVARIANCE)
 
     @staticmethod
@@ -154,7 +154,7 @@ class EquivarianceDashboard(pn.viewable.Viewer):
         with _LOCK:
             if key in _CACHE:
                 return _CACHE[key]
-        cb = None if progress is None else (lambda e, n, h: progress((e + 1) / n))
+        cb = None if progress is None else (lambda p: progress(p.fraction))
         ds = cached_run(kind, directory=RUN_DIR, callback=cb, **settings)
         with _LOCK:
             _CACHE[key] = ds

@@ -97,9 +97,9 @@ class SparsityExplorer(pn.viewable.Viewer):
         with _LOCK:
             if key in _CACHE:
                 return _CACHE[key]
-        cb = None if progress is None else (lambda done, total, info: progress(done / total))
+        cb = None if progress is None else (lambda p: progress(p.fraction))
         ds = cached_sparsity_curve(cache_dir=DATA_DIR / "sparsify", progress=False, callback=cb,
-                                   num_threads=1, **settings)
+                                   n_threads=1, **settings)
         with _LOCK:
             _CACHE[key] = ds
         return ds

@@ -88,7 +88,8 @@ class AffineAugmentation(nn.Module):
 
     def set_amplitudes(self, values) -> None:
         """Set the amplitudes (natural units); each must lie strictly inside (0, max)."""
-        v = torch.as_tensor(values, dtype=self.raw_amplitude.dtype).reshape(-1)
+        v = torch.as_tensor(values, dtype=self.raw_amplitude.dtype,
+                            device=self.raw_amplitude.device).reshape(-1)
         if v.numel() != len(self.transforms):
             raise ValueError(f"need {len(self.transforms)} amplitudes for {self.transforms}")
         frac = v / self.max_amplitude
@@ -97,13 +98,21 @@ class AffineAugmentation(nn.Module):
         with torch.no_grad():
             self.raw_amplitude.copy_(torch.log(frac / (1 - frac)))
 
-    def forward(self, x: torch.Tensor, n_samples: int | None = None) -> torch.Tensor:
-        """(N, C, H, W) -> (N * S, C, H, W), sample-major within each image."""
+    def forward(self, x: torch.Tensor, n_samples: int | None = None,
+                eps: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C, H, W) -> (N * S, C, H, W), sample-major within each image.
+
+        ``eps`` (S, n_transforms) in [-1, 1] fixes the transforms (the same S for every image)
+        instead of drawing them; S is then ``len(eps)``."""
         if x.ndim != 4:
             raise ValueError(f"expected images (N, C, H, W), got shape {tuple(x.shape)}")
-        S = self.n_samples if n_samples is None else int(n_samples)
         N = x.shape[0]
-        eps = torch.rand(N * S, len(self.transforms), dtype=x.dtype, device=x.device) * 2 - 1
+        if eps is not None:
+            S = eps.shape[0]
+            eps = eps.to(device=x.device, dtype=x.dtype).repeat(N, 1)
+        else:
+            S = self.n_samples if n_samples is None else int(n_samples)
+            eps = torch.rand(N * S, len(self.transforms), dtype=x.dtype, device=x.device) * 2 - 1
         params = eps * self.amplitudes.to(x)
         theta = affine_matrices(params, self.transforms)
         return apply_affine(x.repeat_interleave(S, dim=0), theta)
@@ -118,6 +127,9 @@ class InvariantModel(nn.Module):
     dimension, which lets the Laplace core's KFAC ``"reduce"`` flavour average the inputs over
     the samples before forming the Kronecker factors — the curvature of the *averaged* model, as
     in LILA. With ``sample_dim=False`` the samples are folded into the batch ``(N S, C, H, W)``.
+
+    In eval mode the transforms are drawn afresh on every call unless :meth:`fix_eval_transforms`
+    has fixed a set of them (``eval_eps``), which makes predictions deterministic.
     """
 
     def __init__(self, net: nn.Module, augmentation: AffineAugmentation | None = None,
@@ -127,14 +139,35 @@ class InvariantModel(nn.Module):
         self.augmentation = augmentation
         self.sample_dim = sample_dim
         self.n_samples_eval: int | None = None  # S used in eval mode (None: as in training)
+        self.register_buffer("eval_eps", None)  # fixed (S, n_transforms) draws for eval mode
+
+    def fix_eval_transforms(self, n_samples: int, random_state) -> None:
+        """Fix the ``n_samples`` transforms used in eval mode (the same for every image), drawn
+        from ``random_state`` on the CPU; ``n_samples=0`` goes back to fresh draws."""
+        if self.augmentation is None:
+            return
+        if n_samples == 0:
+            self.eval_eps = None
+            return
+        from workbench._torch_utils import seed_from
+
+        gen = torch.Generator().manual_seed(seed_from(random_state))
+        ref = self.augmentation.raw_amplitude
+        eps = torch.rand(int(n_samples), len(self.augmentation.transforms), generator=gen,
+                         dtype=torch.float64) * 2 - 1
+        self.eval_eps = eps.to(device=ref.device, dtype=ref.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.augmentation is None:
             return self.net(x)
         S = self.augmentation.n_samples
-        if not self.training and self.n_samples_eval is not None:
+        eps = None
+        if not self.training and self.eval_eps is not None:
+            eps = self.eval_eps
+            S = eps.shape[0]
+        elif not self.training and self.n_samples_eval is not None:
             S = self.n_samples_eval
-        xs = self.augmentation(x, S)
+        xs = self.augmentation(x, S, eps)
         if self.sample_dim:
             out = self.net(xs.reshape(x.shape[0], S, *x.shape[1:]))
         else:

@@ -26,10 +26,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 import xarray as xr
-from torch.utils.data import DataLoader, TensorDataset
 
-from workbench.equivariance.augmentation import TRANSFORMS, AffineAugmentation, InvariantModel
-from workbench.equivariance.training import check_images, predict_logits
+from workbench._deprecation import renamed_arguments
+from workbench._torch_utils import batch_loader, torch_threads
+from workbench.equivariance._base import ImageClassifier, accuracy
+from workbench.equivariance._validation import check_settings
+from workbench.equivariance.augmentation import (
+    TRANSFORMS,
+    AffineAugmentation,
+    InvariantModel,
+    check_transforms,
+)
 from workbench.laplace import marglik_training
 
 
@@ -71,8 +78,11 @@ def marglik(model: InvariantModel, loader, param_names, prior_precision,
     return la.log_marginal_likelihood(prior_precision=prior_precision)
 
 
-class LearnedInvarianceClassifier:
+class LearnedInvarianceClassifier(ImageClassifier):
     """MLP made invariant by averaging over affine transforms whose amplitudes are learned.
+
+    A scikit-learn classifier (``clone``, ``get_params`` / ``set_params``; ``predict`` returns
+    values of ``classes_``) on (N, C, H, W) images.
 
     Parameters
     ----------
@@ -84,7 +94,10 @@ class LearnedInvarianceClassifier:
         amplitudes, the marglik's data fit pays for that noise and holds the amplitudes back
         (S = 4 stopped rotation at about 40 % of the true range on rotated digits, S = 16
         reached about 80 % in the same epochs).
-    n_samples_eval : transforms per image at prediction time.
+    n_samples_eval : transforms per image at prediction time. A fitted model averages over one
+        fixed set of ``n_samples_eval`` transforms (the same for every image, drawn from
+        ``random_state`` at the end of ``fit``), so its predictions are deterministic; during
+        training the accuracies in ``history_`` use fresh draws.
     init_amplitude : initial amplitudes as a fraction of each transform's maximum.
     n_epochs, batch_size, lr : MAP training (Adam).
     n_epochs_burnin, marglik_frequency, n_hypersteps, lr_hyp : marglik schedule; ``lr_hyp`` is the
@@ -95,18 +108,22 @@ class LearnedInvarianceClassifier:
         points per marglik step (a cheaper estimate: the marglik of a smaller data set, so the
         prior weighs relatively more); None uses all training data.
     prior_precision : initial prior precision (one per parameter tensor is learned).
-    seed, progress, callback : as in :class:`LearnedEquivarianceClassifier`.
+    random_state, n_threads, device, dtype, progress, callback : as in
+        :class:`LearnedEquivarianceClassifier` (``seed`` is the deprecated name of
+        ``random_state``).
 
     Attributes: ``model_`` (:class:`InvariantModel`), ``history_`` (Dataset over ``epoch``;
     ``amplitude`` over (epoch, transform)), ``amplitudes_`` (DataArray over transform),
-    ``fit_time_``.
+    ``fit_time_``, ``classes_``, ``image_shape_``, ``device_``, ``dtype_``.
     """
 
+    @renamed_arguments(seed="random_state")
     def __init__(self, transforms=TRANSFORMS, learn_invariance=True, hidden=(128, 128),
                  n_samples=16, n_samples_eval=16, init_amplitude=0.05, n_epochs=30,
                  batch_size=100, lr=3e-3, n_epochs_burnin=3, marglik_frequency=1,
-                 n_hypersteps=3, lr_hyp=0.2, marglik_subset=None, prior_precision=1.0, seed=0,
-                 progress=False, callback=None):
+                 n_hypersteps=3, lr_hyp=0.2, marglik_subset=None, prior_precision=1.0,
+                 random_state=0, n_threads=None, device=None, dtype=None, progress=False,
+                 callback=None):
         self.transforms = transforms
         self.learn_invariance = learn_invariance
         self.hidden = hidden
@@ -122,33 +139,47 @@ class LearnedInvarianceClassifier:
         self.lr_hyp = lr_hyp
         self.marglik_subset = marglik_subset
         self.prior_precision = prior_precision
-        self.seed = seed
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.device = device
+        self.dtype = dtype
         self.progress = progress
         self.callback = callback
 
+    def _validate_params(self):
+        check_settings(self, ints=("n_epochs", "batch_size", "marglik_frequency", "n_samples",
+                                   "n_samples_eval"),
+                       non_negative=("n_epochs_burnin", "n_hypersteps"),
+                       positive=("lr", "lr_hyp", "prior_precision"))
+        if self.marglik_subset is not None:
+            check_settings(self, ints=("marglik_subset",))
+        check_transforms(TRANSFORMS if self.transforms is None else self.transforms)
+
     def fit(self, X, y, X_val=None, y_val=None):
-        for name in ("n_epochs", "batch_size", "marglik_frequency", "n_samples", "n_samples_eval"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.prior_precision > 0:
-            raise ValueError(f"prior_precision must be > 0, got {self.prior_precision}")
-        X, y = check_images(X, y)
-        if X_val is not None:
-            X_val, y_val = check_images(X_val, y_val, X.shape[1:], name="X_val")
-        torch.manual_seed(self.seed)
-        n_classes = int(y.max()) + 1
-        net = make_mlp(tuple(X.shape[1:]), n_classes, self.hidden).to(X.dtype)
-        aug = (AffineAugmentation(self.transforms, self.n_samples, self.init_amplitude).to(X.dtype)
+        """Train on images ``X`` (N, C, H, W) with labels ``y``; ``X_val, y_val`` (optional) are
+        scored every epoch into ``history_.val_accuracy``."""
+        self._validate_params()
+        d = self._prepare(X, y, X_val, y_val)
+        with torch_threads(self.n_threads), self._rng_scope():
+            self._fit(d)
+        # a fitted model predicts with one fixed set of transforms: deterministic answers
+        self.model_.fix_eval_transforms(self.n_samples_eval, self._seed)
+        return self
+
+    def _fit(self, d):
+        X, y, X_val, y_val = d.X, d.y, d.X_val, d.y_val
+        kw = dict(device=self.device_, dtype=self.dtype_)
+        net = make_mlp(self.image_shape_, len(self.classes_), self.hidden).to(**kw)
+        aug = (AffineAugmentation(self.transforms, self.n_samples, self.init_amplitude).to(**kw)
                if self.learn_invariance else None)
         model = InvariantModel(net, aug)
         model.n_samples_eval = self.n_samples_eval
         self.model_ = model
-        self.image_shape_ = tuple(X.shape[1:])
         self.transforms_ = aug.transforms if aug is not None else tuple(
             TRANSFORMS if self.transforms is None else self.transforms)
-        gen = torch.Generator().manual_seed(self.seed)
-        loader = DataLoader(TensorDataset(X, y), batch_size=self.batch_size, shuffle=True,
-                            generator=gen)
+        loader = batch_loader(X, y, batch_size=self.batch_size, shuffle=True,
+                              random_state=self._seed)
+        callback = self._epoch_callback()
         net_names = [f"net.{n}" for n, _ in net.named_parameters()]
         records, t0 = [], time.perf_counter()
 
@@ -159,13 +190,12 @@ class LearnedInvarianceClassifier:
                        "amplitude": (aug.amplitudes.detach().cpu().numpy().astype(float)
                                      if aug is not None else np.zeros(len(self.transforms_))),
                        "prior_precision": np.asarray(p.state["prior_precision"], dtype=float),
-                       "train_accuracy": self._accuracy(X, y),
-                       "val_accuracy": (self._accuracy(X_val, y_val) if X_val is not None
+                       "train_accuracy": accuracy(model, X, y),
+                       "val_accuracy": (accuracy(model, X_val, y_val) if X_val is not None
                                         else math.nan)}
             rec["time"] = time.perf_counter() - t0
             records.append(rec)
-            if self.callback is not None:
-                self.callback(rec["epoch"], self.n_epochs, self._history(records, net_names))
+            return self._report_epoch(callback, rec, lambda: self._history(records, net_names))
 
         # the marglik's Laplace fits run the model in eval mode: use S samples as in training
         model.n_samples_eval = None
@@ -186,16 +216,15 @@ class LearnedInvarianceClassifier:
         self.fit_time_ = time.perf_counter() - t0
         self.history_ = self._history(records, net_names)
         self.amplitudes_ = self.history_["amplitude"].isel(epoch=-1)
-        self.prior_precision_ = la.prior_precision.detach()
-        return self
+        self.prior_precision_ = la.prior_precision.detach().cpu()
 
     def _marglik_loader(self, X, y, epoch):
         """The data of one marglik step: all of it, or a seeded random ``marglik_subset``."""
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        gen = torch.Generator().manual_seed(self._seed * 100_003 + epoch)
         if self.marglik_subset is not None and self.marglik_subset < len(X):
-            idx = torch.randperm(len(X), generator=gen)[: int(self.marglik_subset)]
+            idx = torch.randperm(len(X), generator=gen)[: int(self.marglik_subset)].to(X.device)
             X, y = X[idx], y[idx]
-        return DataLoader(TensorDataset(X, y), batch_size=max(self.batch_size, 250))
+        return batch_loader(X, y, batch_size=max(self.batch_size, 250))
 
     def _history(self, records, net_names) -> xr.Dataset:
         epoch = [r["epoch"] for r in records]
@@ -213,29 +242,6 @@ class LearnedInvarianceClassifier:
             coords={"epoch": epoch, "transform": list(self.transforms_), "param": net_names},
         )
         ds.attrs.update(model="LearnedInvarianceClassifier",
-                        learn_invariance=int(bool(self.learn_invariance)), seed=int(self.seed),
+                        learn_invariance=int(bool(self.learn_invariance)), seed=int(self._seed),
                         n_samples=int(self.n_samples))
         return ds
-
-    # ------------------------------------------------------------------ predict
-    def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise RuntimeError("this LearnedInvarianceClassifier is not fitted yet; call fit")
-
-    def _accuracy(self, X, y) -> float:
-        return float((predict_logits(self.model_, X).argmax(-1) == y).double().mean())
-
-    def decision_function(self, X) -> np.ndarray:
-        self._check_fitted()
-        X = check_images(X, image_shape=self.image_shape_)
-        return predict_logits(self.model_, X.to(next(self.model_.parameters()).dtype)).numpy()
-
-    def predict(self, X) -> np.ndarray:
-        return self.decision_function(X).argmax(-1)
-
-    def predict_proba(self, X) -> np.ndarray:
-        return torch.softmax(torch.as_tensor(self.decision_function(X)), -1).numpy()
-
-    def score(self, X, y) -> float:
-        X, y = check_images(X, y)
-        return float((self.predict(X) == y.numpy()).mean())

@@ -183,11 +183,6 @@ class SoftEquivariantConv2d(nn.Module):
         outs = self.pathway_outputs(h)
         return sum(outs.values())
 
-    def pathway_parameters(self) -> dict[str, dict[str, nn.Parameter]]:
-        """``{pathway: {local parameter name: parameter}}``."""
-        return {p: {f"{p}.{n}": w for n, w in getattr(self, p).named_parameters()}
-                for p in self.pathways}
-
     def extra_repr(self) -> str:
         return (f"{self.in_channels}->{self.out_channels}, in_size={self.in_size}, "
                 f"stride={self.stride}, pathways={self.pathways}")

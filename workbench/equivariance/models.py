@@ -86,7 +86,7 @@ class SoftEquivariantNet(nn.Module):
         A pathway a layer does not have reads 0.
         """
         self._check(x)
-        out = torch.zeros(len(self.layers), len(PATHWAYS), dtype=x.dtype)
+        out = torch.zeros(len(self.layers), len(PATHWAYS), dtype=x.dtype, device=x.device)
         h = x
         for i, layer in enumerate(self.layers):
             parts = layer.pathway_outputs(h)

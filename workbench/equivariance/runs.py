@@ -14,29 +14,33 @@ from pathlib import Path
 import xarray as xr
 
 from workbench._atomic import atomic_file
+from workbench._deprecation import renamed_arguments, warn_renamed
 from workbench._paths import DATA_DIR
 from workbench.equivariance.tasks import TASKS, make_task
 
 MODELS = {"soft": ("conv", "free"), "cnn": "conv", "fc": "free"}
 #: version of what a cached run means (training algorithm, parameterisation, defaults, saved
 #: variables); part of every cache key, so changing it makes old files stale instead of reused
-RUN_FORMAT_VERSION = 3
+RUN_FORMAT_VERSION = 4
 DEFAULT_DIR = DATA_DIR
 RUN_DIR = DEFAULT_DIR / "equivariance"
 
 
-def run_equivariance(task: str = "translated", model: str = "soft", seed: int = 0,
+@renamed_arguments(seed="random_state")
+def run_equivariance(task: str = "translated", model: str = "soft", random_state: int = 0,
                      n_train: int = 1000, n_test: int = 500, canvas: int = 16,
                      **estimator_kwargs) -> xr.Dataset:
-    """Train a :class:`LearnedEquivarianceClassifier` (``model`` = soft / cnn / fc) on ``task``."""
+    """Train a :class:`LearnedEquivarianceClassifier` (``model`` = soft / cnn / fc) on ``task``
+    (data and network seeded by ``random_state``; ``seed`` is its deprecated name)."""
     from workbench.equivariance.training import LearnedEquivarianceClassifier
 
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {tuple(MODELS)}")
     if task not in ("translated", "quadrant"):
         raise ValueError(f"learned equivariance runs on 'translated' or 'quadrant', got {task!r}")
-    data = make_task(task, n_train, n_test, canvas, seed=seed)
-    est = LearnedEquivarianceClassifier(pathways=MODELS[model], seed=seed, **estimator_kwargs)
+    data = make_task(task, n_train, n_test, canvas, random_state=random_state)
+    est = LearnedEquivarianceClassifier(pathways=MODELS[model], random_state=random_state,
+                                        **estimator_kwargs)
     est.fit(data.X_train, data.y_train, data.X_test, data.y_test)
     ds = est.history_.copy()
     ds.attrs.update(task=task, model=model, n_train=n_train, n_test=n_test, canvas=canvas,
@@ -46,15 +50,18 @@ def run_equivariance(task: str = "translated", model: str = "soft", seed: int = 
     return ds
 
 
-def run_invariance(learn_invariance: bool = True, seed: int = 0, n_train: int = 1000,
+@renamed_arguments(seed="random_state")
+def run_invariance(learn_invariance: bool = True, random_state: int = 0, n_train: int = 1000,
                    n_test: int = 500, canvas: int = 16, max_rotation: float = 1.5707963267948966,
                    **estimator_kwargs) -> xr.Dataset:
-    """Train a :class:`LearnedInvarianceClassifier` on the rotated-digits task."""
+    """Train a :class:`LearnedInvarianceClassifier` on the rotated-digits task (seeded by
+    ``random_state``; ``seed`` is its deprecated name)."""
     from workbench.equivariance.invariance import LearnedInvarianceClassifier
 
-    data = make_task("rotated", n_train, n_test, canvas, seed=seed, max_rotation=max_rotation)
-    est = LearnedInvarianceClassifier(learn_invariance=learn_invariance, seed=seed,
-                                      **estimator_kwargs)
+    data = make_task("rotated", n_train, n_test, canvas, random_state=random_state,
+                     max_rotation=max_rotation)
+    est = LearnedInvarianceClassifier(learn_invariance=learn_invariance,
+                                      random_state=random_state, **estimator_kwargs)
     est.fit(data.X_train, data.y_train, data.X_test, data.y_test)
     ds = est.history_.copy()
     ds.attrs.update(task="rotated", model="lila" if learn_invariance else "plain",
@@ -124,9 +131,17 @@ __all__ = ["MODELS", "TASKS", "RUN_DIR", "RUN_FORMAT_VERSION", "run_equivariance
 
 def cached_run(kind: str, directory: str | os.PathLike | None = None, **settings) -> xr.Dataset:
     """Load the run of ``kind`` ("equivariance" | "invariance") with ``settings`` from disk, or
-    train it and save it atomically under ``directory`` (default ``data/equivariance``)."""
+    train it and save it atomically under ``directory`` (default ``equivariance/`` in the data
+    directory). ``settings`` are :func:`run_equivariance` / :func:`run_invariance` arguments
+    (``callback`` and ``progress`` are not part of the key; ``seed`` is the deprecated name of
+    ``random_state``)."""
     if kind not in ("equivariance", "invariance"):
         raise ValueError(f"kind must be 'equivariance' or 'invariance', got {kind!r}")
+    if "seed" in settings:
+        if "random_state" in settings:
+            raise TypeError("pass 'random_state' only (got both 'seed' and 'random_state')")
+        warn_renamed("argument 'seed' of cached_run", "'random_state'")
+        settings["random_state"] = settings.pop("seed")
     directory = Path(directory) if directory is not None else RUN_DIR
     key_settings = {k: v for k, v in settings.items() if k not in ("callback", "progress")}
     key = run_key(kind=kind, format_version=RUN_FORMAT_VERSION, **key_settings)

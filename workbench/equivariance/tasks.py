@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from workbench._deprecation import renamed_arguments
+from workbench._torch_utils import seed_from
 from workbench.equivariance.augmentation import affine_matrices, apply_affine
 
 TASKS = ("translated", "quadrant", "rotated")
@@ -116,9 +118,11 @@ def _rotated(digits, labels, canvas, rng, max_rotation):
     return out[:, 0].numpy().clip(0.0, 1.0), labels, angles
 
 
+@renamed_arguments(seed="random_state")
 def make_task(name: str, n_train: int = 1000, n_test: int = 500, canvas: int = 16,
-              seed: int = 0, max_rotation: float = math.pi / 2, dtype=np.float32) -> DigitTask:
-    """Build one of :data:`TASKS` (see the module docstring) with a fixed ``seed``."""
+              random_state=0, max_rotation: float = math.pi / 2, dtype=np.float32) -> DigitTask:
+    """Build one of :data:`TASKS` (see the module docstring), seeded by ``random_state`` (an
+    int; ``seed`` is its deprecated name)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; expected one of {TASKS}")
     if not isinstance(canvas, int | np.integer) or canvas < DIGIT_SIZE:
@@ -127,6 +131,7 @@ def make_task(name: str, n_train: int = 1000, n_test: int = 500, canvas: int = 1
         raise ValueError(f"the quadrant task needs canvas >= {2 * DIGIT_SIZE}, got {canvas}")
     if name == "rotated" and not 0.0 <= max_rotation <= math.pi:
         raise ValueError(f"max_rotation must lie in [0, pi] radians, got {max_rotation}")
+    seed = seed_from(random_state)
     rng = np.random.default_rng(seed)
     dtr, ltr, dte, lte = _split_digits(n_train, n_test, rng)
     attrs = {"task": name, "canvas": canvas, "seed": seed, "n_train": n_train, "n_test": n_test}

@@ -32,10 +32,12 @@ import math
 import time
 
 import numpy as np
-import torch
 import xarray as xr
-from torch.utils.data import DataLoader, TensorDataset
 
+from workbench._deprecation import renamed_arguments
+from workbench._torch_utils import batch_loader, torch_threads
+from workbench.equivariance._base import ImageClassifier, accuracy
+from workbench.equivariance._validation import check_settings
 from workbench.equivariance.layers import PATHWAYS
 from workbench.equivariance.models import SoftEquivariantNet, pathway_of_parameter
 from workbench.equivariance.readout import READOUT_VARS, add_equivariance, layer_readout
@@ -46,35 +48,6 @@ PRIOR_STRUCTURES = ("pathway", "layerwise")
 OPTIMIZERS = ("sgd", "adam")
 
 
-def check_images(X, y=None, image_shape=None, name="X"):
-    """Validate ``X`` (N, C, H, W) images (and integer labels ``y``); return tensors."""
-    X = torch.as_tensor(X)
-    if X.ndim == 3:
-        raise ValueError(f"{name} must be (N, C, H, W) images; got {tuple(X.shape)} — add the "
-                         "channel axis, e.g. X[:, None]")
-    if X.ndim != 4:
-        raise ValueError(f"{name} must be (N, C, H, W) images, got shape {tuple(X.shape)}")
-    if not torch.is_floating_point(X):
-        X = X.float()
-    if image_shape is not None and tuple(X.shape[1:]) != tuple(image_shape):
-        raise ValueError(f"{name} has image shape {tuple(X.shape[1:])}, the model was fitted on "
-                         f"{tuple(image_shape)}")
-    if not torch.isfinite(X).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    if y is None:
-        return X
-    y = torch.as_tensor(y)
-    if y.ndim != 1 or len(y) != len(X):
-        raise ValueError(f"y must be a vector of {len(X)} labels, got shape {tuple(y.shape)}")
-    if torch.is_floating_point(y):
-        if not torch.equal(y, y.round()):
-            raise ValueError("y must hold integer class labels")
-    y = y.long()
-    if (y < 0).any():
-        raise ValueError("y must hold class labels >= 0")
-    return X, y
-
-
 def pathway_groups(model: SoftEquivariantNet) -> dict[str, list[str]]:
     """``{"layers.i.<pathway>": [param names], "head": [...]}`` — one prior per pathway."""
     groups: dict[str, list[str]] = {}
@@ -82,13 +55,6 @@ def pathway_groups(model: SoftEquivariantNet) -> dict[str, list[str]]:
         key = "head" if layer == "head" else f"{layer}.{pathway}"
         groups.setdefault(key, []).append(name)
     return groups
-
-
-@torch.no_grad()
-def predict_logits(model, X, batch_size=1000):
-    model.eval()
-    out = torch.cat([model(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
-    return out
 
 
 def _prior_kwargs(prior_structure, param_groups):
@@ -105,8 +71,11 @@ def fit_laplace(model, loader, prior_structure, prior_precision, param_groups):
                         **_prior_kwargs(prior_structure, param_groups))
 
 
-class LearnedEquivarianceClassifier:
+class LearnedEquivarianceClassifier(ImageClassifier):
     """Soft-equivariant CNN whose per-pathway prior precisions are learned by online marglik.
+
+    A scikit-learn classifier (``clone``, ``get_params`` / ``set_params``; ``predict`` returns
+    values of ``classes_``) on (N, C, H, W) images.
 
     Parameters
     ----------
@@ -125,20 +94,31 @@ class LearnedEquivarianceClassifier:
     prior_precision : initial prior precision.
     free_init : initial scale of the soft layers' free pathways relative to He (0: they start at
         exactly zero, the network starts as the pure CNN).
-    seed : seeds the weight initialisation and the batch order.
+    random_state : int or None; seeds the weight initialisation and the batch order (the global
+        torch RNG is left untouched; ``seed`` is its deprecated name).
+    n_threads : torch intra-op threads while fitting / predicting (None: unchanged).
+    device : None (CUDA when available, else CPU), a string or a ``torch.device``; the images
+        are moved there once, results come back as numpy arrays on the CPU.
+    dtype : None (float64 for float64 images, else float32), ``torch.float32`` / ``float64``.
     progress : tqdm progress bar over epochs.
-    callback : optional ``callback(epoch, n_epochs, history)`` after every epoch (dashboards).
+    callback : ``callback(Progress)`` after every epoch (stage ``"train"``; metrics ``loss``,
+        ``log_marglik``, ``train_accuracy``, ``val_accuracy``; state ``epoch`` and ``history``,
+        the Dataset so far); returning True stops training. Old ``callback(epoch, n_epochs,
+        history)`` callables still work for one release, with a FutureWarning.
 
     Attributes after ``fit``: ``model_``, ``la_`` (last fitted Laplace), ``history_`` (Dataset over
     ``epoch``; readouts over ``(epoch, layer, pathway)``, see :mod:`..readout`), ``readout_``
-    (last epoch's readout), ``classes_``, ``fit_time_``.
+    (last epoch's readout), ``classes_``, ``image_shape_``, ``device_``, ``dtype_``,
+    ``fit_time_``.
     """
 
+    @renamed_arguments(seed="random_state")
     def __init__(self, channels=(16, 16, 16, 16), strides=(1, 2, 1, 2), kernel_size=3,
                  pathways=PATHWAYS, prior_structure="layerwise", n_epochs=30, batch_size=50,
                  lr=0.05, optimizer="sgd", lr_min=0.0, n_epochs_burnin=1, marglik_frequency=1,
-                 n_hypersteps=30, lr_hyp=0.1, prior_precision=1.0, free_init=0.0, seed=0,
-                 progress=False, callback=None):
+                 n_hypersteps=30, lr_hyp=0.1, prior_precision=1.0, free_init=0.0,
+                 random_state=0, n_threads=None, device=None, dtype=None, progress=False,
+                 callback=None):
         self.channels = channels
         self.strides = strides
         self.kernel_size = kernel_size
@@ -155,7 +135,10 @@ class LearnedEquivarianceClassifier:
         self.free_init = free_init
         self.optimizer = optimizer
         self.lr_min = lr_min
-        self.seed = seed
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.device = device
+        self.dtype = dtype
         self.progress = progress
         self.callback = callback
 
@@ -166,32 +149,30 @@ class LearnedEquivarianceClassifier:
                              f"{self.prior_structure!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        check_settings(self, ints=("n_epochs", "batch_size", "marglik_frequency", "kernel_size"),
+                       non_negative=("n_epochs_burnin", "n_hypersteps"),
+                       positive=("lr", "lr_hyp", "prior_precision"))
         if self.lr_min is not None and not 0 <= self.lr_min <= self.lr:
             raise ValueError(f"lr_min must be None or in [0, lr={self.lr}], got {self.lr_min}")
-        for name in ("n_epochs", "batch_size", "marglik_frequency"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_epochs_burnin < 0 or self.n_hypersteps < 0:
-            raise ValueError("n_epochs_burnin and n_hypersteps must be >= 0")
-        if not self.prior_precision > 0:
-            raise ValueError(f"prior_precision must be > 0, got {self.prior_precision}")
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, X_val=None, y_val=None):
+        """Train on images ``X`` (N, C, H, W) with labels ``y``; ``X_val, y_val`` (optional) are
+        scored every epoch into ``history_.val_accuracy``."""
         self._validate_params()
-        X, y = check_images(X, y)
-        if X_val is not None:
-            X_val, y_val = check_images(X_val, y_val, X.shape[1:], name="X_val")
-        self.classes_ = torch.unique(y).numpy()
-        n_classes = int(y.max()) + 1
-        torch.manual_seed(self.seed)
-        model = SoftEquivariantNet(tuple(X.shape[1:]), n_classes, self.channels, self.strides,
-                                   self.kernel_size, self.pathways, self.free_init).to(X.dtype)
+        d = self._prepare(X, y, X_val, y_val)
+        with torch_threads(self.n_threads), self._rng_scope():
+            return self._fit(d)
+
+    def _fit(self, d):
+        X, y, X_val, y_val = d.X, d.y, d.X_val, d.y_val
+        model = SoftEquivariantNet(self.image_shape_, len(self.classes_), self.channels,
+                                   self.strides, self.kernel_size, self.pathways,
+                                   self.free_init).to(device=self.device_, dtype=self.dtype_)
         self.model_ = model
-        gen = torch.Generator().manual_seed(self.seed)
-        train_loader = DataLoader(TensorDataset(X, y), batch_size=self.batch_size, shuffle=True,
-                                  generator=gen)
-        full_loader = DataLoader(TensorDataset(X, y), batch_size=max(self.batch_size, 250))
+        train_loader = batch_loader(X, y, batch_size=self.batch_size, shuffle=True,
+                                    random_state=self._seed)
+        full_loader = batch_loader(X, y, batch_size=max(self.batch_size, 250))
         records, t0 = [], time.perf_counter()
         on_epoch = self._recorder(model, X, y, X_val, y_val, records, t0)
         _, la, _ = marglik_training(
@@ -214,6 +195,7 @@ class LearnedEquivarianceClassifier:
         """The per-epoch read-outs, as a ``marglik_training`` callback (appends to ``records``)."""
         X_probe = X[: min(256, len(X))]
         last = {}
+        callback = self._epoch_callback()
 
         def on_epoch(p):
             epoch = p.done - 1
@@ -229,12 +211,11 @@ class LearnedEquivarianceClassifier:
                     readout["effective_dim"] = last["readout"]["effective_dim"]
                     readout = add_equivariance(readout.drop_vars("equivariance"))
             rec["readout"] = readout
-            rec["train_accuracy"] = _accuracy(model, X, y)
-            rec["val_accuracy"] = _accuracy(model, X_val, y_val) if X_val is not None else math.nan
+            rec["train_accuracy"] = accuracy(model, X, y)
+            rec["val_accuracy"] = accuracy(model, X_val, y_val) if X_val is not None else math.nan
             rec["time"] = time.perf_counter() - t0
             records.append(rec)
-            if self.callback is not None:
-                self.callback(epoch, self.n_epochs, self._history(records))
+            return self._report_epoch(callback, rec, lambda: self._history(records))
 
         return on_epoch
 
@@ -249,31 +230,5 @@ class LearnedEquivarianceClassifier:
         ds["marglik_step"].attrs["long_name"] = "epoch with a Laplace fit and prior update"
         ds.attrs.update(model="SoftEquivariantNet", pathways=str(self.pathways),
                         prior_structure=self.prior_structure, channels=str(tuple(self.channels)),
-                        strides=str(tuple(self.strides)), seed=int(self.seed))
+                        strides=str(tuple(self.strides)), seed=int(self._seed))
         return ds
-
-    # ------------------------------------------------------------------ predict
-    def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise RuntimeError("this LearnedEquivarianceClassifier is not fitted yet; call fit")
-
-    def decision_function(self, X) -> np.ndarray:
-        self._check_fitted()
-        X = check_images(X, image_shape=self.model_.image_shape)
-        return predict_logits(self.model_, X.to(next(self.model_.parameters()).dtype)).numpy()
-
-    def predict_proba(self, X) -> np.ndarray:
-        return torch.softmax(torch.as_tensor(self.decision_function(X)), -1).numpy()
-
-    def predict(self, X) -> np.ndarray:
-        return self.decision_function(X).argmax(-1)
-
-    def score(self, X, y) -> float:
-        X, y = check_images(X, y)
-        return float((self.predict(X) == y.numpy()).mean())
-
-
-def _accuracy(model, X, y) -> float:
-    if X is None:
-        return math.nan
-    return float((predict_logits(model, X).argmax(-1) == y).double().mean())

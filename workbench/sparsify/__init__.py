@@ -1,34 +1,61 @@
 """SpaM: sparsification with marglik-learned sparsity-inducing priors and the OPD criterion.
 
-Dhahri, Immer, Charpentier, Günnemann, Fortuin (2024). Train with a learned prior
-(:class:`SpaM`, :func:`train_spam`) or with weight decay (``prior="map"``), score the weights
-with any registered criterion (:data:`CRITERIA`: ``opd``, ``obd``, ``magnitude``, ``random``,
-``snip``, ``grasp``), prune globally with persistent masks or structurally with physical
-shrinking, and sweep everything into an xarray Dataset with :func:`sparsity_curve`.
+Dhahri, Immer, Charpentier, Günnemann, Fortuin (2024).
+
+The estimator is :class:`SpaM` (scikit-learn classifier): ``SpaM(prior="diagonal").fit(X, y)``
+trains with a learned prior (``prior="map"``: weight decay), ``.scores(criterion)`` ranks the
+weights under a criterion of :data:`CRITERIA` (``opd``, ``obd``, ``magnitude``, ``random``,
+``snip``, ``grasp``) and ``.prune(sparsity)`` returns a :class:`PrunedNetwork` (global masks, or
+``structured=True`` for physically shrunk networks).
+
+Results: :func:`sparsity_curve` sweeps priors x criteria x sparsities x seeds into an xarray
+Dataset (:func:`cached_sparsity_curve` keeps it in the data directory); :func:`score_network`
+gives accuracy / NLL / ECE of any network. Data: :func:`load_task` (:data:`TASKS`), networks:
+:func:`make_model`; costs: :func:`count_parameters`, :func:`count_flops`.
+
+The building blocks live in submodules: :mod:`.criteria` (registry, ``register_criterion``),
+:mod:`.masks` (``PruningMask``, ``global_prune``), :mod:`.structured` (``structured_prune``,
+``shrink``), :mod:`.training` (``train_map``, ``train_spam``, ``finetune``), :mod:`.models`.
+Importing those from ``workbench.sparsify`` directly still works for one release (with a
+``FutureWarning``).
 """
 
-from .criteria import CRITERIA, Criterion, register_criterion, score_parameters
-from .curve import (
-                    DEFAULT_SPARSITIES,
-                    TASK_DEFAULTS,
-                    cached_sparsity_curve,
-                    curve_settings,
-                    sparsity_curve,
-)
-from .data import TASKS, Task, load_task
+from workbench._deprecation import warn_renamed
+
+from .criteria import CRITERIA
+from .curve import DEFAULT_SPARSITIES, cached_sparsity_curve, curve_settings, sparsity_curve
+from .data import TASKS, load_task
 from .estimator import PrunedNetwork, SpaM
 from .flops import count_flops, count_parameters
-from .masks import PruningMask, global_prune
-from .metrics import evaluate
-from .models import make_model, mlp, prunable_layers, prunable_parameters, small_cnn
-from .structured import shrink, structured_prune, unit_scores
-from .training import PRIORS, finetune, fit_laplace, train_map, train_spam
+from .metrics import score_network
+from .models import make_model
+from .training import PRIORS
 
 __all__ = [
-    "CRITERIA", "Criterion", "register_criterion", "score_parameters", "DEFAULT_SPARSITIES",
-    "TASK_DEFAULTS", "cached_sparsity_curve", "curve_settings", "sparsity_curve", "TASKS", "Task",
-    "load_task", "PrunedNetwork", "SpaM", "count_flops", "count_parameters", "PruningMask",
-    "global_prune", "evaluate", "make_model", "mlp",
-    "prunable_layers", "prunable_parameters", "small_cnn", "shrink", "structured_prune",
-    "unit_scores", "PRIORS", "finetune", "fit_laplace", "train_map", "train_spam",
+    "SpaM", "PrunedNetwork", "sparsity_curve", "cached_sparsity_curve", "curve_settings",
+    "score_network", "count_flops", "count_parameters", "load_task", "make_model", "CRITERIA",
+    "PRIORS", "TASKS", "DEFAULT_SPARSITIES",
 ]
+
+#: names this package exported before its surface was trimmed: {name: submodule}
+_MOVED = {
+    "Criterion": "criteria", "register_criterion": "criteria", "score_parameters": "criteria",
+    "TASK_DEFAULTS": "curve", "Task": "data", "PruningMask": "masks", "global_prune": "masks",
+    "mlp": "models", "small_cnn": "models", "prunable_layers": "models",
+    "prunable_parameters": "models", "shrink": "structured", "structured_prune": "structured",
+    "unit_scores": "structured", "finetune": "training", "fit_laplace": "training",
+    "train_map": "training", "train_spam": "training",
+}
+
+
+def __getattr__(name):
+    import importlib
+
+    if name == "evaluate":
+        warn_renamed("workbench.sparsify.evaluate", "workbench.sparsify.score_network")
+        return score_network
+    if name in _MOVED:
+        where = f"workbench.sparsify.{_MOVED[name]}"
+        warn_renamed(f"importing {name} from workbench.sparsify", f"{where}.{name}")
+        return getattr(importlib.import_module(where), name)
+    raise AttributeError(f"module 'workbench.sparsify' has no attribute {name!r}")

@@ -30,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench._deprecation import renamed_arguments
+from workbench._torch_utils import seed_from
+
 from .models import prunable_parameters
 
 __all__ = ["CRITERIA", "Criterion", "register_criterion", "score_parameters"]
@@ -62,13 +65,15 @@ def _default_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, reduction="sum")
 
 
+@renamed_arguments(seed="random_state")
 def score_parameters(model: nn.Module, criterion: str, *, la=None, loader=None,
-                     loss_fn: Callable | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+                     loss_fn: Callable | None = None, random_state=0) -> dict[str, torch.Tensor]:
     """Importance of every prunable weight of ``model`` under ``criterion``.
 
     ``la`` is a fitted :class:`workbench.laplace.Laplace` (needed by ``opd``/``obd``),
     ``loader`` yields ``(X, y)`` batches of the training set (needed by ``snip``/``grasp``),
-    ``loss_fn(logits, y)`` must return the *summed* loss (default: cross-entropy).
+    ``loss_fn(logits, y)`` must return the *summed* loss (default: cross-entropy),
+    ``random_state`` seeds the ``random`` criterion (``seed`` is its deprecated name).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; known: {sorted(CRITERIA)}")
@@ -78,7 +83,7 @@ def score_parameters(model: nn.Module, criterion: str, *, la=None, loader=None,
         raise ValueError(f"criterion {criterion!r} needs a fitted Laplace: pass la=")
     if crit.needs_data and loader is None:
         raise ValueError(f"criterion {criterion!r} needs the training data: pass loader=")
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(seed_from(random_state))
     scores = crit.fn(model, params, la=la, loader=loader, loss_fn=loss_fn or _default_loss,
                      generator=gen)
     for k, p in params.items():
@@ -111,7 +116,8 @@ def _laplace_diagonals(la, params):
         shape = p.shape
         pr = prior[sl] if torch.is_tensor(prior) and prior.numel() > 1 else \
             torch.as_tensor(prior).expand(p.numel())
-        out[k] = (mean[sl].reshape(shape), prec[sl].reshape(shape), pr.reshape(shape))
+        out[k] = (mean[sl].reshape(shape), prec[sl].reshape(shape),
+                  pr.to(prec.device).reshape(shape))
     return out
 
 

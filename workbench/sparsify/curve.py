@@ -5,15 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 import xarray as xr
 from tqdm.auto import tqdm
+
+from workbench._atomic import atomic_file
+from workbench._deprecation import renamed_arguments
+from workbench._paths import DATA_DIR
+from workbench._torch_utils import resolve_device, torch_threads
+from workbench.progress import Progress, legacy_callback, report
 
 from .criteria import CRITERIA
 from .data import TASKS, Task, load_task
@@ -23,8 +27,11 @@ from .masks import check_sparsity
 from .models import make_model, prunable_layers
 from .training import PRIORS
 
-__all__ = ["DEFAULT_SPARSITIES", "TASK_DEFAULTS", "sparsity_curve", "cached_sparsity_curve",
-           "curve_settings"]
+__all__ = ["CURVE_DIR", "DEFAULT_SPARSITIES", "TASK_DEFAULTS", "sparsity_curve",
+           "cached_sparsity_curve", "curve_settings"]
+
+#: where :func:`cached_sparsity_curve` keeps its files by default
+CURVE_DIR = DATA_DIR / "sparsify"
 
 DEFAULT_SPARSITIES = (0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 
@@ -72,14 +79,15 @@ def curve_settings(task="breast_cancer", priors=("map", "diagonal"),
                 map_prior_precision=float(map_prior_precision), train_kwargs=train)
 
 
+@renamed_arguments(num_threads="n_threads")
 def sparsity_curve(task="breast_cancer", priors=("map", "diagonal"),
                    criteria=("opd", "magnitude", "snip", "random"),
                    sparsities: Sequence[float] = DEFAULT_SPARSITIES, seeds=(0, 1, 2),
                    structured: bool = False, hessian_structure: str = "kron",
                    finetune_epochs: int = 0, map_prior_precision: float = 1.0,
                    train_kwargs: dict | None = None, progress: bool = True,
-                   callback: Callable[[int, int, dict], None] | None = None,
-                   num_threads: int | None = None) -> xr.Dataset:
+                   callback=None, n_threads: int | None = None,
+                   device=None) -> xr.Dataset:
     """Prune networks trained under each prior with each criterion at each sparsity.
 
     For every seed (data split, initialisation, random scores) and prior, one network is
@@ -96,83 +104,100 @@ def sparsity_curve(task="breast_cancer", priors=("map", "diagonal"),
     every hidden layer; what that costs is measured on the shrunk network (``n_params``,
     ``flops``, ``param_sparsity``). Unstructured sparsity counts the prunable weights
     (Linear/Conv weights; biases are kept and counted in ``n_params``).
-    ``callback(done, total, info)`` is called after every evaluated point. ``num_threads``
-    temporarily sets torch's intra-op threads (these models are tiny: 1 is fastest on a busy
-    machine).
+
+    ``callback(Progress)`` is called after every evaluated point (stage ``"curve"``, metric
+    ``accuracy``, state ``prior``/``criterion``/``sparsity``/``seed``); returning True stops
+    and the points not reached stay NaN. ``n_threads`` temporarily sets torch's intra-op threads
+    (these models are tiny: 1 is fastest on a busy machine; ``num_threads`` is its deprecated
+    name). ``device`` is where the networks train (None: CUDA when available).
     """
-    if num_threads is None:
-        return _curve(task, priors, criteria, sparsities, seeds, structured, hessian_structure,
-                      finetune_epochs, map_prior_precision, train_kwargs, progress, callback)
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(num_threads))
-    try:
-        return _curve(task, priors, criteria, sparsities, seeds, structured, hessian_structure,
-                      finetune_epochs, map_prior_precision, train_kwargs, progress, callback)
-    finally:
-        torch.set_num_threads(old)
-
-
-def _curve(task, priors, criteria, sparsities, seeds, structured, hessian_structure,
-           finetune_epochs, map_prior_precision, train_kwargs, progress, callback):
+    callback = legacy_callback(callback, 3, _legacy_args, "sparsity_curve")
     cfg = curve_settings(task, priors, criteria, sparsities, seeds, structured,
                          hessian_structure, finetune_epochs, map_prior_precision, train_kwargs)
+    with torch_threads(n_threads):
+        return _curve(cfg, progress, callback, resolve_device(device))
+
+
+def _legacy_args(p: Progress):
+    return p.done, p.total, {**p.state, **p.metrics}
+
+
+def _curve(cfg, progress, callback, device):
     P, C, S, R = cfg["priors"], cfg["criteria"], cfg["sparsities"], cfg["seeds"]
-    tk = dict(cfg["train_kwargs"])
     ref = make_model(cfg["task"])
     layers = list(prunable_layers(ref))
-    pnames = [n for n, _ in ref.named_parameters()]
-    player = np.concatenate([[n.rsplit(".", 1)[0]] * p.numel() for n, p in ref.named_parameters()])
+    n_par = sum(p.numel() for p in ref.parameters())
     shape = (len(P), len(C), len(S), len(R))
-    out = {m: np.full(shape, np.nan) for m in METRICS}
-    layer_sp = np.full(shape + (len(layers),), np.nan)
-    n_par = len(player)
-    log_prec = np.full((len(P), len(R), n_par), np.nan)
-    train_time = np.full((len(P), len(R)), np.nan)
+    res = {m: np.full(shape, np.nan) for m in METRICS}
+    res["layer_sparsity"] = np.full(shape + (len(layers),), np.nan)
+    res["log10_prior_precision"] = np.full((len(P), len(R), n_par), np.nan)
+    res["train_time"] = np.full((len(P), len(R)), np.nan)
     total, done = len(P) * len(C) * len(S) * len(R), 0
     bar = tqdm(total=total, disable=not progress, desc=f"sparsity curve ({cfg['task']})")
     t_start = time.perf_counter()
-    dense_params = dense_flops = None
-    for r, seed in enumerate(R):
-        data = load_task(cfg["task"], seed=seed)
-        example = data.X_train[:1]
-        if dense_params is None:
-            dense_params = count_parameters(ref, sparse=False)
-            dense_flops = count_flops(ref, example, sparse=False)
-        for p, prior in enumerate(P):
-            t0 = time.perf_counter()
-            est = SpaM(make_model(cfg["task"], seed=seed), prior=prior,
-                       hessian_structure=cfg["hessian_structure"],
-                       prior_precision=cfg["map_prior_precision"], seed=seed, **tk)
-            est.fit(data.X_train, data.y_train)
-            train_time[p, r] = time.perf_counter() - t0
-            log_prec[p, r] = np.log10(est.prior_precision_diag().numpy())
-            for c, crit in enumerate(C):
-                scores = est.scores(crit)
-                for s, sp in enumerate(S):
-                    pn = est.prune(sp, crit, structured=cfg["structured"],
-                                   finetune_epochs=cfg["finetune_epochs"], scores=scores)
-                    ev = pn.evaluate(data.X_test, data.y_test)
-                    idx = (p, c, s, r)
-                    for m in ("accuracy", "nll", "ece"):
-                        out[m][idx] = ev[m]
-                    out["n_params"][idx] = pn.n_params
-                    out["flops"][idx] = pn.flops
-                    out["param_sparsity"][idx] = 1.0 - pn.n_params / dense_params
-                    layer_sp[idx] = [pn.layer_sparsity[k] for k in layers]
-                    done += 1
-                    bar.update()
-                    if callback is not None:
-                        callback(done, total, dict(prior=prior, criterion=crit, sparsity=sp,
-                                                   seed=seed, accuracy=ev["accuracy"]))
-    bar.close()
+    dense = None
+    try:
+        for r, seed in enumerate(R):
+            data = load_task(cfg["task"], random_state=seed)
+            if dense is None:
+                example = data.X_train[:1]
+                dense = (count_parameters(ref, sparse=False), count_flops(ref, example, sparse=False))
+            for p, prior in enumerate(P):
+                t0 = time.perf_counter()
+                est = SpaM(make_model(cfg["task"], random_state=seed), prior=prior,
+                           hessian_structure=cfg["hessian_structure"],
+                           prior_precision=cfg["map_prior_precision"], random_state=seed,
+                           device=device, **cfg["train_kwargs"])
+                est.fit(data.X_train, data.y_train)
+                res["train_time"][p, r] = time.perf_counter() - t0
+                res["log10_prior_precision"][p, r] = np.log10(est.prior_precision_diag().numpy())
+                for c, crit in enumerate(C):
+                    scores = est.scores(crit)
+                    for s, sp in enumerate(S):
+                        pn = est.prune(sp, crit, structured=cfg["structured"],
+                                       finetune_epochs=cfg["finetune_epochs"], scores=scores)
+                        ev = _record(res, (p, c, s, r), pn, data, dense[0], layers)
+                        done += 1
+                        bar.update()
+                        if report(callback, done, total, "curve",
+                                  f"{prior} / {crit} at sparsity {sp:g}, seed {seed}",
+                                  {"accuracy": ev["accuracy"]},
+                                  dict(prior=prior, criterion=crit, sparsity=sp, seed=seed)):
+                            raise _Stop
+    except _Stop:
+        pass
+    finally:
+        bar.close()
+    return _to_dataset(cfg, res, ref, layers, dense, time.perf_counter() - t_start)
+
+
+class _Stop(Exception):
+    """The callback asked to stop: the points not reached stay NaN."""
+
+
+def _record(res, idx, pn, data, dense_params, layers) -> dict:
+    ev = pn.evaluate(data.X_test, data.y_test)
+    for m in ("accuracy", "nll", "ece"):
+        res[m][idx] = ev[m]
+    res["n_params"][idx] = pn.n_params
+    res["flops"][idx] = pn.flops
+    res["param_sparsity"][idx] = 1.0 - pn.n_params / dense_params
+    res["layer_sparsity"][idx] = [pn.layer_sparsity[k] for k in layers]
+    return ev
+
+
+def _to_dataset(cfg, res, ref, layers, dense, wall_time) -> xr.Dataset:
+    pnames = [n for n, _ in ref.named_parameters()]
+    player = np.concatenate([[n.rsplit(".", 1)[0]] * p.numel() for n, p in ref.named_parameters()])
     dims = ("prior", "criterion", "sparsity", "seed")
     ds = xr.Dataset(
-        {m: (dims, v) for m, v in out.items()}
-        | {"layer_sparsity": (dims + ("layer",), layer_sp),
-           "log10_prior_precision": (("prior", "seed", "parameter"), log_prec),
-           "train_time": (("prior", "seed"), train_time)},
-        coords=dict(prior=P, criterion=C, sparsity=S, seed=R, layer=layers,
-                    parameter=np.arange(n_par), parameter_layer=("parameter", player)))
+        {m: (dims, res[m]) for m in METRICS}
+        | {"layer_sparsity": (dims + ("layer",), res["layer_sparsity"]),
+           "log10_prior_precision": (("prior", "seed", "parameter"), res["log10_prior_precision"]),
+           "train_time": (("prior", "seed"), res["train_time"])},
+        coords=dict(prior=cfg["priors"], criterion=cfg["criteria"], sparsity=cfg["sparsities"],
+                    seed=cfg["seeds"], layer=layers, parameter=np.arange(len(player)),
+                    parameter_layer=("parameter", player)))
     ds["accuracy"].attrs.update(long_name="test accuracy")
     ds["nll"].attrs.update(long_name="test NLL per example")
     ds["ece"].attrs.update(long_name="test ECE (15 bins)")
@@ -180,8 +205,8 @@ def _curve(task, priors, criteria, sparsities, seeds, structured, hessian_struct
     ds["train_time"].attrs.update(units="s")
     ds.attrs.update(task=cfg["task"], structured=int(cfg["structured"]),
                     hessian_structure=cfg["hessian_structure"],
-                    finetune_epochs=cfg["finetune_epochs"], n_params_dense=dense_params,
-                    flops_dense=dense_flops, wall_time_s=time.perf_counter() - t_start,
+                    finetune_epochs=cfg["finetune_epochs"], n_params_dense=dense[0],
+                    flops_dense=dense[1], wall_time_s=wall_time,
                     settings=json.dumps(cfg), parameter_names=json.dumps(pnames))
     return ds
 
@@ -190,29 +215,26 @@ def _key(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cached_sparsity_curve(cache_dir: str | os.PathLike | None = "data/sparsify",
-                          progress: bool = True, callback=None, num_threads: int | None = None,
-                          **settings) -> xr.Dataset:
+@renamed_arguments(num_threads="n_threads")
+def cached_sparsity_curve(cache_dir: str | os.PathLike | None = CURVE_DIR,
+                          progress: bool = True, callback=None, n_threads: int | None = None,
+                          device=None, **settings) -> xr.Dataset:
     """:func:`sparsity_curve` memoised on disk (``<cache_dir>/curve-<hash>.nc``, atomic write).
 
-    The key is the validated settings (:func:`curve_settings`); ``cache_dir=None`` disables it.
+    The key is the validated settings (:func:`curve_settings`); ``cache_dir`` defaults to
+    ``sparsify/`` in the data directory (``$WORKBENCH_DATA``, else the repository's ``data/``),
+    ``None`` disables the cache. A curve stopped early by its ``callback`` is not cached.
     """
     cfg = curve_settings(**settings)
+    run = dict(progress=progress, callback=callback, n_threads=n_threads, device=device)
     if cache_dir is None:
-        return sparsity_curve(**settings, progress=progress, callback=callback,
-                              num_threads=num_threads)
+        return sparsity_curve(**settings, **run)
     path = Path(cache_dir) / f"curve-{_key(cfg)}.nc"
     if path.exists():
         with xr.open_dataset(path, engine="scipy") as ds:
             return ds.load()
-    ds = sparsity_curve(**settings, progress=progress, callback=callback, num_threads=num_threads)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        ds.to_netcdf(tmp, engine="scipy")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    ds = sparsity_curve(**settings, **run)
+    if ds["accuracy"].notnull().all():
+        with atomic_file(path) as tmp:
+            ds.to_netcdf(tmp, engine="scipy")
     return ds

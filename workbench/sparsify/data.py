@@ -13,7 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
+
+from workbench._deprecation import renamed_arguments
+from workbench._torch_utils import batch_loader, seed_from
 
 __all__ = ["TASKS", "Task", "load_task"]
 
@@ -31,27 +34,20 @@ class Task:
     y_test: torch.Tensor
     n_classes: int
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.X_train.shape[1:])
-
-    def train_loader(self, batch_size: int = 64, shuffle: bool = True, seed: int = 0) -> DataLoader:
-        gen = torch.Generator().manual_seed(seed)
-        return DataLoader(TensorDataset(self.X_train, self.y_train), batch_size=batch_size,
-                          shuffle=shuffle, generator=gen)
-
-    def test_loader(self, batch_size: int = 512) -> DataLoader:
-        return DataLoader(TensorDataset(self.X_test, self.y_test), batch_size=batch_size)
-
-    def to(self, dtype: torch.dtype) -> Task:
-        """Same split with floating inputs cast to ``dtype`` (labels untouched)."""
-        return Task(self.name, self.X_train.to(dtype), self.y_train, self.X_test.to(dtype),
-                    self.y_test, self.n_classes)
+    @renamed_arguments(seed="random_state")
+    def train_loader(self, batch_size: int = 64, shuffle: bool = True,
+                     random_state=0) -> DataLoader:
+        """Batches of the training split (seeded order with ``shuffle``)."""
+        return batch_loader(self.X_train, self.y_train, batch_size=batch_size, shuffle=shuffle,
+                            random_state=random_state)
 
 
-def load_task(name: str, seed: int = 0, test_size: float = 0.3,
+@renamed_arguments(seed="random_state")
+def load_task(name: str, random_state=0, test_size: float = 0.3,
               dtype: torch.dtype = torch.float32) -> Task:
-    """Load ``name`` (one of :data:`TASKS`) with a stratified, seeded train/test split."""
+    """Load ``name`` (one of :data:`TASKS`) with a stratified train/test split seeded by
+    ``random_state`` (``seed`` is its deprecated name)."""
+    seed = seed_from(random_state)
     if name not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {name!r}")
     if not 0.0 < test_size < 1.0:

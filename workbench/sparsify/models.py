@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from workbench._deprecation import renamed_arguments
+from workbench._torch_utils import seed_from
+
 __all__ = ["PRUNABLE_TYPES", "make_model", "mlp", "small_cnn", "prunable_parameters",
            "prunable_layers"]
 
@@ -36,19 +39,15 @@ def small_cnn(n_classes: int = 10, channels: tuple[int, int] = (16, 32), hidden:
         nn.Flatten(), nn.Linear(c2 * 4, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
 
 
-def make_model(task: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Sequential:
-    """The reference architecture for ``task`` with seeded initialisation."""
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        if task == "breast_cancer":
-            model = mlp(30, 2)
-        elif task == "digits":
-            model = small_cnn(10)
-        else:
-            raise ValueError(f"task must be 'breast_cancer' or 'digits', got {task!r}")
-    finally:
-        torch.random.set_rng_state(gen_state)
+@renamed_arguments(seed="random_state")
+def make_model(task: str, random_state=0, dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    """The reference architecture for ``task``, initialised from ``random_state`` (``seed`` is its
+    deprecated name) without touching the global torch RNG."""
+    if task not in ("breast_cancer", "digits"):
+        raise ValueError(f"task must be 'breast_cancer' or 'digits', got {task!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_from(random_state))
+        model = mlp(30, 2) if task == "breast_cancer" else small_cnn(10)
     return model.to(dtype)
 
 

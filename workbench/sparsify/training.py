@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from workbench.progress import report
+
 from .masks import PruningMask
 
 __all__ = ["PRIORS", "train_map", "train_spam", "fit_laplace", "finetune"]
@@ -47,20 +49,28 @@ def _prior_weights(model, prior_precision):
     return [(p, float(prior_precision)) for p in model.parameters()]
 
 
-def _fit_loop(model, loader, n_epochs, lr, prior_precision, mask=None, progress=False, desc=""):
+def _fit_loop(model, loader, n_epochs, lr, prior_precision, mask=None, progress=False, desc="",
+              callback=None):
     N = len(loader.dataset)
     prior = _prior_weights(model, prior_precision)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     handle = mask.attach(opt, model) if mask is not None else None
     model.train()
     try:
-        for _ in tqdm(range(n_epochs), disable=not progress, desc=desc, leave=False):
+        for epoch in tqdm(range(n_epochs), disable=not progress, desc=desc, leave=False):
+            total = 0.0
             for X, y in loader:
                 opt.zero_grad()
                 reg = sum((d * p.pow(2)).sum() for p, d in prior)
                 loss = F.cross_entropy(model(X), y) + 0.5 / N * reg
                 loss.backward()
                 opt.step()
+                total = total + loss.detach() * len(X)  # no host sync per batch
+            if callback is not None and report(
+                    callback, epoch + 1, n_epochs, "train" if desc == "MAP" else desc,
+                    f"{desc} epoch {epoch + 1}/{n_epochs}",
+                    {"loss": float(total) / N}):
+                break
     finally:
         if handle is not None:
             handle.remove()
@@ -68,18 +78,24 @@ def _fit_loop(model, loader, n_epochs, lr, prior_precision, mask=None, progress=
 
 
 def train_map(model: nn.Module, loader, n_epochs: int = 100, lr: float = 1e-2,
-              prior_precision: float = 1.0, progress: bool = False) -> nn.Module:
-    """MAP training: mean cross-entropy + ``prior_precision / (2N) * ||theta||^2`` (Adam)."""
+              prior_precision: float = 1.0, progress: bool = False, callback=None) -> nn.Module:
+    """MAP training: mean cross-entropy + ``prior_precision / (2N) * ||theta||^2`` (Adam).
+
+    ``callback(Progress)`` after every epoch (stage ``"train"``, metric ``loss``); True stops."""
     if prior_precision < 0:
         raise ValueError(f"prior_precision must be >= 0, got {prior_precision}")
-    return _fit_loop(model, loader, n_epochs, lr, prior_precision, progress=progress, desc="MAP")
+    return _fit_loop(model, loader, n_epochs, lr, prior_precision, progress=progress, desc="MAP",
+                     callback=callback)
 
 
 def train_spam(model: nn.Module, loader, prior_structure: str = "diagonal",
                hessian_structure: str = "kron", n_epochs: int = 100, lr: float = 1e-2,
                n_epochs_burnin: int = 10, marglik_frequency: int = 5, n_hypersteps: int = 50,
-               lr_hyp: float = 0.1, progress: bool = False, **kwargs):
-    """Online marglik training with a learned ``prior_structure`` prior -> ``(model, la, history)``."""
+               lr_hyp: float = 0.1, progress: bool = False, callback=None, **kwargs):
+    """Online marglik training with a learned ``prior_structure`` prior -> ``(model, la, history)``.
+
+    ``callback(Progress)`` after every epoch (the core's per-epoch progress: metrics ``loss``,
+    ``log_marglik``; state ``history``, ``la``, ...); returning True stops."""
     if _check_prior(prior_structure) == "map":
         raise ValueError("prior_structure='map' is the weight-decay baseline: use train_map")
     from workbench.laplace import marglik_training
@@ -88,7 +104,7 @@ def train_spam(model: nn.Module, loader, prior_structure: str = "diagonal",
                             prior_structure=prior_structure, n_epochs=n_epochs, lr=lr,
                             n_epochs_burnin=n_epochs_burnin, marglik_frequency=marglik_frequency,
                             n_hypersteps=n_hypersteps, lr_hyp=lr_hyp, progress=progress,
-                            **kwargs)
+                            callback=callback, **kwargs)
 
 
 def fit_laplace(model: nn.Module, loader, hessian_structure: str = "kron",
