@@ -42,8 +42,8 @@ class FitContext:
 class BatchPieces:
     """One batch's ingredients: layer inputs / output gradients, Jacobian columns, output split."""
 
-    def __init__(self, ctx, X, store, grads, jt, gpos, colk):
-        self.ctx, self.X, self.N = ctx, X, X.shape[0]
+    def __init__(self, ctx, X, eta_shape, store, grads, jt, gpos, colk):
+        self.ctx, self.X, self.N, self.eta_shape = ctx, X, X.shape[0], tuple(eta_shape)
         self._store, self._grads, self._jt, self._gpos = store, grads, jt, gpos
         self.colk = colk  # output index of every backpropagated column (per-output σ)
 
@@ -133,9 +133,8 @@ def _batch_pieces(ctx, X, y, bi, need_mod, generic, gpos):
             Lc, Xg = Lc.detach(), X.detach()
         jt = jac_t_products(model, theta, generic, Xg, Lc, lik.link, budget=ctx.chunk_budget)
         jt = jt if keep else jt.detach()  # (N, C, P_generic)
-    pieces = BatchPieces(ctx, X, store, grads, jt, gpos, colk)
-    pieces.eta_shape = tuple(eta.shape)
-    pieces.y = y
+    pieces = BatchPieces(ctx, X, eta.shape, store, grads, jt, gpos, colk)
+    pieces.y = y  # the targets, for structures that keep the batches (lowrank, gp)
     return pieces, eta3, y3
 
 
@@ -154,18 +153,14 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
         gpos[n] = (off, off + ctx.spec.numel(n))
         off = gpos[n][1]
     stats, n_data, out_shape = LoglikStats(ctx.lik, ctx.create_graph), 0, None
-    x_max = None  # largest |X| seen, to name the cause if the curvature overflows
     for bi, batch in enumerate(tqdm(loader, desc="Laplace fit", disable=not progress, leave=False)):
         X, y = prepare_batch(batch, bi, ctx.ref)
         if X.shape[0] == 0:
             continue
-        if X.is_floating_point():
-            m = X.detach().abs().max()
-            x_max = m if x_max is None else torch.maximum(x_max, m)
         pieces, eta3, y3 = _batch_pieces(ctx, X, y, bi, need_mod, generic, gpos)
         stats.add(eta3, y3)
         n_data += X.shape[0]
-        out_shape = tuple(pieces.eta_shape[1:])
+        out_shape = pieces.eta_shape[1:]
         for b in blocks:
             b.accumulate(pieces)
         del pieces
@@ -176,9 +171,8 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
         if not b.is_finite():
             raise ValueError(
                 f"the curvature of the {b.kind} block of {b.names} is not finite in "
-                f"{ctx.ref.dtype} (it overflows; largest |X| = "
-                f"{float(x_max) if x_max is not None else float('nan'):.3g}): rescale the inputs "
-                "or use a float64 model"
+                f"{ctx.ref.dtype} (it overflows: inputs, activations or output gradients of very "
+                "large magnitude); rescale the inputs or use a float64 model"
             )
     return stats.result(ctx.ref.dtype), n_data, out_shape
 

@@ -23,6 +23,7 @@ from ._validation import (
     PRIOR_STRUCTURES,
     SUBSETS,
     NotFittedError,
+    check_bool,
     check_choice,
     check_groups,
     check_names,
@@ -233,6 +234,8 @@ class Laplace:
         differentiable w.r.t. quantities that enter the network (e.g. augmentation parameters
         not covered by the Laplace, see ``params``). A failed fit leaves the Laplace unfitted.
         """
+        create_graph = check_bool("create_graph", create_graph)
+        check_bool("progress", progress)
         loader = as_loader(train_loader)
         first, loader = peek(loader)
         ref = self._ref()

@@ -12,7 +12,13 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from ._validation import check_choice, check_hyper, check_positive_float, check_positive_int
+from ._validation import (
+    check_bool,
+    check_choice,
+    check_hyper,
+    check_positive_float,
+    check_positive_int,
+)
 
 
 def _as_hyper(value, ref, name):
@@ -130,6 +136,8 @@ def optimize_prior_precision(
 ):
     check_choice("method", method, ("marglik",))
     n_steps = check_positive_int("n_steps", n_steps, minimum=0)
+    optimize_sigma = check_bool("optimize_sigma", optimize_sigma)
+    check_bool("progress", progress)
     lr = check_positive_float("lr", lr)
     log_prec = la.prior_precision.detach().log().clone().requires_grad_(True)
     params = [log_prec]
