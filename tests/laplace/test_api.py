@@ -182,8 +182,8 @@ def test_bad_input_errors():
     model, dl, X = clf_setup()
     with pytest.raises(ValueError, match="likelihood='poisson'.*regression"):
         Laplace(model, "poisson")
-    with pytest.raises(ValueError, match="hessian_structure='lowrank'"):
-        Laplace(model, "classification", hessian_structure="lowrank")
+    with pytest.raises(ValueError, match="hessian_structure='banded'"):
+        Laplace(model, "classification", hessian_structure="banded")
     with pytest.raises(ValueError, match="prior_structure"):
         Laplace(model, "classification", prior_structure="per_neuron")
     with pytest.raises(ValueError, match="subset_of_weights"):

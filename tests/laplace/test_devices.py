@@ -54,9 +54,17 @@ def test_marglik_training_and_state_dict_on_device(device):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 1)).double().to(dev)
         batches = [(X[i : i + 10].to(dev), y[i : i + 10].to(dev)) for i in range(0, 30, 10)]
-        runs[dev] = marglik_training(model, batches, "regression", hessian_structure="kron",
-                                     n_epochs=4, n_epochs_burnin=1, n_hypersteps=3, lr=1e-2,
-                                     progress=False)
+        runs[dev] = marglik_training(
+            model,
+            batches,
+            "regression",
+            hessian_structure="kron",
+            n_epochs=4,
+            n_epochs_burnin=1,
+            n_hypersteps=3,
+            lr=1e-2,
+            progress=False,
+        )
     (_, la_cpu, h_cpu), (model, la, h) = runs["cpu"], runs[device]
     assert la.mean.device.type == device and la.log_marginal_likelihood().device.type == device
     torch.testing.assert_close(torch.as_tensor(h.loss.values), torch.as_tensor(h_cpu.loss.values))

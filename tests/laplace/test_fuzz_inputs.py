@@ -77,24 +77,49 @@ def fitted(task, structure="kron"):
 
 @pytest.fixture(scope="module")
 def fits():
-    return {(t, s): fitted(t, s) for t in ("regression", "classification") for s in ("full", "diag", "kron")}
+    return {
+        (t, s): fitted(t, s)
+        for t in ("regression", "classification")
+        for s in ("full", "diag", "kron")
+    }
 
 
 # ------------------------------------------------------------------ value strategies
-special = st.sampled_from([0.0, -0.0, -1.0, -2.0, 1e-300, 1e-30, 1e30, 1e300, math.nan, math.inf, -math.inf])
+special = st.sampled_from(
+    [0.0, -0.0, -1.0, -2.0, 1e-300, 1e-30, 1e30, 1e300, math.nan, math.inf, -math.inf]
+)
 numbers = st.one_of(special, st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3))
 junk = st.one_of(
-    st.none(), st.booleans(), st.text(max_size=4), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.text(max_size=4),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
     st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=4),
-    st.just(object()), st.just(torch.ones(2, 2)), st.just(np.array([1.0, math.nan])),
+    st.just(object()),
+    st.just(torch.ones(2, 2)),
+    st.just(np.array([1.0, math.nan])),
 )
 any_value = st.one_of(numbers, junk)
 
 
 # ------------------------------------------------------------------ constructor (+ fit)
-CTOR_ARGS = ["likelihood", "subset_of_weights", "hessian_structure", "prior_structure", "curvature",
-             "kfac", "kfac_fallback", "prior_precision", "prior_mean", "sigma_noise", "temperature",
-             "chunk_budget", "param_groups", "group_structure", "params"]
+CTOR_ARGS = [
+    "likelihood",
+    "subset_of_weights",
+    "hessian_structure",
+    "prior_structure",
+    "curvature",
+    "kfac",
+    "kfac_fallback",
+    "prior_precision",
+    "prior_mean",
+    "sigma_noise",
+    "temperature",
+    "chunk_budget",
+    "param_groups",
+    "group_structure",
+    "params",
+]
 
 
 @fuzz(120)
@@ -116,19 +141,38 @@ def test_constructor_types_and_unfitted_use():
     with pytest.raises(ValueError, match="no parameters"):
         Laplace(nn.Tanh(), "regression")
     la = Laplace(mlp(), "regression")
-    for call in (lambda: la(torch.ones(2, 3)), la.log_marginal_likelihood, la.sample, la.state_dict,
-                 lambda: la.functional_variance(torch.ones(2, 3)), la.optimize_prior_precision,
-                 lambda: la.predictive_samples(torch.ones(2, 3)), lambda: la.mean):
+    for call in (
+        lambda: la(torch.ones(2, 3)),
+        la.log_marginal_likelihood,
+        la.sample,
+        la.state_dict,
+        lambda: la.functional_variance(torch.ones(2, 3)),
+        la.optimize_prior_precision,
+        lambda: la.predictive_samples(torch.ones(2, 3)),
+        lambda: la.mean,
+    ):
         with pytest.raises(NotFittedError, match="fit"):
             call()
     with pytest.raises(TypeError, match="float32 or float64"):
         Laplace(nn.Linear(3, 2).half(), "regression", hessian_structure="full").fit(
-            [(torch.ones(4, 3).half(), torch.ones(4, 2).half())])
+            [(torch.ones(4, 3).half(), torch.ones(4, 2).half())]
+        )
 
 
 # ------------------------------------------------------------------ fit: loaders and batches
-FIT_NAMES = ["X of batch", "y of batch", "targets", "train_loader", "model output", "cannot be applied",
-             "curvature", "overflows", "no rows", "float32 or float64", "sum of squared residuals"]
+FIT_NAMES = [
+    "X of batch",
+    "y of batch",
+    "targets",
+    "train_loader",
+    "model output",
+    "cannot be applied",
+    "curvature",
+    "overflows",
+    "no rows",
+    "float32 or float64",
+    "sum of squared residuals",
+]
 
 
 @st.composite
@@ -140,8 +184,26 @@ def loaders(draw):
         dtype = draw(st.sampled_from([torch.float64, torch.float32, torch.float16, torch.int64]))
         X = (torch.randn(n, d, dtype=F64) * 3).to(dtype)
         y = torch.randn(n, 2, dtype=F64)
-        bad = draw(st.sampled_from(["none", "none", "nan_x", "inf_y", "huge_x", "huge_y", "y_rows",
-                                    "y_int", "y_shape", "dict", "tensor", "triple", "numpy", "list"]))
+        bad = draw(
+            st.sampled_from(
+                [
+                    "none",
+                    "none",
+                    "nan_x",
+                    "inf_y",
+                    "huge_x",
+                    "huge_y",
+                    "y_rows",
+                    "y_int",
+                    "y_shape",
+                    "dict",
+                    "tensor",
+                    "triple",
+                    "numpy",
+                    "list",
+                ]
+            )
+        )
         if bad == "nan_x" and n and dtype != torch.int64:
             X[draw(st.integers(0, n - 1)), 0] = math.nan
         elif bad == "inf_y" and n:
@@ -174,20 +236,31 @@ def loaders(draw):
 
 
 @fuzz(150)
-@given(case=loaders(), structure=st.sampled_from(["full", "diag", "kron"]),
-       subset=st.sampled_from(["all", "all", "last_layer"]))
+@given(
+    case=loaders(),
+    structure=st.sampled_from(["full", "diag", "kron"]),
+    subset=st.sampled_from(["all", "all", "last_layer"]),
+)
 def test_fit_loaders(case, structure, subset):
     batches, rows, kind = case
     loader = iter(batches) if kind == "generator" else batches
-    if kind == "dataloader" and batches and all(isinstance(b, tuple) and len(b) == 2 for b in batches):
+    if (
+        kind == "dataloader"
+        and batches
+        and all(isinstance(b, tuple) and len(b) == 2 for b in batches)
+    ):
         try:
             X = torch.cat([torch.as_tensor(b[0]) for b in batches])
             y = torch.cat([torch.as_tensor(b[1]) for b in batches])
             loader = DataLoader(TensorDataset(X, y), batch_size=4)
         except (RuntimeError, TypeError, AssertionError):  # not one data set: keep the list
             loader = batches
-    la = outcome(lambda: Laplace(mlp(), "regression", hessian_structure=structure,
-                                 subset_of_weights=subset).fit(loader), FIT_NAMES)
+    la = outcome(
+        lambda: Laplace(
+            mlp(), "regression", hessian_structure=structure, subset_of_weights=subset
+        ).fit(loader),
+        FIT_NAMES,
+    )
     if la is not None:
         assert la.n_data == rows  # every row counted, also from a generator
         assert torch.isfinite(la.log_marginal_likelihood())
@@ -219,9 +292,16 @@ def test_float32_overflow_and_underflow_are_named():
         la.log_marginal_likelihood(sigma_noise=1e-30)
     with pytest.raises(ValueError, match="finite as torch.float64 but overflows"):
         la(torch.full((2, 3), 1e300, dtype=F64))
-    with pytest.raises(ValueError, match="overflows"):  # curvature, not 'prior_precision must be finite'
-        marglik_training(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).float(),
-                         [(X * 1e30, y)], "regression", n_epochs=2, progress=False)
+    with pytest.raises(
+        ValueError, match="overflows"
+    ):  # curvature, not 'prior_precision must be finite'
+        marglik_training(
+            nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).float(),
+            [(X * 1e30, y)],
+            "regression",
+            n_epochs=2,
+            progress=False,
+        )
 
 
 # ------------------------------------------------------------------ predictives
@@ -243,8 +323,17 @@ def inputs(draw):
     return x.numpy() if kind == "numpy" else (x.tolist() if kind == "list" else x)
 
 
-PRED_NAMES = ["x ", "x has shape", "x of", "x must", "model output", "cannot be applied", "not finite",
-              "overflows", "NaN or inf"]
+PRED_NAMES = [
+    "x ",
+    "x has shape",
+    "x of",
+    "x must",
+    "model output",
+    "cannot be applied",
+    "not finite",
+    "overflows",
+    "NaN or inf",
+]
 
 
 def _rows(x):
@@ -252,9 +341,12 @@ def _rows(x):
 
 
 @fuzz(150)
-@given(x=inputs(), task=st.sampled_from(["regression", "classification"]),
-       structure=st.sampled_from(["full", "diag", "kron"]),
-       call=st.sampled_from(["probit", "mc", "nn", "fvar", "samples"]))
+@given(
+    x=inputs(),
+    task=st.sampled_from(["regression", "classification"]),
+    structure=st.sampled_from(["full", "diag", "kron"]),
+    call=st.sampled_from(["probit", "mc", "nn", "fvar", "samples"]),
+)
 def test_predictive_inputs(fits, x, task, structure, call):
     la, _ = fits[(task, structure)]
     K = 3 if task == "classification" else 2
@@ -283,13 +375,23 @@ def test_predictive_inputs(fits, x, task, structure, call):
     assert torch.isfinite(out).all()
 
 
-SAMPLING = st.one_of(st.integers(-3, 5), st.floats(allow_nan=True), st.booleans(), st.none(), st.text(max_size=3),
-                     st.just(torch.tensor(3)), st.just(np.int64(2)))
+SAMPLING = st.one_of(
+    st.integers(-3, 5),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+    st.just(torch.tensor(3)),
+    st.just(np.int64(2)),
+)
 
 
 @fuzz(80)
-@given(n=SAMPLING, generator=st.sampled_from([None, "seed", 0, torch.Generator().manual_seed(1)]),
-       call=st.sampled_from(["sample", "samples", "mc", "nn"]))
+@given(
+    n=SAMPLING,
+    generator=st.sampled_from([None, "seed", 0, torch.Generator().manual_seed(1)]),
+    call=st.sampled_from(["sample", "samples", "mc", "nn"]),
+)
 def test_sampling_arguments(fits, n, generator, call):
     la, X = fits[("classification", "kron")]
     fn = {
@@ -307,7 +409,10 @@ def test_sampling_arguments(fits, n, generator, call):
 
 def test_choices_and_groups_of_the_predictive(fits):
     la, X = fits[("classification", "full")]
-    for kw, name in [({"pred_type": "exact"}, "pred_type"), ({"link_approx": "bridge0"}, "link_approx")]:
+    for kw, name in [
+        ({"pred_type": "exact"}, "pred_type"),
+        ({"link_approx": "bridge0"}, "link_approx"),
+    ]:
         with pytest.raises(ValueError, match=name):
             la(X[:2], **kw)
     with pytest.raises(ValueError, match="group="):
@@ -316,14 +421,20 @@ def test_choices_and_groups_of_the_predictive(fits):
 
 # ------------------------------------------------------------------ evidence and hyperparameters
 @fuzz(150)
-@given(prior=st.one_of(st.none(), any_value), sigma=st.one_of(st.none(), any_value),
-       structure=st.sampled_from(["full", "diag", "kron"]), grad=st.booleans())
+@given(
+    prior=st.one_of(st.none(), any_value),
+    sigma=st.one_of(st.none(), any_value),
+    structure=st.sampled_from(["full", "diag", "kron"]),
+    grad=st.booleans(),
+)
 def test_log_marginal_likelihood_arguments(fits, prior, sigma, structure, grad):
     la, _ = fits[("regression", structure)]
     if grad and isinstance(prior, float) and math.isfinite(prior):
         prior = torch.tensor(prior, dtype=F64, requires_grad=True)
-    out = outcome(lambda: la.log_marginal_likelihood(prior_precision=prior, sigma_noise=sigma),
-                  ["prior_precision", "sigma_noise", "log marginal likelihood is not finite"])
+    out = outcome(
+        lambda: la.log_marginal_likelihood(prior_precision=prior, sigma_noise=sigma),
+        ["prior_precision", "sigma_noise", "log marginal likelihood is not finite"],
+    )
     if out is not None:
         assert out.ndim == 0 and torch.isfinite(out)
         if isinstance(prior, torch.Tensor) and prior.requires_grad:
@@ -332,8 +443,11 @@ def test_log_marginal_likelihood_arguments(fits, prior, sigma, structure, grad):
 
 
 @fuzz(100)
-@given(attr=st.sampled_from(["prior_precision", "sigma_noise", "prior_mean"]), value=any_value,
-       structure=st.sampled_from(["full", "diag", "kron"]))
+@given(
+    attr=st.sampled_from(["prior_precision", "sigma_noise", "prior_mean"]),
+    value=any_value,
+    structure=st.sampled_from(["full", "diag", "kron"]),
+)
 def test_hyperparameter_setters(attr, value, structure):
     la, _ = fitted("regression", structure)
     before = la.log_marginal_likelihood()
@@ -346,27 +460,61 @@ def test_hyperparameter_setters(attr, value, structure):
 
 
 @fuzz(60)
-@given(method=st.sampled_from(["marglik", "marglik", "cv", 3]), n_steps=st.one_of(st.integers(-2, 4), junk),
-       lr=st.one_of(numbers, st.just("0.1")), optimize_sigma=st.booleans())
+@given(
+    method=st.sampled_from(["marglik", "marglik", "cv", 3]),
+    n_steps=st.one_of(st.integers(-2, 4), junk),
+    lr=st.one_of(numbers, st.just("0.1")),
+    optimize_sigma=st.booleans(),
+)
 def test_optimize_prior_precision_arguments(fits, method, n_steps, lr, optimize_sigma):
     la, _ = fitted("regression", "diag")
-    out = outcome(lambda: la.optimize_prior_precision(method=method, n_steps=n_steps, lr=lr,
-                                                      optimize_sigma=optimize_sigma),
-                  ["method", "n_steps", "lr", "diverged"])
+    out = outcome(
+        lambda: la.optimize_prior_precision(
+            method=method, n_steps=n_steps, lr=lr, optimize_sigma=optimize_sigma
+        ),
+        ["method", "n_steps", "lr", "diverged"],
+    )
     if out is not None:
         assert len(out) == n_steps and all(math.isfinite(v) for v in out)
     assert torch.isfinite(la.log_marginal_likelihood())  # never left with NaN hyperparameters
 
 
 # ------------------------------------------------------------------ state_dict round trip
-MUTATIONS = ["none", "drop", "tensor_to_list", "nan", "shape", "config", "block_kind", "block_shape",
-             "block_nan", "other_weights", "n_data", "output_shape", "not_a_dict", "sigma"]
+MUTATIONS = [
+    "none",
+    "drop",
+    "tensor_to_list",
+    "nan",
+    "shape",
+    "config",
+    "block_kind",
+    "block_shape",
+    "block_nan",
+    "other_weights",
+    "n_data",
+    "output_shape",
+    "not_a_dict",
+    "sigma",
+]
 
 
 @fuzz(60)
-@given(mutation=st.sampled_from(MUTATIONS), structure=st.sampled_from(["full", "diag", "kron"]),
-       key=st.sampled_from(["mean", "prior_precision", "prior_mean", "sigma_noise", "sigma_fit", "blocks",
-                            "config", "loglik_stats"]))
+@given(
+    mutation=st.sampled_from(MUTATIONS),
+    structure=st.sampled_from(["full", "diag", "kron"]),
+    key=st.sampled_from(
+        [
+            "mean",
+            "prior_precision",
+            "prior_mean",
+            "sigma_noise",
+            "sigma_fit",
+            "blocks",
+            "config",
+            "loglik_stats",
+        ]
+    ),
+)
 def test_load_state_dict_mutations(mutation, structure, key):
     la, X = fitted("regression", structure)
     sd = la.state_dict()
@@ -380,13 +528,17 @@ def test_load_state_dict_mutations(mutation, structure, key):
     elif mutation == "shape" and isinstance(sd[key], torch.Tensor):
         sd[key] = torch.cat([sd[key].reshape(-1), sd[key].reshape(-1)[:1]])
     elif mutation == "config":
-        sd["config"] = sd["config"] | {"hessian_structure": "diag" if structure != "diag" else "kron"}
+        sd["config"] = sd["config"] | {
+            "hessian_structure": "diag" if structure != "diag" else "kron"
+        }
     elif mutation == "block_kind":
         sd["blocks"][0] = sd["blocks"][0] | {"kind": "full" if structure != "full" else "diag"}
     elif mutation == "block_shape":
         b = sd["blocks"][0]
-        sd["blocks"][0] = {k: (v[..., :-1] if isinstance(v, torch.Tensor) and k not in ("idx",) else v)
-                           for k, v in b.items()}
+        sd["blocks"][0] = {
+            k: (v[..., :-1] if isinstance(v, torch.Tensor) and k not in ("idx",) else v)
+            for k, v in b.items()
+        }
     elif mutation == "block_nan":
         b = dict(sd["blocks"][0])
         k = next(k for k, v in b.items() if isinstance(v, torch.Tensor) and v.is_floating_point())
@@ -403,21 +555,50 @@ def test_load_state_dict_mutations(mutation, structure, key):
     elif mutation == "not_a_dict":
         sd = [sd]
     la2 = Laplace(model, "regression", hessian_structure=structure, prior_structure="layerwise")
-    out = outcome(lambda: la2.load_state_dict(sd), ["state", "hessian_structure", "weights", "prior_precision",
-                                                    "prior_mean", "sigma_noise"])
+    out = outcome(
+        lambda: la2.load_state_dict(sd),
+        ["state", "hessian_structure", "weights", "prior_precision", "prior_mean", "sigma_noise"],
+    )
     if out is not None:  # a harmless mutation: the same posterior
         torch.testing.assert_close(out.log_marginal_likelihood(), la.log_marginal_likelihood())
         torch.testing.assert_close(out(X[:3])[1], la(X[:3])[1])
 
 
 # ------------------------------------------------------------------ marglik_training
-TRAIN_ARGS = ["n_epochs", "lr", "lr_min", "optimizer", "optimizer_kwargs", "n_epochs_burnin",
-              "marglik_frequency", "n_hypersteps", "lr_hyp", "prior_prec_init", "sigma_noise_init",
-              "temperature", "callback", "marglik_loader", "marglik_estimate", "learn_sigma", "restore_best",
-              "hessian_structure", "prior_structure", "train_loader", "likelihood"]
-TRAIN_VALUES = st.one_of(st.integers(-2, 3), special, junk, st.just(iter([])), st.just([]),
-                         st.just(torch.optim.RMSprop), st.just({"momentum": 0.5}),
-                         st.just(lambda p: None), st.just("last_step"))
+TRAIN_ARGS = [
+    "n_epochs",
+    "lr",
+    "lr_min",
+    "optimizer",
+    "optimizer_kwargs",
+    "n_epochs_burnin",
+    "marglik_frequency",
+    "n_hypersteps",
+    "lr_hyp",
+    "prior_prec_init",
+    "sigma_noise_init",
+    "temperature",
+    "callback",
+    "marglik_loader",
+    "marglik_estimate",
+    "learn_sigma",
+    "restore_best",
+    "hessian_structure",
+    "prior_structure",
+    "train_loader",
+    "likelihood",
+]
+TRAIN_VALUES = st.one_of(
+    st.integers(-2, 3),
+    special,
+    junk,
+    st.just(iter([])),
+    st.just([]),
+    st.just(torch.optim.RMSprop),
+    st.just({"momentum": 0.5}),
+    st.just(lambda p: None),
+    st.just("last_step"),
+)
 
 
 @fuzz(150)
@@ -426,11 +607,19 @@ def test_marglik_training_arguments(arg, value):
     # a callback or loader factory that raises is the user's own error
     assume(not (arg in ("callback", "marglik_loader") and isinstance(value, type)))
     X, y = data()
-    kw = dict(train_loader=DataLoader(TensorDataset(X, y), batch_size=10), likelihood="regression",
-              n_epochs=2, n_epochs_burnin=0, n_hypersteps=2, progress=False)
+    kw = dict(
+        train_loader=DataLoader(TensorDataset(X, y), batch_size=10),
+        likelihood="regression",
+        n_epochs=2,
+        n_epochs_burnin=0,
+        n_hypersteps=2,
+        progress=False,
+    )
     kw[arg] = value
-    res = outcome(lambda: marglik_training(mlp(), **kw),
-                  [arg, "train_loader", "diverged", "not finite", "optimizer", "no rows", "empty"])
+    res = outcome(
+        lambda: marglik_training(mlp(), **kw),
+        [arg, "train_loader", "diverged", "not finite", "optimizer", "no rows", "empty"],
+    )
     if res is not None:
         model, la, hist = res
         assert hist.sizes["epoch"] >= 1 and np.isfinite(hist.loss.values).all()
@@ -445,27 +634,57 @@ def _examples():
     other = Laplace(mlp(seed=1), "regression", hessian_structure="kron")
     gen = ((X[i : i + 5], y[i : i + 5]) for i in range(0, 20, 5))
     return {
-        "prior_precision=-1": (lambda: lml(prior_precision=-1.0), "prior_precision must be finite and > 0"),
-        "prior_precision=0": (lambda: lml(prior_precision=0.0), "prior_precision must be finite and > 0"),
-        "prior_precision=nan": (lambda: lml(prior_precision=math.nan), "prior_precision must be finite"),
+        "prior_precision=-1": (
+            lambda: lml(prior_precision=-1.0),
+            "prior_precision must be finite and > 0",
+        ),
+        "prior_precision=0": (
+            lambda: lml(prior_precision=0.0),
+            "prior_precision must be finite and > 0",
+        ),
+        "prior_precision=nan": (
+            lambda: lml(prior_precision=math.nan),
+            "prior_precision must be finite",
+        ),
         "sigma_noise=0": (lambda: lml(sigma_noise=0.0), "sigma_noise must be finite and > 0"),
         "sigma_noise=-2": (lambda: lml(sigma_noise=-2.0), "sigma_noise must be finite and > 0"),
         "sigma_noise=nan": (lambda: lml(sigma_noise=math.nan), "sigma_noise must be finite"),
-        "prior_mean=nan": (lambda: Laplace(mlp(), "regression", prior_mean=math.nan), "prior_mean must be finite"),
-        "temperature=nan": (lambda: Laplace(mlp(), "regression", temperature=math.nan), "temperature must be finite"),
+        "prior_mean=nan": (
+            lambda: Laplace(mlp(), "regression", prior_mean=math.nan),
+            "prior_mean must be finite",
+        ),
+        "temperature=nan": (
+            lambda: Laplace(mlp(), "regression", temperature=math.nan),
+            "temperature must be finite",
+        ),
         "sigma_noise of 3 for 2 outputs": (
-            lambda: Laplace(mlp(), "regression", sigma_noise=torch.ones(3)).fit([(X, y)]), "3 entries"),
-        "mc with n_samples=0": (lambda: la(X[:2], link_approx="mc", n_samples=0), "n_samples must be >= 1"),
-        "load_state_dict at other weights": (lambda: other.load_state_dict(la.state_dict()), "current weights"),
+            lambda: Laplace(mlp(), "regression", sigma_noise=torch.ones(3)).fit([(X, y)]),
+            "3 entries",
+        ),
+        "mc with n_samples=0": (
+            lambda: la(X[:2], link_approx="mc", n_samples=0),
+            "n_samples must be >= 1",
+        ),
+        "load_state_dict at other weights": (
+            lambda: other.load_state_dict(la.state_dict()),
+            "current weights",
+        ),
         "wrong feature count into fit": (
-            lambda: Laplace(mlp(), "regression").fit([(X[:, :2], y)]), "cannot be applied to X"),
+            lambda: Laplace(mlp(), "regression").fit([(X[:, :2], y)]),
+            "cannot be applied to X",
+        ),
         "wrong feature count into la(x)": (lambda: la(X[:2, :2]), "cannot be applied to x"),
         "wrong rank into la(x)": (lambda: la(X[0]), "expected a batch shaped (N, 3)"),
         "generator into marglik_training": (
-            lambda: marglik_training(mlp(), gen, "regression", n_epochs=1, progress=False), "one-shot"),
+            lambda: marglik_training(mlp(), gen, "regression", n_epochs=1, progress=False),
+            "one-shot",
+        ),
         "last_layer with dict batches": (
-            lambda: Laplace(mlp(), "regression", subset_of_weights="last_layer").fit([{"x": X, "y": y}]),
-            "(X, y) pairs; batch 0 is a dict"),
+            lambda: Laplace(mlp(), "regression", subset_of_weights="last_layer").fit(
+                [{"x": X, "y": y}]
+            ),
+            "(X, y) pairs; batch 0 is a dict",
+        ),
     }
 
 

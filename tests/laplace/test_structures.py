@@ -54,8 +54,13 @@ def test_a_registered_structure_equals_the_builtin_it_reimplements(registered):
 def test_structures_mix_per_group_and_are_validated(registered):
     model, dl, X = problem()
     groups = {"body": ["0.weight", "0.bias"], "head": ["2.weight", "2.bias"]}
-    la = Laplace(model, "classification", hessian_structure="kron", param_groups=groups,
-                 group_structure={"head": "jacdiag"}).fit(dl)
+    la = Laplace(
+        model,
+        "classification",
+        hessian_structure="kron",
+        param_groups=groups,
+        group_structure={"head": "jacdiag"},
+    ).fit(dl)
     assert {d["kind"] for d in la.describe_blocks()} == {"kron", "jacdiag"}
     assert torch.isfinite(la.log_marginal_likelihood())
     with pytest.raises(ValueError, match="hessian_structure='nope'.*jacdiag"):

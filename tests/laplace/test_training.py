@@ -177,8 +177,16 @@ def test_marglik_training_callback_gets_progress_and_old_dict_style_warns():
     dl = DataLoader(TensorDataset(X, y), batch_size=10)
     model = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1))
     got = []
-    marglik_training(model, dl, "regression", n_epochs=3, n_epochs_burnin=1, n_hypersteps=2,
-                     progress=False, callback=got.append)
+    marglik_training(
+        model,
+        dl,
+        "regression",
+        n_epochs=3,
+        n_epochs_burnin=1,
+        n_hypersteps=2,
+        progress=False,
+        callback=got.append,
+    )
     assert [p.done for p in got] == [1, 2, 3] and all(p.total == 3 for p in got)
     assert [p.state["marglik_step"] for p in got] == [False, True, True]
     assert np.isnan(got[0].metrics["log_marglik"]) and np.isfinite(got[1].metrics["log_marglik"])

@@ -11,13 +11,13 @@ import torch
 from workbench.exceptions import NotFittedError
 
 LIKELIHOODS = ("regression", "classification", "binary", "heteroscedastic")
-SUBSETS = ("all", "last_layer")
+SUBSETS = ("all", "last_layer", "subnetwork")
 PRIOR_STRUCTURES = ("scalar", "layerwise", "unitwise", "diagonal", "group")
 CURVATURES = ("ggn", "ef")
 KFAC_FLAVOURS = ("expand", "reduce")
 KFAC_FALLBACKS = ("diag", "error")
 PRED_TYPES = ("glm", "nn")
-LINK_APPROX = ("probit", "mc")
+LINK_APPROX = ("probit", "mc", "bridge", "bridge_norm")
 OPTIMIZERS = ("adam", "sgd")
 
 __all__ = ["NotFittedError"]

@@ -22,7 +22,8 @@ from .curvature.modules import capture, collect, module_grads
 class FitContext:
     """What the blocks need to know about a fit: ``spec``, ``ref`` (a parameter: device and
     dtype), ``kfac``, ``chunk_budget``, ``create_graph``, ``comps`` (curvature stored per output,
-    regression with one σ per output), ``K_out``, ``sigma_fit``, ``model``, ``loader``."""
+    regression with one σ per output), ``K_out``, ``sigma_fit``, ``model``, ``loader``,
+    ``options`` (the Laplace's ``structure_options``)."""
 
     def __init__(self, la, loader, create_graph):
         self.spec, self.model, self.loader, self.lik = la.spec_, la.model, loader, la.lik_
@@ -35,13 +36,14 @@ class FitContext:
         self.sigma_fit = la.sigma_fit_
         self.K_out = self.sigma_fit.numel() if self.comps else 1
         self.sigma_curv = None if self.comps else la.curvature_sigma()
+        self.options = dict(getattr(la, "structure_options", None) or {})
 
 
 class BatchPieces:
     """One batch's ingredients: layer inputs / output gradients, Jacobian columns, output split."""
 
-    def __init__(self, ctx, X, store, grads, jt, gpos, colk):
-        self.ctx, self.X, self.N = ctx, X, X.shape[0]
+    def __init__(self, ctx, X, eta_shape, store, grads, jt, gpos, colk):
+        self.ctx, self.X, self.N, self.eta_shape = ctx, X, X.shape[0], tuple(eta_shape)
         self._store, self._grads, self._jt, self._gpos = store, grads, jt, gpos
         self.colk = colk  # output index of every backpropagated column (per-output σ)
 
@@ -131,8 +133,8 @@ def _batch_pieces(ctx, X, y, bi, need_mod, generic, gpos):
             Lc, Xg = Lc.detach(), X.detach()
         jt = jac_t_products(model, theta, generic, Xg, Lc, lik.link, budget=ctx.chunk_budget)
         jt = jt if keep else jt.detach()  # (N, C, P_generic)
-    pieces = BatchPieces(ctx, X, store, grads, jt, gpos, colk)
-    pieces.eta_shape = tuple(eta.shape)
+    pieces = BatchPieces(ctx, X, eta.shape, store, grads, jt, gpos, colk)
+    pieces.y = y  # the targets, for structures that keep the batches (lowrank, gp)
     return pieces, eta3, y3
 
 
@@ -151,18 +153,14 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
         gpos[n] = (off, off + ctx.spec.numel(n))
         off = gpos[n][1]
     stats, n_data, out_shape = LoglikStats(ctx.lik, ctx.create_graph), 0, None
-    x_max = None  # largest |X| seen, to name the cause if the curvature overflows
     for bi, batch in enumerate(tqdm(loader, desc="Laplace fit", disable=not progress, leave=False)):
         X, y = prepare_batch(batch, bi, ctx.ref)
         if X.shape[0] == 0:
             continue
-        if X.is_floating_point():
-            m = X.detach().abs().max()
-            x_max = m if x_max is None else torch.maximum(x_max, m)
         pieces, eta3, y3 = _batch_pieces(ctx, X, y, bi, need_mod, generic, gpos)
         stats.add(eta3, y3)
         n_data += X.shape[0]
-        out_shape = tuple(pieces.eta_shape[1:])
+        out_shape = pieces.eta_shape[1:]
         for b in blocks:
             b.accumulate(pieces)
         del pieces
@@ -173,8 +171,17 @@ def fit_curvature(la, loader, create_graph=False, progress=False):
         if not b.is_finite():
             raise ValueError(
                 f"the curvature of the {b.kind} block of {b.names} is not finite in "
-                f"{ctx.ref.dtype} (it overflows; largest |X| = "
-                f"{float(x_max) if x_max is not None else float('nan'):.3g}): rescale the inputs "
-                "or use a float64 model"
+                f"{ctx.ref.dtype} (it overflows: inputs, activations or output gradients of very "
+                "large magnitude); rescale the inputs or use a float64 model"
             )
     return stats.result(ctx.ref.dtype), n_data, out_shape
+
+
+def merge_fits(previous, blocks, stats, n_data):
+    """``fit(override=False)``: the previous fit's (blocks, log-likelihood stats, n_data) plus this
+    fit's, block by block (each structure's ``merge``)."""
+    old_blocks, old_stats, old_n = previous
+    if [(b.kind, b.names) for b in old_blocks] != [(b.kind, b.names) for b in blocks]:
+        raise ValueError("fit(override=False): the posterior blocks changed since the last fit")
+    merged = {k: old_stats[k] + v if v is not None else None for k, v in stats.items()}
+    return [old.merge(new) for old, new in zip(old_blocks, blocks)], merged, old_n + n_data

@@ -23,6 +23,7 @@ from ._validation import (
     PRIOR_STRUCTURES,
     SUBSETS,
     NotFittedError,
+    check_bool,
     check_choice,
     check_groups,
     check_names,
@@ -34,12 +35,14 @@ from ._validation import (
     unpack_batch,
 )
 from .batches import as_loader, peek, to_model_dtype
-from .fitting import fit_curvature
+from .fitting import fit_curvature, merge_fits
+from .gridsearch import gridsearch_prior_precision
 from .likelihoods import get_likelihood
 from .params import build_spec, last_layer_names
 from .priors import PriorLayout
 from .state import laplace_state, load_laplace_state
 from .structures import Scale, plan_blocks, structure_names
+from .subnetwork import SubnetworkModel, wrap_subnetwork
 
 
 class Laplace:
@@ -50,7 +53,10 @@ class Laplace:
     model : nn.Module returning (N, K) (or (N, ..., K) for per-position likelihoods)
     likelihood : "regression" | "classification" | "binary" | "heteroscedastic"
     subset_of_weights : "all" | "last_layer" (the last module with parameters in execution order)
-    hessian_structure : "full" | "diag" | "kron" (or a structure registered in ``structures``)
+        | "subnetwork" (the entries ``subnetwork_indices`` of the flat trainable parameter vector;
+        ``la.model`` is then a :class:`~.subnetwork.SubnetworkModel` around ``model``)
+    hessian_structure : "full" | "diag" | "kron" | "lowrank" (top GGN eigenpairs by Lanczos) |
+        "gp" (functional view over context points) (or a structure registered in ``structures``)
     prior_precision : float or tensor of shape ``(n_hyper,)`` for ``prior_structure``
     prior_structure : "scalar" | "layerwise" | "unitwise" | "diagonal" | "group"
     prior_mean : float or tensor (P,)
@@ -65,6 +71,9 @@ class Laplace:
     kfac_fallback : "diag" (parameters of modules KFAC does not support get an exact diagonal
         block, with a warning) | "error"
     chunk_budget : max numbers materialised at once for per-sample Jacobians
+    structure_options : dict of options for structures that take some: "lowrank" (``rank``,
+        ``n_iter``, ``random_state``) and "gp" (``n_context``, ``context_scale``,
+        ``likelihood_hessian``, ``random_state``); see :mod:`workbench.laplace.structures.factor`
     """
 
     def __init__(
@@ -85,9 +94,15 @@ class Laplace:
         params=None,
         kfac_fallback="diag",
         chunk_budget=2**25,
+        structure_options=None,
+        subnetwork_indices=None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if subset_of_weights == "subnetwork":
+            model, params = wrap_subnetwork(model, subnetwork_indices, params, hessian_structure)
+        elif subnetwork_indices is not None:
+            raise ValueError("subnetwork_indices needs subset_of_weights='subnetwork'")
         self.model = model
         self.likelihood = likelihood
         self.lik_ = get_likelihood(likelihood)
@@ -106,9 +121,12 @@ class Laplace:
             raise ValueError("pass either params=... or subset_of_weights='last_layer', not both")
         self.param_groups = param_groups
         self.group_structure = group_structure
+        self.structure_options = structure_options
         self.params = check_names("params", params)
         self.temperature = check_positive_float("temperature", temperature)
         self.chunk_budget = check_positive_int("chunk_budget", chunk_budget)
+        if isinstance(model, SubnetworkModel):
+            self.chunk_budget = max(1, int(self.chunk_budget * model.chunk_scale))
         ref = next(model.parameters(), None)
         if ref is None:
             raise ValueError("model has no parameters")
@@ -202,9 +220,13 @@ class Laplace:
             raise NotFittedError(f"Laplace is not fitted: call la.fit(train_loader) before {what}")
 
     # ------------------------------------------------------------------ fit
-    def fit(self, train_loader, create_graph=False, progress=False):
+    def fit(self, train_loader, create_graph=False, progress=False, override=True):
         """Fit the curvature on ``train_loader`` (an iterable of (X, y), e.g. a DataLoader, a list
         of batches, a generator, or one ``(X, y)`` tuple of tensors); returns self.
+
+        ``override=False`` (continual fitting) adds this loader's curvature, log-likelihood and
+        data count to those of the previous fits instead of replacing them: the result equals one
+        fit on all loaders together (KFAC included), with the MAP at the model's current parameters.
 
         The model is put in eval mode while the curvature is computed (its mode is restored);
         the MAP is the model's current parameters. ``create_graph=True`` keeps the autograd graph
@@ -212,6 +234,8 @@ class Laplace:
         differentiable w.r.t. quantities that enter the network (e.g. augmentation parameters
         not covered by the Laplace, see ``params``). A failed fit leaves the Laplace unfitted.
         """
+        create_graph = check_bool("create_graph", create_graph)
+        check_bool("progress", progress)
         loader = as_loader(train_loader)
         first, loader = peek(loader)
         ref = self._ref()
@@ -223,6 +247,7 @@ class Laplace:
             )
         X0, _ = unpack_batch(first, 0)
         X0 = to_model_dtype(X0, ref, "X", 0)
+        previous = self._previous_fit(override)
         self._fitted = False
         was_training = self.model.training
         self.model.eval()
@@ -231,6 +256,8 @@ class Laplace:
             self._sigma = self._sigma.to(ref)
             self.sigma_fit_ = self._sigma.clone()
             stats, n_data, out_shape = fit_curvature(self, loader, create_graph, progress)
+            if previous is not None:
+                self.blocks_, stats, n_data = merge_fits(previous, self.blocks_, stats, n_data)
         finally:
             self.model.train(was_training)
         self._check_sigma_length(out_shape)
@@ -244,6 +271,16 @@ class Laplace:
         self._hstats = None
         self._fitted = True
         return self
+
+    def _previous_fit(self, override):
+        """What ``fit(override=False)`` adds to: (blocks, log-likelihood stats, n_data) or None."""
+        if override or not self._fitted:
+            return None
+        if self.per_output_curvature and not torch.equal(self._sigma, self.sigma_fit_):
+            raise ValueError(
+                "fit(override=False) with a per-output sigma_noise that changed: refit all"
+            )
+        return self.blocks_, self.loglik_stats_, self.n_data
 
     def _check_sigma_length(self, out_shape):
         if self.lik_.has_sigma and self._sigma.numel() > 1 and self._sigma.numel() != out_shape[-1]:
@@ -468,19 +505,59 @@ class Laplace:
         self._check_fitted("log_marginal_likelihood()")
         return _marglik.log_marginal_likelihood(self, prior_precision, sigma_noise)
 
+    def evidence_terms(self, prior_precision=None, sigma_noise=None):
+        """{log_likelihood, log_det_posterior_precision, log_det_prior_precision, scatter}: the
+        evidence is ``log_likelihood - ½ (log_det_posterior - log_det_prior + scatter)``."""
+        self._check_fitted("evidence_terms()")
+        t = _marglik.evidence_terms(self, prior_precision, sigma_noise)
+        t.pop("sigma")
+        return t
+
+    def set_prior(self, prior_precision, prior_structure=None):
+        """Set the prior precision, optionally with a new ``prior_structure``; no refit needed
+        (the curvature does not depend on the prior). Returns self."""
+        if prior_structure is not None and prior_structure != self.prior_structure:
+            self.prior_structure = check_choice(
+                "prior_structure", prior_structure, PRIOR_STRUCTURES
+            )
+            if self.spec_ is not None:
+                groups = self.groups_ if self.param_groups else None
+                self.layout_ = PriorLayout(prior_structure, self.spec_, groups, self.model)
+                self._prior_prec, self._hstats = None, None
+        self.prior_precision = prior_precision
+        return self
+
     def optimize_prior_precision(
-        self, method="marglik", n_steps=100, lr=0.1, optimize_sigma=False, progress=False
+        self, method="marglik", n_steps=100, lr=0.1, optimize_sigma=False, progress=False, **kwargs
     ):
-        """Maximise the evidence w.r.t. log prior precision (and log σ if ``optimize_sigma``)."""
+        """``method="marglik"``: maximise the evidence w.r.t. log prior precision (and log σ if
+        ``optimize_sigma``); returns the evidence per step. ``method="gridsearch"``: minimise a
+        validation loss over a grid (``val_loader=`` or ``cv=K, train_loader=``; further keywords
+        of :func:`workbench.laplace.gridsearch.gridsearch_prior_precision`); returns its Dataset."""
         self._check_fitted("optimize_prior_precision()")
+        check_choice("method", method, ("marglik", "gridsearch"))
+        if method == "gridsearch":
+            return gridsearch_prior_precision(self, progress=progress, **kwargs)
+        if kwargs:
+            raise TypeError(f"method='marglik' got unexpected keyword arguments {sorted(kwargs)}")
         return _marglik.optimize_prior_precision(
             self, method, n_steps, lr, optimize_sigma, progress
         )
 
     # ------------------------------------------------------------------ predictive
-    def __call__(self, x, pred_type="glm", link_approx="probit", n_samples=100, generator=None):
+    def __call__(
+        self, x, pred_type="glm", link_approx="probit", n_samples=100, generator=None, joint=False
+    ):
+        """Predictive at inputs x. Regression: (f_mu (N, K), f_var (N, K, K)), or with
+        ``joint=True`` the covariance across the batch (N, K, N, K); classification / binary:
+        probabilities by ``link_approx`` "probit" | "mc" | "bridge" | "bridge_norm"."""
         self._check_fitted("predicting")
-        return _pred.predict(self, x, pred_type, link_approx, n_samples, generator)
+        return _pred.predict(self, x, pred_type, link_approx, n_samples, generator, joint)
+
+    def functional_covariance(self, x):
+        """Joint J Σ Jᵀ over the batch x: (N, K, N, K) (cross-input covariances included)."""
+        self._check_fitted("functional_covariance()")
+        return _pred.functional_covariance(self, x)
 
     def functional_variance(self, x, group=None):
         """J Σ Jᵀ (N, K, K) at inputs x; ``group`` restricts to that parameter group's block."""
@@ -497,6 +574,11 @@ class Laplace:
         """Parameter samples (n_samples, P) from the Laplace posterior."""
         self._check_fitted("sample()")
         return _pred.sample_params(self, n_samples, generator)
+
+    def posterior_precision(self, group=None):
+        """Dense posterior precision (P, P) (or of one group's parameters); small models only."""
+        self._check_fitted("posterior_precision()")
+        return _pred.dense_precision(self, group)
 
     def posterior_covariance(self, group=None):
         """Dense posterior covariance (P, P) (or of one group's parameters); small models only."""

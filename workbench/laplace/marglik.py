@@ -12,7 +12,13 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from ._validation import check_choice, check_hyper, check_positive_float, check_positive_int
+from ._validation import (
+    check_bool,
+    check_choice,
+    check_hyper,
+    check_positive_float,
+    check_positive_int,
+)
 
 
 def _as_hyper(value, ref, name):
@@ -62,6 +68,18 @@ def _hyper(la, prior_precision, sigma_noise, validate=True):
 
 
 def log_marginal_likelihood(la, prior_precision=None, sigma_noise=None, validate=True):
+    t = evidence_terms(la, prior_precision, sigma_noise, validate)
+    loglik, logdet_post = t["log_likelihood"], t["log_det_posterior_precision"]
+    logdet_prior, scatter = t["log_det_prior_precision"], t["scatter"]
+    out = loglik - 0.5 * (logdet_post - logdet_prior + scatter)
+    if validate and not torch.isfinite(out.detach()):
+        _explain_non_finite(la, loglik, logdet_post, logdet_prior, scatter, t["sigma"])
+    return out
+
+
+def evidence_terms(la, prior_precision=None, sigma_noise=None, validate=True):
+    """The evidence's pieces: log_likelihood, log_det_posterior_precision,
+    log_det_prior_precision and scatter (θ*-μ0)ᵀP0(θ*-μ0), each differentiable (and sigma)."""
     prec, sigma = _hyper(la, prior_precision, sigma_noise, validate)
     s = la.likelihood_scale(sigma)
     loglik = la.loglik(sigma)
@@ -84,10 +102,13 @@ def log_marginal_likelihood(la, prior_precision=None, sigma_noise=None, validate
     for b in la.blocks_:
         bp = la.layout_.block_prior(prec, diag, b)
         logdet_post = logdet_post + b.logdet(s, bp)
-    out = loglik - 0.5 * (logdet_post - logdet_prior + scatter)
-    if validate and not torch.isfinite(out.detach()):
-        _explain_non_finite(la, loglik, logdet_post, logdet_prior, scatter, sigma)
-    return out
+    return {
+        "log_likelihood": loglik,
+        "log_det_posterior_precision": logdet_post,
+        "log_det_prior_precision": logdet_prior,
+        "scatter": scatter,
+        "sigma": sigma,
+    }
 
 
 def _explain_non_finite(la, loglik, logdet_post, logdet_prior, scatter, sigma):
@@ -115,6 +136,8 @@ def optimize_prior_precision(
 ):
     check_choice("method", method, ("marglik",))
     n_steps = check_positive_int("n_steps", n_steps, minimum=0)
+    optimize_sigma = check_bool("optimize_sigma", optimize_sigma)
+    check_bool("progress", progress)
     lr = check_positive_float("lr", lr)
     log_prec = la.prior_precision.detach().log().clone().requires_grad_(True)
     params = [log_prec]

@@ -24,6 +24,7 @@ from ._validation import (
     check_positive_int,
 )
 from .batches import forward_errors, run_model, to_model_dtype
+from .bridge import laplace_bridge
 from .curvature.jacobians import jac_t_chunks
 from .curvature.modules import capture, collect, module_grads
 
@@ -149,17 +150,51 @@ def _layer_variance(la, x, terms, theta, n_out):
     return fvar.detach()
 
 
-def predict(la, x, pred_type="glm", link_approx="probit", n_samples=100, generator=None):
+def functional_covariance(la, x):
+    """Joint J Σ Jᵀ over a batch: (N, n_out, N, n_out), cross-input covariances included.
+
+    Builds the (N·n_out, P) Jacobian of the batch (torch.func) and applies every posterior block's
+    covariance to its columns; meant for batches of tens to hundreds of inputs."""
+    x = _as_input(la, x)
+    return _eval(la, lambda: _functional_covariance(la, x))
+
+
+def _functional_covariance(la, x):
+    s = la.likelihood_scale()
+    names, N = la.spec_.names, x.shape[0]
+    n_out = math.prod(la.output_shape_)
+    with torch.no_grad():
+        J = torch.cat(
+            [J for _, J in jac_t_chunks(la.model, _theta(la), names, x, n_out, lambda f: f)]
+        ).reshape(N * n_out, la.spec_.P)
+        cov = J.new_zeros(N * n_out, N * n_out)
+        for b, bp in zip(la.blocks_, la.block_priors()):
+            Jb = J[:, b.idx]
+            cov += Jb @ b.cov_apply(s, bp, Jb).T
+    return cov.reshape(N, n_out, N, n_out)
+
+
+def predict(
+    la, x, pred_type="glm", link_approx="probit", n_samples=100, generator=None, joint=False
+):
     check_choice("pred_type", pred_type, PRED_TYPES)
     check_choice("link_approx", link_approx, LINK_APPROX)
     n_samples = check_positive_int("n_samples", n_samples)
     check_generator(generator)
     x = _as_input(la, x)
-    return _finite(_predict(la, x, pred_type, link_approx, n_samples, generator), x, "predictive")
+    out = _predict(la, x, pred_type, link_approx, n_samples, generator, joint)
+    return _finite(out, x, "predictive")
 
 
-def _predict(la, x, pred_type, link_approx, n_samples, generator):
+def _predict(la, x, pred_type, link_approx, n_samples, generator, joint=False):
     name = la.lik_.name
+    if joint:
+        if name != "regression" or pred_type != "glm":
+            raise ValueError(
+                "joint=True (the covariance across inputs) needs likelihood='regression' and "
+                f"pred_type='glm', not {name!r} / {pred_type!r}"
+            )
+        return _map_outputs(la, x), functional_covariance(la, x)
     if pred_type == "nn":
         fs = predictive_samples(la, x, n_samples, "nn", generator, raw=True)
         if name == "regression":
@@ -178,6 +213,12 @@ def _predict(la, x, pred_type, link_approx, n_samples, generator):
         dim1=-2,
         dim2=-1,
     ).reshape(f_mu.shape)
+    if link_approx.startswith("bridge"):
+        if name != "classification":
+            raise ValueError(
+                f"link_approx={link_approx!r} needs likelihood='classification', not {name!r}"
+            )
+        return laplace_bridge(f_mu, f_var, normalize=link_approx == "bridge_norm")
     if link_approx == "probit":
         kappa = 1 / torch.sqrt(1 + math.pi / 8 * var)
         z = f_mu * kappa
@@ -270,22 +311,28 @@ def predictive_samples(la, x, n_samples=100, pred_type="glm", generator=None, ra
     return torch.softmax(fs, -1) if la.lik_.name == "classification" else torch.sigmoid(fs)
 
 
-def dense_covariance(la, group=None):
+def dense_precision(la, group=None):
+    """Dense posterior precision (P, P) (or of one group's parameters); small models only."""
+    return dense_covariance(la, group, precision=True)
+
+
+def dense_covariance(la, group=None, precision=False):
     sel = la.select_blocks(group)
     s = la.likelihood_scale()
     priors = la.block_priors()
     P = la.spec_.P
     m = la.mean
     if P > 20000:
-        raise ValueError(
-            f"posterior_covariance() would build a dense {P}x{P} matrix; use a group or sample()"
-        )
+        raise ValueError(f"a dense {P}x{P} posterior matrix is too large; use a group or sample()")
     cov = m.new_zeros(P, P)
     idx_all = []
     with torch.no_grad():
         for i in sel:
             b = la.blocks_[i]
-            Sb = b.cov_apply(s, priors[i], torch.eye(b.d, dtype=m.dtype, device=m.device))
+            if precision:
+                Sb = b.precision_dense(s, priors[i])
+            else:
+                Sb = b.cov_apply(s, priors[i], torch.eye(b.d, dtype=m.dtype, device=m.device))
             cov[b.idx[:, None], b.idx[None, :]] = Sb
             idx_all.append(b.idx)
     if group is None:

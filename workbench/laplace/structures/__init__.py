@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from .base import Block, Scale, eigh_psd, factored_variance, module_idx, scaled
 from .diag import DiagBlock
+from .factor import GPBlock, LowRankBlock
 from .full import FullBlock
 from .kron import KronBlock
 
@@ -53,7 +54,7 @@ def register_structure(cls: type[Block]) -> type[Block]:
     return cls
 
 
-for _cls in (FullBlock, DiagBlock, KronBlock):
+for _cls in (FullBlock, DiagBlock, KronBlock, LowRankBlock, GPBlock):
     register_structure(_cls)
 
 
@@ -79,6 +80,8 @@ __all__ = [
     "FullBlock",
     "DiagBlock",
     "KronBlock",
+    "LowRankBlock",
+    "GPBlock",
     "eigh_psd",
     "factored_variance",
     "module_idx",

@@ -192,6 +192,17 @@ class Block:
         """Σ sλ/(sλ+δ) over the curvature restricted to block positions ``sub``."""
         raise NotImplementedError
 
+    def precision_dense(self, s, prior):
+        """The block's posterior precision as a dense (d, d) matrix (small blocks only)."""
+        raise NotImplementedError(f"{type(self).__name__} has no dense precision")
+
+    def merge(self, other):
+        """Add ``other``'s curvature (same plan, a later fit) to this block's, in place, and
+        return self: continual fitting (``fit(..., override=False)``)."""
+        raise NotImplementedError(
+            f"hessian_structure={self.kind!r} does not support fit(..., override=False)"
+        )
+
     # ---------------------------------------------------------------- predictive pieces
     def layer_terms(self, s, prior):
         """``[(layers, fn)]``: ``layers`` = [(module name, module, with weight, with bias)] and

@@ -91,6 +91,15 @@ class DiagBlock(Block):
         return s * h + prior.diag
 
     @scaled
+    def precision_dense(self, s, prior):
+        return torch.diag(self.precision_diag(s, prior))
+
+    def merge(self, other):
+        self.h = self.h + other.h
+        self.clear_cache()
+        return self
+
+    @scaled
     def cov_apply(self, s, prior, V):
         return V / self.precision_diag(s, prior)
 

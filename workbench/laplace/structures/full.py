@@ -129,6 +129,16 @@ class FullBlock(Block):
         H, s = self._Hs(s)
         return s * torch.diagonal(H) + prior.diag
 
+    @scaled
+    def precision_dense(self, s, prior):
+        H, s = self._Hs(s)
+        return s * H + torch.diag(prior.diag)
+
+    def merge(self, other):
+        self.H = self.H + other.H
+        self.clear_cache()
+        return self
+
     def _factor(self, s, prior):
         """('eig', Q, s λ + δ) when the eigendecomposition is cached and the prior isotropic, else
         ('chol', L, None) with L Lᵀ = s H + D (cached until the hyperparameters change)."""

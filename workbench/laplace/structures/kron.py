@@ -26,9 +26,9 @@ class KronBlock(Block):
 
     kind = "kron"
 
-    def __init__(self, idx, names, A=None, B=None, module="", **kw):
+    def __init__(self, idx, names, A=None, B=None, module="", count=None, **kw):
         super().__init__(idx, names, module=module, **kw)
-        self.A, self.B = A, B
+        self.A, self.B, self.count = A, B, count
         if A is not None:
             self.ob, self.ia = B.shape[0], A.shape[0]
 
@@ -66,7 +66,7 @@ class KronBlock(Block):
         return blocks
 
     def _tensors(self):
-        return {"A": self.A, "B": self.B, "module": self.module}
+        return {"A": self.A, "B": self.B, "module": self.module, "count": self.count}
 
     def _check_loaded(self):
         A, B = self.A, self.B
@@ -94,10 +94,24 @@ class KronBlock(Block):
 
     def finish(self):
         A, B, cnt = self._acc.result()
-        self.A, self.B = A, B / cnt
+        self.A, self.B, self.count = A, B / cnt, cnt
         self.ob, self.ia = self.B.shape[0], self.A.shape[0]
         self._acc = None
         super().finish()
+
+    def merge(self, other):
+        """KFAC of the union of both fits' data: A sums, B is the count-weighted mean."""
+        if self.count is None or other.count is None:
+            raise ValueError("this KFAC block has no sample count (old state_dict): refit it")
+        n = self.count + other.count
+        self.B = (self.B * self.count + other.B * other.count) / n
+        self.A, self.count = self.A + other.A, n
+        self.clear_cache()
+        return self
+
+    @scaled
+    def precision_dense(self, s, prior):
+        return s * torch.kron(self.B, self.A) + torch.diag(prior.diag)
 
     # ---------------------------------------------------------------- posterior pieces
     def _eigs(self):
