@@ -65,7 +65,7 @@ def numeric_text_cells(df: pd.DataFrame, columns=None) -> dict[str, list[tuple[i
     out = {}
     for col in columns if columns is not None else df.columns:
         s = df[col]
-        if s.dtype != object:
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
             continue
         filled = s.notna() & (s.astype(str).str.strip() != "")
         number = pd.to_numeric(s.where(filled), errors="coerce").notna()
@@ -107,7 +107,7 @@ def _csv_dataset(csv: bytes, target: str | None, categorical=()):
         raise ValueError(f"target column {target!r} is empty in rows {rows[:10]}; drop those rows")
     X = df.drop(columns=[target])
     for c in X.columns:
-        if c in categorical or X[c].dtype == object:
+        if c in categorical or not pd.api.types.is_numeric_dtype(X[c]):
             X[c] = X[c].astype(str).astype("category")
     numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
     if target in categorical or not numeric or y.nunique() <= CLASS_LEVELS:
