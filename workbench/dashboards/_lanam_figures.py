@@ -28,9 +28,10 @@ def _short(name: str, n: int = 22) -> str:
 
 def placeholder(title: str, message: str, height: int = 300):
     """An empty frame that says why it is empty (fitting, failed, nothing to show)."""
-    return hv.Text(0, 0, message).opts(
-        title=title, xaxis=None, yaxis=None, responsive=True, height=height, text_color="#666666",
-        text_font_size="12pt", toolbar=None, show_frame=True)
+    corners = hv.Points([(-1, -1), (1, 1)]).opts(alpha=0, size=1)  # fixes the ranges: text centred
+    text = hv.Text(0, 0, message).opts(text_color="#666666", text_font_size="12pt")
+    return (corners * text).opts(title=title, xaxis=None, yaxis=None, responsive=True, height=height,
+                                 toolbar=None, show_frame=True)
 
 
 def shared_ylim(sf) -> tuple[float, float]:
@@ -170,13 +171,14 @@ def interaction_heatmap(matrix, fitted=(), top: int = 12):
     heat = hv.HeatMap(df, ["feature_i", "feature_j"], "mutual_information").opts(
         cmap="magma_r", colorbar=True, tools=["hover"], xrotation=60, responsive=True,
         height=max(360, 24 * len(feats) + 140), title=title, xlabel="", ylabel="", clabel="MI (nats)")
-    marks = [(a, b, "fitted") for a, b in fitted if a in feats and b in feats]
-    marks += [(b, a, "fitted") for a, b, _ in list(marks)]
+    marks = [(a, b) for a, b in fitted if a in feats and b in feats]
+    marks += [(b, a) for a, b in list(marks)]
     if not marks:
         return heat
-    labels = hv.Labels(pd.DataFrame(marks, columns=["feature_i", "feature_j", "text"]),
-                       ["feature_i", "feature_j"], "text").opts(text_color="#00a0ff", text_font_size="9pt")
-    return heat * labels
+    boxes = hv.Points(pd.DataFrame(marks, columns=["feature_i", "feature_j"]), ["feature_i", "feature_j"],
+                      label="fitted pair").opts(marker="square", size=16, fill_alpha=0, line_color="#00b7ff",
+                                                line_width=3, show_legend=True)
+    return (heat * boxes).opts(legend_position="top_left")
 
 
 def interaction_plot(inter):

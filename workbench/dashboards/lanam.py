@@ -64,13 +64,16 @@ class LanamExplorer(pn.viewable.Viewer):
                                                 sizing_mode="stretch_width")
         self._work.param.watch(self._on_progress, ["progress", "running", "message"])
         self._status = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self._shape = pn.pane.HoloViews(min_height=340, sizing_mode="stretch_width")
-        self._grid = pn.pane.HoloViews(min_height=360, sizing_mode="stretch_width")
-        self._importance = pn.pane.HoloViews(min_height=300, sizing_mode="stretch_width")
-        self._precision = pn.pane.HoloViews(min_height=300, sizing_mode="stretch_width")
-        self._heatmap = pn.pane.HoloViews(min_height=360, sizing_mode="stretch_width")
+        # linked_axes=False: Panel links axes of panes that share a dimension name ("feature"), and a
+        # linked range outlives an update -- the previous data set's features stayed as categories
+        pane = dict(sizing_mode="stretch_width", linked_axes=False)
+        self._shape = pn.pane.HoloViews(min_height=340, **pane)
+        self._grid = pn.pane.HoloViews(min_height=360, **pane)
+        self._importance = pn.pane.HoloViews(min_height=300, **pane)
+        self._precision = pn.pane.HoloViews(min_height=300, **pane)
+        self._heatmap = pn.pane.HoloViews(min_height=360, **pane)
         self._pair_note = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self._pair_view = pn.pane.HoloViews(min_height=330, sizing_mode="stretch_width")
+        self._pair_view = pn.pane.HoloViews(min_height=330, **pane)
         self._report = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, height=260, sizing_mode="stretch_width")
         self._fit = None
         self._updating = False
@@ -175,6 +178,10 @@ class LanamExplorer(pn.viewable.Viewer):
 
     def _clear(self, message: str):
         """Replace every plot by a frame that says why it is empty (no stale plots)."""
+        with pn.io.hold():
+            self._clear_panes(message)
+
+    def _clear_panes(self, message: str):
         self._shape.object = figs.placeholder("shape function", message, 340)
         self._grid.object = figs.placeholder("all shape functions", message, 300)
         self._importance.object = figs.placeholder("feature importance", message)
@@ -202,18 +209,19 @@ class LanamExplorer(pn.viewable.Viewer):
         off = rep.feature[rep.switched_off].astype(str).tolist()
         sigma = f", noise σ = {est.sigma_:.3g}" if est.likelihood_ == "regression" else ""
         note = f" ({fit.note})" if fit.note else ""
-        self._status.object = (
-            f"**{self.dataset}** ({fit.n_rows} samples, {len(feats)} features, {fit.task}): log marginal "
-            f"likelihood {est.log_marglik_:.1f} (best epoch {est.best_epoch_}){sigma}; switched off "
-            f"(grey): {', '.join(off) if off else 'none'}; fitted pairs: "
-            f"{', '.join(pairs) if pairs else 'none'}{note}.")
-        self._report.value = rep.round(4)
-        self._draw_shapes()
-        self._importance.object = figs.importance_plot(rep)
-        self._precision.object = figs.precision_plot(est.prior_precision_)
-        self._heatmap.object = figs.interaction_heatmap(fit.ranking.matrix, est.interaction_pairs_)
-        self._pair_note.object = self.pair_explanation(fit)
-        self._draw_pair()
+        with pn.io.hold():  # one message to the browser; the status line last, after the plots
+            self._report.value = rep.round(4)
+            self._draw_shapes()
+            self._importance.object = figs.importance_plot(rep)
+            self._precision.object = figs.precision_plot(est.prior_precision_)
+            self._heatmap.object = figs.interaction_heatmap(fit.ranking.matrix, est.interaction_pairs_)
+            self._pair_note.object = self.pair_explanation(fit)
+            self._draw_pair()
+            self._status.object = (
+                f"**{self.dataset}** ({fit.n_rows} samples, {len(feats)} features, {fit.task}): log "
+                f"marginal likelihood {est.log_marglik_:.1f} (best epoch {est.best_epoch_}){sigma}; "
+                f"switched off (grey): {', '.join(off) if off else 'none'}; fitted pairs: "
+                f"{', '.join(pairs) if pairs else 'none'}{note}.")
 
     def _draw_shapes(self):
         fit = self._fit
@@ -245,8 +253,14 @@ class LanamExplorer(pn.viewable.Viewer):
             return ""
         top = table.iloc[0]
         text = (f"The heat map ranks pairs on the **main-effects model** (stage 1), the ranking the "
-                f"2nd stage picks its pairs from (numeric pairs only): top pair **{top.feature_i} × "
-                f"{top.feature_j}** (MI {top.mutual_information:.3g}).")
+                f"2nd stage picks its pairs from: top pair **{top.feature_i} × {top.feature_j}** "
+                f"(MI {top.mutual_information:.3g}).")
+        numeric = set(fit.estimator.preprocessor_.numeric_)
+        usable = table[table.feature_i.isin(numeric) & table.feature_j.isin(numeric)]
+        if len(usable) and usable.index[0] != table.index[0]:
+            first = usable.iloc[0]
+            text += (f" 2-D subnetworks need two numeric features, so the top numeric pair is "
+                     f"**{first.feature_i} × {first.feature_j}** (MI {first.mutual_information:.3g}).")
         fitted = fit.estimator.interaction_pairs_
         if fitted:
             after = fit.final_ranking.table
