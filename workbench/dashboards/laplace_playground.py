@@ -185,7 +185,7 @@ class LaplacePlayground(pn.viewable.Viewer):
 
     def _clear(self, message: str):
         with pn.io.hold():
-            self._warnings.visible = False
+            self._warnings.visible, self._warnings.object = False, ""
             self._predictive_pane.object = placeholder("GLM predictive", message, 380)
             self._marglik_pane.object = placeholder("Marginal likelihood over the prior precision", message)
             self._history_pane.object = placeholder("Online marglik during training", message)
@@ -201,7 +201,8 @@ class LaplacePlayground(pn.viewable.Viewer):
             self._marglik_pane.object = self._marglik_plot(curve)
             self._history_pane.object = self._history_plot(result.history)
             self._warnings.object = ("**This fit is degenerate or unconverged; do not trust its "
-                                     "uncertainty:**\n\n" + "\n".join(f"- {w}" for w in warnings))
+                                     "uncertainty:**\n\n" + "\n".join(f"- {w}" for w in warnings)
+                                     if warnings else "")
             self._warnings.visible = bool(warnings)
             self._status.object = (
                 f"{'⚠ ' if warnings else ''}**{result.problem.name}**, {result.hessian_structure} Laplace, "
@@ -227,7 +228,8 @@ class LaplacePlayground(pn.viewable.Viewer):
         two = pred.sizes["class"] == 2
         p = pred.prob.isel({"class": -1}) if two else pred.confidence
         label = "p(class 1)" if two else "confidence (max class probability)"
-        img = p.hvplot.image(x="x1", y="x2", cmap="Greys" if not two else "PRGn", clim=(0, 1), clabel=label, alpha=0.75)
+        img = p.hvplot.image(x="x1", y="x2", cmap="Greys" if not two else "PRGn", clim=(0, 1), clabel=label, alpha=0.75,
+                               responsive=True, height=380)
         classes = sorted(int(c) for c in np.unique(data["y"]))
         pts = [hv.Scatter(data[data["y"] == c], "x1", "x2", label=f"class {c}").opts(
             color=CLASS_COLOURS[i % 6], marker=CLASS_MARKERS[i % 6], size=9, line_color="black", line_width=1)
@@ -247,7 +249,7 @@ class LaplacePlayground(pn.viewable.Viewer):
         pad = 0.05 * max(best_value - low, 1.0)
         line = curve.hvplot.line(
             logx=True, color="#4c72b0", line_width=2, xlabel="prior precision", ylabel="log marginal likelihood",
-            ylim=(low - pad, best_value + pad),
+            ylim=(low - pad, best_value + pad), responsive=True, height=300,
         )
         at = float(curve.interp(prior_precision=chosen)) if np.isfinite(curve.interp(prior_precision=chosen)) else best_value
         best = hv.Scatter([(chosen, at)], "prior_precision", "log_marglik", label="chosen").opts(color="#d62728", size=12)
@@ -257,7 +259,8 @@ class LaplacePlayground(pn.viewable.Viewer):
     @staticmethod
     def _history_plot(history):
         valid = history.log_marglik.dropna("epoch")
-        lm = valid.hvplot.line(x="epoch", color="#2ca02c", ylabel="log marginal likelihood", label="log marglik")
+        lm = valid.hvplot.line(x="epoch", color="#2ca02c", ylabel="log marginal likelihood", label="log marglik",
+                         responsive=True, height=300)
         return lm.opts(title="Online marglik during training", responsive=True, height=300)
 
     def __panel__(self):
