@@ -40,6 +40,8 @@ def test_outline_off_by_default_and_unknown_neurons_rejected():
     v._neuron_input.value = 99999
     assert v.neuron == 12 and v._neuron_input.value == 12
     assert "Neuron 99999 does not exist" in v._neuron_note.object and "0 to 299" in v._neuron_note.object
+    v.neuron = 40  # e.g. picked by clicking a cell: the input follows and the note goes
+    assert v._neuron_input.value == 40 and v._neuron_note.object == ""
 
 
 def test_no_private_panel_or_bokeh_attribute_is_overridden():

@@ -151,7 +151,7 @@ class ForecastViewer(pn.viewable.Viewer):
         # the neuron is typed in an input without bounds, checked here: out of range is rejected visibly
         self._neuron_input = pn.widgets.IntInput(name="Neuron", value=0, width=260)
         self._neuron_input.param.watch(self._on_neuron_input, "value")
-        self.param.watch(lambda e: setattr(self._neuron_input, "value", e.new), ["neuron"])
+        self.param.watch(self._on_neuron, ["neuron"])
         self._neuron_note = pn.pane.Markdown("", width=280, styles={"color": "#b45309"})
         self._images = pn.Row(*(pn.pane.Bokeh(f, sizing_mode="stretch_width", min_height=330)
                                 for f in self.slices.figures), sizing_mode="stretch_width")
@@ -375,6 +375,11 @@ class ForecastViewer(pn.viewable.Viewer):
                 f"target frame {s + c - 1 + self.lead} (lead {self.lead}), "
                 f"z-plane {self.z} ({self._zc[self.z]:.1f} µm); neuron **{self.neuron}**")
 
+    def _on_neuron(self, event):
+        """A neuron picked by clicking or set in code: the input follows, an old rejection note goes."""
+        self._neuron_note.object = ""
+        self._neuron_input.value = event.new
+
     def _on_neuron_input(self, event):
         n = getattr(self, "_n_neurons", None)
         value = event.new
@@ -383,8 +388,6 @@ class ForecastViewer(pn.viewable.Viewer):
             self._neuron_note.object = f"Neuron {value} does not exist (neurons: {shown}); still showing {self.neuron}."
             self._neuron_input.value = self.neuron
             return
-        if value != self.neuron:
-            self._neuron_note.object = ""
         self.neuron = int(value)
 
     # -- data reads (one plane / one trace at a time) ------------------------------------------------
