@@ -104,12 +104,15 @@ def fit_distributed(estimator, volume, segmentation, starts, stimulus=None, npro
     import numpy as np
 
     from .estimator import VideoForecaster
+    backend = backend or default_backend()
     params = {**estimator.get_params(), "checkpoint_path": None, "checkpoint_every": 0, "progress": False}
+    if backend == "gloo" and params.get("device") is None:
+        params["device"] = "cpu"    # gloo ranks train on the CPU; say so rather than pick CUDA per rank
     with tempfile.TemporaryDirectory() as tmp:
         out = out_dir or tmp
         os.makedirs(out, exist_ok=True)
         spawn(_fit_worker, nprocs, params, np.asarray(volume), np.asarray(segmentation),
               np.asarray(starts), None if stimulus is None else np.asarray(stimulus), out, backend=backend)
         states = [torch.load(os.path.join(out, f"rank{r}.pt")) for r in range(nprocs)]
-        fitted = VideoForecaster.from_checkpoint(os.path.join(out, "checkpoint.pt"), device=estimator.device)
+        fitted = VideoForecaster.from_checkpoint(os.path.join(out, "checkpoint.pt"), device=params["device"])
     return fitted, states
