@@ -79,7 +79,7 @@ class _StepSlider(pn.widgets.IntSlider):
 
 def open_viewer_dataset(data=None, preset: str = "small", seed: int = 0, root=None) -> tuple[xr.Dataset, str]:
     """The recording to view (lazy, one frame per dask chunk) and a key naming it."""
-    from workbench.forecast import load_or_generate, open_dataset, store_path
+    from workbench.forecast import cached_dataset, open_dataset, store_path
     from workbench.forecast.release import open_release
     root = Path(root or DATA_DIR)
     if data:
@@ -90,7 +90,7 @@ def open_viewer_dataset(data=None, preset: str = "small", seed: int = 0, root=No
             return open_dataset(path, chunks=None), path.name
         return open_release(path), f"release-{path.name}"
     with _DATA_LOCK:
-        load_or_generate(preset, seed=seed, root=root)
+        cached_dataset(preset, seed=seed, root=root)
     # chunks=None: lazy indexing without dask, one plane read is one zarr chunk read (~6x faster)
     return open_dataset(store_path(preset, seed, root), chunks=None), f"{preset}-seed{seed}"
 
