@@ -46,8 +46,8 @@ from workbench.forecast.video.store import open_forecast_store, read_plane
 from workbench.forecast.video.viewer_data import (
     PlaneCache,
     available_stores,
-    ensure_baseline_store,
-    ensure_video_store,
+    cached_baseline_store,
+    cached_video_store,
     forecast_directory,
     scores_by_method,
 )
@@ -175,14 +175,14 @@ class ForecastViewer(pn.viewable.Viewer):
         directory = forecast_directory(self.root, key)
         stores = available_stores(directory)
         if not stores:
-            ensure_baseline_store(ds, directory, self.baseline)
+            cached_baseline_store(ds, directory, self.baseline)
             stores = available_stores(directory)
         return ds, key, directory, stores, scores_by_method(stores, ds)
 
     def train(self, callback=None):
         """Write the video store (from ``checkpoint=``, else the directory's ``video_checkpoint.pt``,
         else by training the small forecaster; blocking)."""
-        ensure_video_store(self.ds, self._directory, callback=callback, checkpoint=self.checkpoint)
+        cached_video_store(self.ds, self._directory, callback=callback, checkpoint=self.checkpoint)
         stores = available_stores(self._directory)
         return stores, scores_by_method(stores, self.ds)
 
