@@ -151,13 +151,6 @@ PENDING = {
     ("LaplaceAdditiveClassifier", "sklearn_checks"):
         "lanam: 13 of scikit-learn's 55 checks fail: as the regressor (but subset invariance), "
         "plus continuous labels accepted and predict before fit not a NotFittedError",
-    ("VideoForecaster", "not_fitted"): "fcdata: predict before fit raises RuntimeError",
-    ("VideoForecaster", "names"): "fcdata: VideoForecaster takes seed / num_threads",
-    ("LastLayerLaplace", "base"): "fcdata: LastLayerLaplace is not a BaseEstimator",
-    ("LastLayerLaplace", "clone"): "fcdata: LastLayerLaplace is not a BaseEstimator",
-    ("LastLayerLaplace", "params"): "fcdata: LastLayerLaplace is not a BaseEstimator",
-    ("LastLayerLaplace", "names"): "fcdata: LastLayerLaplace takes seed, no device",
-    ("LastLayerLaplace", "not_fitted"): "fcdata: predict before fit raises RuntimeError",
 }
 
 

@@ -20,7 +20,7 @@ from workbench.forecast.video.viewer_data import PlaneCache, cached_video_store
 @pytest.fixture(scope="module")
 def video(tiny):
     return VideoForecaster(context=2, horizon=3, widths=(4, 8), emb_dim=8, batch_size=2, n_steps=2,
-                           num_threads=1).fit(tiny)
+                           n_threads=1).fit(tiny)
 
 
 def test_paint_traces_round_trips_through_segment_means(tiny):
@@ -93,7 +93,7 @@ def test_store_scores_equal_direct_scoring(tiny, tmp_path):
 
 def test_viewer_video_store_from_a_stimulus_conditioned_checkpoint(tiny, tmp_path):
     est = VideoForecaster(context=2, horizon=3, widths=(4, 8), emb_dim=8, batch_size=2, n_steps=2,
-                          stimulus=True, num_threads=1).fit(tiny)
+                          stimulus=True, n_threads=1).fit(tiny)
     est.save_checkpoint(tmp_path / "ck.pt")
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         cached_video_store(tiny, tmp_path / "dir", checkpoint=tmp_path / "missing.pt")

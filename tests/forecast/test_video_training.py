@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.exceptions import NotFittedError
 from workbench.forecast.video import VideoForecaster
 from workbench.forecast.video.distributed import fit_distributed
 
@@ -21,7 +22,7 @@ def _data(t=80, seed=0):
 def _est(**kw):
     # tests comparing two runs pin the device (a GPU machine would otherwise pick CUDA)
     kw = {**dict(context=3, horizon=4, widths=(4, 8), emb_dim=8, batch_size=2, n_steps=6, lr=1e-2,
-                 warmup_steps=2, num_threads=1, device="cpu"), **kw}
+                 warmup_steps=2, n_threads=1, device="cpu"), **kw}
     return VideoForecaster(**kw)
 
 
@@ -168,5 +169,5 @@ def test_bad_input_names_the_argument():
         _est().fit_arrays(vol, seg, [75])
     with pytest.raises(ValueError, match="context"):
         _est(context=0).fit_arrays(vol, seg, starts)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         _est().predict_arrays(vol, [0])

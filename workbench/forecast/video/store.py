@@ -50,7 +50,7 @@ def _source_kind(source):
     from .estimator import VideoForecaster
     from .uncertainty import LastLayerLaplace
     if isinstance(source, LastLayerLaplace):
-        return "laplace", source.forecaster
+        return "laplace", source.forecaster_
     if isinstance(source, VideoForecaster):
         return "video", source
     if hasattr(source, "predict") and hasattr(source, "context"):

@@ -28,7 +28,7 @@ __all__ = ["forecast_directory", "available_stores", "cached_baseline_store", "c
            "DEMO_VIDEO_PARAMS", "PlaneCache"]
 
 DEMO_VIDEO_PARAMS = dict(context=4, widths=(8, 16, 32), emb_dim=32, stimulus=True, batch_size=4,
-                         n_steps=150, lr=3e-3, num_threads=1)
+                         n_steps=150, lr=3e-3, n_threads=1)
 
 
 def forecast_directory(root, dataset_key: str) -> Path:
