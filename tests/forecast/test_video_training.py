@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from workbench.exceptions import NotFittedError
-from workbench.forecast.video import VideoForecaster
-from workbench.forecast.video.distributed import fit_distributed
+from workbench.forecast.video import VideoForecaster, fit_distributed
 
 SHAPE = (3, 8, 10)
 
@@ -171,3 +170,15 @@ def test_bad_input_names_the_argument():
         _est(context=0).fit_arrays(vol, seg, starts)
     with pytest.raises(NotFittedError, match="not fitted"):
         _est().predict_arrays(vol, [0])
+
+
+def test_no_import_circle_between_distributed_and_the_estimator():
+    """#19.6: distributed.py (process groups) must not import the estimator, which imports it."""
+    import ast
+
+    import workbench.forecast.video.distributed as dist_mod
+
+    tree = ast.parse(open(dist_mod.__file__).read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {"estimator", "distributed_fit"} & imported
+    assert not hasattr(dist_mod, "fit_distributed")       # public home: workbench.forecast.video
