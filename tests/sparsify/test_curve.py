@@ -75,6 +75,10 @@ def test_cache_roundtrip(tmp_path):
     b = cached_sparsity_curve(cache_dir=tmp_path, progress=False, **kw)
     np.testing.assert_array_equal(a.accuracy.values, b.accuracy.values)
     assert list(b.criterion.values) == ["magnitude"] and b.attrs["task"] == "breast_cancer"
+    # settings keep their types through the netCDF file (no JSON strings)
+    assert b.attrs["train_n_epochs"] == 1 and b.attrs["map_prior_precision"] == 1.0
+    assert not any(isinstance(v, str) and v.startswith(("{", "[")) for v in b.attrs.values())
+    assert b.parameter_tensor.values[0] == "0.weight"
 
 
 @pytest.mark.parametrize("kw,match", [
