@@ -20,7 +20,7 @@ from workbench._torch_utils import resolve_device, torch_threads
 from workbench.progress import Progress, legacy_callback, report
 
 from .criteria import CRITERIA
-from .data import TASKS, Task, load_task
+from .data import TASKS, Task, make_task
 from .estimator import SpaM
 from .flops import count_flops, count_parameters
 from .masks import check_sparsity
@@ -138,7 +138,7 @@ def _curve(cfg, progress, callback, device):
     dense = None
     try:
         for r, seed in enumerate(R):
-            data = load_task(cfg["task"], random_state=seed)
+            data = make_task(cfg["task"], random_state=seed)
             if dense is None:
                 example = data.X_train[:1]
                 dense = (count_parameters(ref, sparse=False), count_flops(ref, example, sparse=False))
