@@ -219,3 +219,39 @@ def test_interaction_ranking_and_second_stage():
     with pytest.raises(ValueError, match="no fitted interaction"):
         est.interaction_functions(("x0", "x2"))
     assert isinstance(est.shape_functions(), xr.Dataset)
+
+
+def test_device_parameter_and_not_fitted(reg_data):
+    from workbench.exceptions import NotFittedError
+
+    X, y = reg_data.X.iloc[:120], reg_data.y.iloc[:120]
+    fast = {**FAST, "n_epochs": 4, "n_epochs_burnin": 1, "marglik_frequency": 2}
+    assert LaplaceAdditiveRegressor().get_params()["device"] is None
+    est = LaplaceAdditiveRegressor(**fast, device="cpu").fit(X, y)
+    assert est.device_ == torch.device("cpu") and isinstance(est.predict(X), np.ndarray)
+    for bad, err in (("nonsense", ValueError), (3.5, TypeError)):
+        with pytest.raises(err, match="device"):
+            LaplaceAdditiveRegressor(**fast, device=bad).fit(X, y)
+    for cls in (LaplaceAdditiveRegressor, LaplaceAdditiveClassifier):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            cls().predict(X)
+        with pytest.raises(NotFittedError, match="not fitted"):
+            cls().shape_functions()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_matches_cpu_fit(reg_data):
+    X, y = reg_data.X, reg_data.y
+    fast = {**FAST, "n_epochs": 10, "n_epochs_burnin": 2, "marglik_frequency": 4}
+    cpu = LaplaceAdditiveRegressor(**fast, device="cpu").fit(X, y)
+    gpu = LaplaceAdditiveRegressor(**fast, device="cuda").fit(X, y)
+    assert gpu.device_.type == "cuda" and gpu.interaction_pairs_ == []
+    mu_c, sd_c = cpu.predict(X, return_std=True)
+    mu_g, sd_g = gpu.predict(X, return_std=True)
+    assert isinstance(mu_g, np.ndarray)
+    np.testing.assert_allclose(mu_g, mu_c, rtol=1e-3, atol=1e-3 * float(np.std(y)))
+    np.testing.assert_allclose(sd_g, sd_c, rtol=1e-2)
+    sf = gpu.shape_functions()
+    assert np.isfinite(sf["std"]).all() and gpu.feature_selection_report().shape[0] == X.shape[1]
+    gpu.fit_interactions(1, n_epochs=4)
+    assert np.isfinite(gpu.predict(X)).all()

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.utils.validation import check_is_fitted
 
+from workbench._torch_utils import resolve_device, seed_from, torch_threads
+from workbench.exceptions import check_fitted
 from workbench.nam.inspection import InspectionMixin
 from workbench.nam.modules import AdditiveNet
 from workbench.nam.posterior import BlockPosterior, check_structure, sample_chunk
@@ -43,6 +43,7 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         n_epochs_interactions: int | None = None,
         switch_off_threshold: float = 0.01,
         random_state: int | None = 0,
+        device=None,
         n_threads: int | None = None,
         progress: bool = False,
         callback: Callable[[dict], None] | None = None,
@@ -61,6 +62,7 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         self.n_epochs_interactions = n_epochs_interactions
         self.switch_off_threshold = switch_off_threshold
         self.random_state = random_state
+        self.device = device
         self.n_threads = n_threads
         self.progress = progress
         self.callback = callback
@@ -76,12 +78,19 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
                 raise ValueError(f"{name} must be a positive integer{extra}, got {v!r}")
         for name in ("n_epochs_burnin", "n_hypersteps", "interactions"):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        v = self.n_epochs_interactions
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise ValueError(f"n_epochs_interactions must be a positive integer or None, got {v!r}")
         for name in ("lr", "lr_hyp", "prior_precision"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
+            if isinstance(v, bool) or not (isinstance(v, (int, float, np.floating, np.integer))
+                                           and v > 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        v = self.switch_off_threshold
+        if isinstance(v, bool) or not (isinstance(v, (int, float, np.floating)) and 0 <= v < 1):
+            raise ValueError(f"switch_off_threshold must be a number in [0, 1), got {v!r}")
         check_structure(self.hessian_structure)
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable, got {type(self.callback).__name__}")
@@ -90,30 +99,26 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         raise NotImplementedError
 
     def _tensors(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        """X -> (numerics, category codes) on the fitted device (moved once per call)."""
         num, codes = self.preprocessor_.transform(X)
-        return torch.as_tensor(num, dtype=torch.float32), torch.as_tensor(codes)
+        dev = self.device_
+        return (torch.as_tensor(num, dtype=torch.float32).to(dev),
+                torch.as_tensor(codes).to(dev))
 
-    @contextmanager
     def _threads(self):
         """Temporarily use ``n_threads`` torch threads (None: leave torch's setting alone)."""
-        if self.n_threads is None:
-            yield
-            return
-        old = torch.get_num_threads()
-        torch.set_num_threads(int(self.n_threads))
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old)
+        return torch_threads(self.n_threads)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y):
         """Fit the additive model and its Laplace posterior by online marglik; returns self."""
         self._check_params()
+        device = resolve_device(self.device)
+        seed = seed_from(self.random_state)
         with self._threads():
-            return self._fit(X, y)
+            return self._fit(X, y, device, seed)
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, device: torch.device, seed: int):
         self.preprocessor_ = TabularPreprocessor().fit(X)
         frame = self.preprocessor_.frame(X)
         y = check_target(y, len(frame), self._likelihood_family)
@@ -121,16 +126,17 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         self.feature_names_in_ = np.asarray(self.preprocessor_.feature_names_, dtype=object)
         self.n_features_in_ = len(self.feature_names_in_)
         self._X_train = frame.reset_index(drop=True)
+        self.device_, self._seed = device, seed
         x_num, x_cat = self._tensors(frame)
         y_t = torch.as_tensor(y_enc, dtype=torch.float32 if self.likelihood_ != "multiclass" else torch.long)
+        y_t = y_t.to(device)
         self._train = (x_num, x_cat, y_t)
         self.batch_size_ = auto_batch_size(len(y_t)) if self.batch_size == "auto" else int(self.batch_size)
+        # built on the CPU from the seed (the same initial weights on every device), then moved once
         self.model_ = AdditiveNet(
-            x_num.shape[1], self.preprocessor_.n_categories_, n_out, self.n_hidden, seed=self.random_state,
+            x_num.shape[1], self.preprocessor_.n_categories_, n_out, self.n_hidden, seed=seed,
             dtype=torch.float32,
-        )
-        if self.random_state is not None:
-            torch.manual_seed(self.random_state)
+        ).to(device)
         result = train_marglik(
             self.model_, x_num, x_cat, y_t, self.likelihood_, stage="main effects", **self._train_kwargs(self.n_epochs)
         )
@@ -145,7 +151,7 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
             "n_epochs": n_epochs, "lr": self.lr, "batch_size": self.batch_size_,
             "n_epochs_burnin": min(self.n_epochs_burnin, n_epochs - 1), "marglik_frequency": self.marglik_frequency,
             "n_hypersteps": self.n_hypersteps, "lr_hyp": self.lr_hyp, "prior_precision": self.prior_precision,
-            "sigma": 1.0, "seed": self.random_state, "progress": self.progress, "callback": self.callback,
+            "sigma": 1.0, "seed": self._seed, "progress": self.progress, "callback": self.callback,
             "structure": self.hessian_structure,
         }
 
@@ -162,8 +168,8 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
     def fit_interactions(self, k: int, n_epochs: int | None = None):
         """Second stage: add the top-``k`` ranked numeric pairs as 2-D subnetworks and fine-tune
         the whole model with online marglik (stage-1 hyperparameters as the starting point)."""
-        check_is_fitted(self, "model_")
-        if not isinstance(k, (int, np.integer)) or k < 1:
+        check_fitted(self, "model_", "fit_interactions")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         numeric = self.preprocessor_.numeric_
         table = self.rank_interactions().table
@@ -177,7 +183,8 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
 
     def _fit_pairs(self, chosen: list[tuple[str, str]], n_epochs: int | None) -> None:
         numeric = self.preprocessor_.numeric_
-        self.model_.add_pairs([(numeric.index(a), numeric.index(b)) for a, b in chosen], seed=self.random_state)
+        self.model_.add_pairs([(numeric.index(a), numeric.index(b)) for a, b in chosen], seed=self._seed)
+        self.model_.to(self.device_)
         x_num, x_cat, y_t = self._train
         n_epochs = n_epochs or self.n_epochs_interactions or max(self.n_epochs // 2, 2)
         result = train_marglik(
@@ -193,13 +200,13 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
     def _predictive(self, X, pred_type: str = "glm") -> tuple[np.ndarray, np.ndarray]:
         """Predictive in model units: mean (N, K) and output variance diag (N, K); ``pred_type``
         ``"glm"`` (linearised Laplace) or ``"map"`` (the MAP network, variance 0)."""
-        check_is_fitted(self, "model_")
+        check_fitted(self, "model_", "predict")
         if pred_type not in PRED_TYPES:
             raise ValueError(f"pred_type must be one of {PRED_TYPES}, got {pred_type!r}")
         x_num, x_cat = self._tensors(X)
         with self._threads():
             if pred_type == "map":
-                mean = self.model_(x_num, x_cat).double().numpy()
+                mean = self.model_(x_num, x_cat).double().cpu().numpy()
                 return mean, np.zeros_like(mean)
             return self._glm_predictive_tensors(x_num, x_cat)
 
@@ -212,7 +219,7 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
             sl = slice(start, start + chunk)
             for g, jac in self.model_.jacobians(x_num[sl], x_cat[sl]).items():
                 var[sl] += self.posterior_.functional_variance(g, jac).diagonal(dim1=-2, dim2=-1).sum(1)
-        return mean.numpy(), var.numpy()
+        return mean.cpu().numpy(), var.cpu().numpy()
 
     def _output_scale(self) -> float:
         return 1.0
@@ -234,6 +241,10 @@ class LaplaceAdditiveRegressor(RegressorMixin, _LaplaceAdditiveBase):
     prior_precision : initial prior precision of every parameter tensor.
     interactions : if > 0, ``fit`` also runs :meth:`fit_interactions` with this many pairs.
     switch_off_threshold : relative importance below which a feature counts as switched off.
+    random_state : int seed (or None for fresh entropy) of the initial weights and the minibatch
+        order; the global torch RNG is not touched.
+    device : ``None`` (CUDA when available, else CPU), a string or a ``torch.device``; the data is
+        moved there once per call, results come back as numpy / xarray on the CPU (``device_``).
     n_threads : torch threads during fit / predict (None: torch's global setting).
     progress : tqdm progress bar; callback : called with a dict after every epoch.
     """
@@ -301,6 +312,8 @@ class LaplaceAdditiveClassifier(ClassifierMixin, _LaplaceAdditiveBase):
         return e / e.sum(1, keepdims=True)
 
     def predict(self, X, pred_type: str = "glm") -> np.ndarray:
+        """The most probable class, as a label of ``classes_``."""
+        check_fitted(self, "model_", "predict")
         return self.classes_[np.argmax(self.predict_proba(X, pred_type), axis=1)]
 
     def log_predictive_density(self, X, y, pred_type: str = "glm") -> np.ndarray:

@@ -11,8 +11,8 @@ import pandas as pd
 import torch
 import xarray as xr
 from scipy.stats import norm
-from sklearn.utils.validation import check_is_fitted
 
+from workbench.exceptions import check_fitted
 from workbench.nam.interactions import (
     core_weight_covariance,
     linear_laplace,
@@ -94,7 +94,7 @@ class InspectionMixin:
         many points), a dict ``{feature: values}`` or a DataArray ``(feature, x)`` in original units.
         Dims ``(feature, x)`` (plus ``class`` for multiclass); coords ``x_value`` / ``x_label``.
         """
-        check_is_fitted(self, "model_")
+        check_fitted(self, "model_", "this method")
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level}")
         pre, model, post = self.preprocessor_, self.model_, self.posterior_
@@ -123,8 +123,8 @@ class InspectionMixin:
                     raise ValueError(f"grid for {f!r} has unknown categories {bad[:5]}")
                 codes = np.array([lookup[c] for c in v], dtype=np.int64)
                 cat_cols[:, s] = np.pad(codes, (0, n_x - len(codes)), mode="edge")
-        x_num = torch.as_tensor(num_cols, dtype=torch.float32)
-        x_cat = torch.as_tensor(cat_cols)
+        x_num = torch.as_tensor(num_cols, dtype=torch.float32).to(self.device_)
+        x_cat = torch.as_tensor(cat_cols).to(self.device_)
         contrib = model.contributions(x_num, x_cat)
         jacs = model.jacobians(x_num, x_cat)
         cache = {}
@@ -142,8 +142,8 @@ class InspectionMixin:
         for k, (f, v) in enumerate(grid.items()):
             g, s = self._locate(f)
             m = len(v)
-            mean[k, :m] = cache[g][0][:m, s].numpy() * scale
-            std[k, :m] = cache[g][1][:m, s].clamp_min(0).sqrt().numpy() * scale
+            mean[k, :m] = cache[g][0][:m, s].cpu().numpy() * scale
+            std[k, :m] = cache[g][1][:m, s].clamp_min(0).sqrt().cpu().numpy() * scale
             if g == "numeric":
                 values[k, :m] = np.asarray(v, dtype=float)
                 labels[k, :m] = [f"{x:.4g}" for x in values[k, :m]]
@@ -176,7 +176,7 @@ class InspectionMixin:
         samples = marginal_samples(self._train[0])[:, idx]  # (M, Q, 2)
         h0, j0 = pair_grand_mean(group, samples)
         G, K = x_num.shape[0], self.model_.n_out
-        mean = torch.zeros(G, x_num.shape[1], K, dtype=torch.float64)
+        mean = torch.zeros(G, x_num.shape[1], K, dtype=torch.float64, device=x_num.device)
         var = torch.zeros_like(mean)
         for side in (0, 1):
             out, jac = pair_marginal(group, x_num[:, idx[:, side]], samples[:, :, 1 - side], side)
@@ -188,7 +188,7 @@ class InspectionMixin:
     def training_data(self) -> xr.Dataset:
         """The training inputs for rugs / histograms: ``value (sample, feature)`` in original units
         (category index for categoricals) and the ``target``."""
-        check_is_fitted(self, "model_")
+        check_fitted(self, "model_", "this method")
         pre, X = self.preprocessor_, self._X_train
         cols = []
         for f in pre.feature_names_:
@@ -197,7 +197,7 @@ class InspectionMixin:
             else:
                 lookup = {c: i for i, c in enumerate(pre.categories_[f])}
                 cols.append(X[f].astype(object).map(lookup).to_numpy(float))
-        y = self._train[2].numpy().astype(float)
+        y = self._train[2].cpu().numpy().astype(float)
         if self.likelihood_ == "regression":
             y = y * self.y_scale_ + self.y_mean_
         return xr.Dataset(
@@ -209,13 +209,13 @@ class InspectionMixin:
     @property
     def prior_precision_(self) -> xr.DataArray:
         """Learned layerwise prior precisions (feature, layer); NaN where a layer does not exist."""
-        check_is_fitted(self, "model_")
+        check_fitted(self, "model_", "this method")
         feats = self.preprocessor_.feature_names_
         out = np.full((len(feats), len(LAYERS)), np.nan)
         for k, f in enumerate(feats):
             g, s = self._locate(f)
             names = self.model_.groups[g].slot_names
-            vals = self.log_prior_[g][s].exp().numpy()
+            vals = self.log_prior_[g][s].exp().cpu().numpy()
             for name, v in zip(names, vals):
                 out[k, LAYERS.index(name)] = v
         return xr.DataArray(out, dims=("feature", "layer"), coords={"feature": feats, "layer": LAYERS},
@@ -226,7 +226,7 @@ class InspectionMixin:
         of the output-layer precision (``w2``, or ``table``) vs its initial value, and the
         ``switched_off`` flag (relative importance below ``threshold`` and that precision grew).
         Sorted by importance, most important first."""
-        check_is_fitted(self, "model_")
+        check_fitted(self, "model_", "this method")
         thr = self.switch_off_threshold if threshold is None else threshold
         imp = self.feature_importance_.to_series()
         prec = self.prior_precision_.to_pandas()
@@ -255,10 +255,11 @@ class InspectionMixin:
         Returns ``matrix`` (Dataset over ``(feature_i, feature_j)``: ``mutual_information``,
         ``residual_correlation``, ``posterior_mutual_information``, ``correlation`` (posterior))
         and ``table`` (every unordered pair, highest ``mutual_information`` first)."""
-        check_is_fitted(self, "model_")
+        check_fitted(self, "model_", "this method")
         out = self._train_outputs()
         feats = self.preprocessor_.feature_names_
-        x_num, x_cat, y = self._train
+        y = self._train[2].cpu()
+        out = {g: v.cpu() for g, v in out.items()}
         phi = torch.stack([out[g][:, s] for g, s in map(self._locate, feats)], dim=1)  # (N, F, K)
         phi = phi - phi.mean(0)
         sigma = float(self.log_sigma_.exp()) if self.likelihood_ == "regression" else 1.0
@@ -290,7 +291,7 @@ class InspectionMixin:
     def _interaction_basis(self, phi: torch.Tensor) -> torch.Tensor:
         """Per-feature basis for pairwise product terms, (N, F, 1 + K): the standardised input
         (numeric; the output again for categoricals) and the standardised centred subnetwork outputs."""
-        x_num = self._train[0].double()
+        x_num = self._train[0].double().cpu()
         cols = []
         for k, f in enumerate(self.preprocessor_.feature_names_):
             g, s = self._locate(f)
@@ -321,7 +322,7 @@ class InspectionMixin:
         see :mod:`workbench.nam.purification`): ``mean`` and ``std`` (its own Laplace block) on a
         grid between the 5th and 95th percentile of each feature, dims ``(x_i, x_j)`` in original
         units."""
-        check_is_fitted(self, "model_")
+        check_fitted(self, "model_", "this method")
         pairs = [tuple(p) for p in getattr(self, "interaction_pairs_", [])]
         key = tuple(pair)
         if key not in pairs and key[::-1] not in pairs:
@@ -336,8 +337,8 @@ class InspectionMixin:
         x_num = np.zeros((ga.size, len(pre.numeric_)))
         x_num[:, pre.numeric_.index(a)] = pre.to_standard(a, ga.ravel())
         x_num[:, pre.numeric_.index(b)] = pre.to_standard(b, gb.ravel())
-        x_num = torch.as_tensor(x_num, dtype=torch.float32)
-        x_cat = torch.zeros((x_num.shape[0], len(pre.categorical_)), dtype=torch.long)
+        x_num = torch.as_tensor(x_num, dtype=torch.float32).to(self.device_)
+        x_cat = torch.zeros((x_num.shape[0], len(pre.categorical_)), dtype=torch.long, device=self.device_)
         group = self.model_.groups["pair"]
         inp = self.model_.group_inputs(x_num, x_cat)["pair"]
         post = self.posterior_
@@ -345,7 +346,7 @@ class InspectionMixin:
         samples = marginal_samples(self._train[0])[:, self.model_.pair_index]  # (M, Q, 2), all pairs batched
         h0, j0 = pair_grand_mean(group, samples)
         Q = samples.shape[1]
-        grid_t = [torch.as_tensor(pre.to_standard(f, g), dtype=torch.float32)[:, None].expand(-1, Q)
+        grid_t = [torch.as_tensor(pre.to_standard(f, g), dtype=torch.float32).to(self.device_)[:, None].expand(-1, Q)
                   for f, g in zip((a, b), grids)]
         ma, ja = (t[:, q] for t in pair_marginal(group, grid_t[0], samples[:, :, 1], side=0))  # (n, K), (n, K, P)
         mb, jb = (t[:, q] for t in pair_marginal(group, grid_t[1], samples[:, :, 0], side=1))
@@ -356,8 +357,8 @@ class InspectionMixin:
         var = post.functional_variance("pair", jac, subnets=slice(q, q + 1))[:, 0].diagonal(dim1=-2, dim2=-1)
         scale = self._output_scale()
         K = self.model_.n_out
-        m = (mean.numpy() * scale).reshape(n_points, n_points, K)
-        s = (var.clamp_min(0).sqrt().numpy() * scale).reshape(n_points, n_points, K)
+        m = (mean.cpu().numpy() * scale).reshape(n_points, n_points, K)
+        s = (var.clamp_min(0).sqrt().cpu().numpy() * scale).reshape(n_points, n_points, K)
         if flip:
             m, s, grids, (a, b) = m.transpose(1, 0, 2), s.transpose(1, 0, 2), grids[::-1], (b, a)
         z = float(norm.ppf(0.5 + level / 2))
