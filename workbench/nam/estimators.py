@@ -16,7 +16,7 @@ from workbench.exceptions import check_fitted
 from workbench.nam.inspection import InspectionMixin
 from workbench.nam.modules import AdditiveNet
 from workbench.nam.posterior import BlockPosterior, check_structure, sample_chunk
-from workbench.nam.preprocessing import TabularPreprocessor, check_target
+from workbench.nam.preprocessing import TabularPreprocessor, _rows, _stats, check_target
 from workbench.nam.training import auto_batch_size, train_marglik
 
 PRED_TYPES = ("glm", "map")
@@ -42,6 +42,8 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         interactions: int = 0,
         n_epochs_interactions: int | None = None,
         switch_off_threshold: float = 0.01,
+        max_ordinal_levels: int = 10,
+        feature_types: dict | None = None,
         random_state: int | None = 0,
         device=None,
         n_threads: int | None = None,
@@ -61,6 +63,8 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         self.interactions = interactions
         self.n_epochs_interactions = n_epochs_interactions
         self.switch_off_threshold = switch_off_threshold
+        self.max_ordinal_levels = max_ordinal_levels
+        self.feature_types = feature_types
         self.random_state = random_state
         self.device = device
         self.n_threads = n_threads
@@ -119,7 +123,7 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
             return self._fit(X, y, device, seed)
 
     def _fit(self, X, y, device: torch.device, seed: int):
-        self.preprocessor_ = TabularPreprocessor().fit(X)
+        self.preprocessor_ = TabularPreprocessor(self.max_ordinal_levels, self.feature_types).fit(X)
         frame = self.preprocessor_.frame(X)
         y = check_target(y, len(frame), self._likelihood_family)
         y_enc, self.likelihood_, n_out = self._encode_target(y)
@@ -207,8 +211,15 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         with self._threads():
             if pred_type == "map":
                 mean = self.model_(x_num, x_cat).double().cpu().numpy()
-                return mean, np.zeros_like(mean)
-            return self._glm_predictive_tensors(x_num, x_cat)
+                mean, var = mean, np.zeros_like(mean)
+            else:
+                mean, var = self._glm_predictive_tensors(x_num, x_cat)
+        bad = ~(np.isfinite(mean).all(1) & np.isfinite(var).all(1))
+        if bad.any():  # never a silent NaN: name the rows
+            rows = np.flatnonzero(bad)
+            raise ValueError(f"the prediction is not finite for row(s) {rows[:10].tolist()} of X: their inputs "
+                             "are too far outside the training range for the float32 model")
+        return mean, var
 
     @torch.no_grad()
     def _glm_predictive_tensors(self, x_num, x_cat):
@@ -227,6 +238,8 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
 
 class LaplaceAdditiveRegressor(RegressorMixin, _LaplaceAdditiveBase):
     """LA-NAM regressor: one GELU MLP per numeric feature, a lookup table per categorical feature,
+    missing values (NaN) handled natively (a learned missing-value offset with its own prior per
+    numeric feature, a ``missing`` level per categorical; see :meth:`shape_functions`),
     a per-subnetwork Laplace posterior (full or KFAC blocks) with layerwise prior precisions and
     noise sigma learned by online marginal likelihood (best-evidence model kept).
 
@@ -239,6 +252,10 @@ class LaplaceAdditiveRegressor(RegressorMixin, _LaplaceAdditiveBase):
         gives about 8 steps per epoch, between 64 and 512 (the resolved size is ``batch_size_``).
     n_epochs_burnin, marglik_frequency, n_hypersteps, lr_hyp : online marglik schedule.
     prior_precision : initial prior precision of every parameter tensor.
+    max_ordinal_levels : numeric columns with at most this many distinct values (and at least two
+        rows per value on average) are ordered categoricals (``preprocessor_.dtypes_`` says
+        ``"ordinal"``): one table entry per value instead of a continuous shape. 0 switches it off.
+    feature_types : ``{column: "numeric" | "ordinal" | "categorical"}`` overrides the choice per column.
     interactions : if > 0, ``fit`` also runs :meth:`fit_interactions` with this many pairs.
     switch_off_threshold : relative importance below which a feature counts as switched off.
     random_state : int seed (or None for fresh entropy) of the initial weights and the minibatch
@@ -252,7 +269,7 @@ class LaplaceAdditiveRegressor(RegressorMixin, _LaplaceAdditiveBase):
     _likelihood_family = "regression"
 
     def _encode_target(self, y):
-        self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std())
+        self.y_mean_, self.y_scale_ = _stats(y)  # exact for any float64 magnitude
         return (y - self.y_mean_) / self.y_scale_, "regression", 1
 
     def _output_scale(self) -> float:
@@ -287,6 +304,9 @@ class LaplaceAdditiveClassifier(ClassifierMixin, _LaplaceAdditiveBase):
     _likelihood_family = "classification"
 
     def _encode_target(self, y):
+        from sklearn.utils.multiclass import check_classification_targets
+
+        check_classification_targets(y)  # "Unknown label type: continuous" for float targets
         classes, codes = np.unique(np.asarray(y), return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"y has {len(classes)} class ({classes.tolist()}); a classifier needs at least 2")
@@ -320,10 +340,15 @@ class LaplaceAdditiveClassifier(ClassifierMixin, _LaplaceAdditiveBase):
         """Per-sample log predictive probability of the true class (``pred_type`` as
         :meth:`predict_proba`)."""
         proba = self.predict_proba(X, pred_type)
-        y = np.asarray(y)
-        idx = np.searchsorted(self.classes_, y)
-        if ((idx >= len(self.classes_)) | (self.classes_[np.minimum(idx, len(self.classes_) - 1)] != y)).any():
-            raise ValueError(f"y has labels not seen in fit; known classes: {self.classes_.tolist()}")
+        y = check_target(y, len(proba), "classification")
+        try:
+            idx = np.searchsorted(self.classes_, y)
+            unseen = (idx >= len(self.classes_)) | (self.classes_[np.minimum(idx, len(self.classes_) - 1)] != y)
+        except TypeError:  # labels that do not even compare with the classes
+            unseen = np.ones(len(y), dtype=bool)
+        if unseen.any():
+            raise ValueError(f"y has labels not seen in fit {sorted(map(str, set(y[unseen].tolist())))[:5]} "
+                             f"in rows {_rows(unseen)}; known classes: {self.classes_.tolist()}")
         return np.log(np.clip(proba[np.arange(len(y)), idx], 1e-300, None))
 
 
