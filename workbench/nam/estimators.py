@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -102,12 +103,25 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
     def _encode_target(self, y: np.ndarray) -> tuple[np.ndarray, str, int]:
         raise NotImplementedError
 
-    def _tensors(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tensors(self, X, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """X -> (numerics, category codes) on the fitted device (moved once per call)."""
         num, codes = self.preprocessor_.transform(X)
         dev = self.device_
-        return (torch.as_tensor(num, dtype=torch.float32).to(dev),
+        return (torch.as_tensor(num, dtype=dtype).to(dev),
                 torch.as_tensor(codes).to(dev))
+
+    def _predict_model(self) -> AdditiveNet:
+        """A float64 copy of the fitted network for prediction: float32 matrix products depend on
+        the batch size in their last bits, so predictions of a row would change with the rows
+        around it; in float64 they agree to ~1e-15 (and cost little next to the Laplace part)."""
+        if getattr(self, "_model64", None) is None:
+            self._model64 = copy.deepcopy(self.model_).double()
+        return self._model64
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing values are modelled natively
+        return tags
 
     def _threads(self):
         """Temporarily use ``n_threads`` torch threads (None: leave torch's setting alone)."""
@@ -123,7 +137,9 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
             return self._fit(X, y, device, seed)
 
     def _fit(self, X, y, device: torch.device, seed: int):
-        self.preprocessor_ = TabularPreprocessor(self.max_ordinal_levels, self.feature_types).fit(X)
+        self.preprocessor_ = TabularPreprocessor(self.max_ordinal_levels, self.feature_types,
+                                                 owner=type(self).__name__).fit(X)
+        self._model64 = None
         frame = self.preprocessor_.frame(X)
         y = check_target(y, len(frame), self._likelihood_family)
         y_enc, self.likelihood_, n_out = self._encode_target(y)
@@ -160,6 +176,8 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         }
 
     def _set_posterior(self, result, history: list[dict]) -> None:
+        self._model64 = None
+        self._predict_model()  # built once here: predict leaves the estimator unchanged
         self.log_prior_ = result.log_prior
         self.log_sigma_ = result.log_sigma
         self.log_marglik_ = result.log_marglik
@@ -207,10 +225,10 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         check_fitted(self, "model_", "predict")
         if pred_type not in PRED_TYPES:
             raise ValueError(f"pred_type must be one of {PRED_TYPES}, got {pred_type!r}")
-        x_num, x_cat = self._tensors(X)
+        x_num, x_cat = self._tensors(X, torch.float64)
         with self._threads():
             if pred_type == "map":
-                mean = self.model_(x_num, x_cat).double().cpu().numpy()
+                mean = self._predict_model()(x_num, x_cat).cpu().numpy()
                 mean, var = mean, np.zeros_like(mean)
             else:
                 mean, var = self._glm_predictive_tensors(x_num, x_cat)
@@ -223,12 +241,13 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
 
     @torch.no_grad()
     def _glm_predictive_tensors(self, x_num, x_cat):
-        mean = self.model_(x_num, x_cat).double()
+        model = self._predict_model()
+        mean = model(x_num, x_cat)
         var = torch.zeros_like(mean)
-        chunk = sample_chunk(self.model_)  # bounded Jacobian tensors, whatever the number of features
+        chunk = sample_chunk(model)  # bounded Jacobian tensors, whatever the number of features
         for start in range(0, len(mean), chunk):
             sl = slice(start, start + chunk)
-            for g, jac in self.model_.jacobians(x_num[sl], x_cat[sl]).items():
+            for g, jac in model.jacobians(x_num[sl], x_cat[sl]).items():
                 var[sl] += self.posterior_.functional_variance(g, jac).diagonal(dim1=-2, dim2=-1).sum(1)
         return mean.cpu().numpy(), var.cpu().numpy()
 

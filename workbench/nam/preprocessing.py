@@ -58,7 +58,8 @@ def stray_text(s: pd.Series) -> tuple[pd.Series, np.ndarray] | None:
     return None
 
 
-def _as_frame(X, feature_names: list[str] | None, what: str = "X") -> tuple[pd.DataFrame, bool]:
+def _as_frame(X, feature_names: list[str] | None, what: str = "X",
+              owner: str = "the model") -> tuple[pd.DataFrame, bool]:
     """DataFrame view of X; the flag says whether X came as a DataFrame."""
     if X is None:
         raise TypeError(f"{what} must be a 2-D array or DataFrame, got None")
@@ -78,7 +79,7 @@ def _as_frame(X, feature_names: list[str] | None, what: str = "X") -> tuple[pd.D
             raise ValueError(f"{what} has duplicated column names {dup}")
         complex_cols = [c for c in X.columns if ptypes.is_complex_dtype(X[c].dtype)]
         if complex_cols:
-            raise ValueError(f"{what} has complex values in column(s) {complex_cols}; LA-NAM needs real numbers")
+            raise ValueError(f"Complex data not supported: {what} has complex values in column(s) {complex_cols}")
         return X, True
     if isinstance(X, pd.Series):
         raise TypeError(f"{what} must be 2-D (n_samples, n_features); got a pandas Series")
@@ -87,13 +88,18 @@ def _as_frame(X, feature_names: list[str] | None, what: str = "X") -> tuple[pd.D
         raise ValueError(f"{what} must be 2-D (n_samples, n_features); got shape {arr.shape}. "
                          "Reshape your data with X.reshape(-1, 1) for a single feature")
     if np.iscomplexobj(arr):
-        raise ValueError(f"{what} has complex values; LA-NAM needs real numbers")
+        raise ValueError(f"Complex data not supported: {what} has complex values")
     names = feature_names or [f"x{i}" for i in range(arr.shape[1])]
     if len(names) != arr.shape[1]:
-        raise ValueError(f"{what} has {arr.shape[1]} features, but the model was fitted on {len(names)}")
+        raise ValueError(f"{what} has {arr.shape[1]} features, but {owner} is expecting {len(names)} features "
+                         "as input")
     frame = pd.DataFrame(arr, columns=names)
     if arr.dtype == object:  # numpy object arrays: every column must parse as numbers
         for c in names:
+            odd = frame[c].map(lambda v: not isinstance(v, (str, bytes, int, float, np.number, type(None))))
+            if odd.any():
+                raise TypeError(f"argument must be a string or a number: column {c!r} of {what} holds "
+                                f"{type(frame[c][odd].iloc[0]).__name__} values in rows {_rows(odd)}")
             converted = pd.to_numeric(frame[c], errors="coerce")
             bad = converted.isna() & frame[c].notna()
             if bad.any():
@@ -121,9 +127,11 @@ class TabularPreprocessor:
     """Validate and encode tabular input: standardised numerics (NaN kept), integer-coded
     categoricals and ordinals (with a ``missing`` code)."""
 
-    def __init__(self, max_ordinal_levels: int = 10, feature_types: dict | None = None):
+    def __init__(self, max_ordinal_levels: int = 10, feature_types: dict | None = None,
+                 owner: str = "the model"):
         self.max_ordinal_levels = max_ordinal_levels
         self.feature_types = feature_types
+        self.owner = owner  # the estimator's name, for messages
 
     def _kinds(self, frame: pd.DataFrame) -> dict[str, str]:
         given = dict(self.feature_types or {})
@@ -167,11 +175,11 @@ class TabularPreprocessor:
             raise ValueError(f"max_ordinal_levels must be a non-negative integer, got {m!r}")
         if self.feature_types is not None and not isinstance(self.feature_types, dict):
             raise TypeError(f"feature_types must be a dict {{column: kind}} or None, got {type(self.feature_types).__name__}")
-        frame, self.from_frame_ = _as_frame(X, None)
-        if len(frame) < 2:
-            raise ValueError(f"X needs at least 2 samples, got {len(frame)}")
+        frame, self.from_frame_ = _as_frame(X, None, owner=self.owner)
         if frame.shape[1] == 0:
-            raise ValueError("X has 0 features; LA-NAM needs at least one column")
+            raise ValueError(f"Found array with 0 feature(s) (shape={frame.shape}) while a minimum of 1 is required.")
+        if len(frame) < 2:
+            raise ValueError(f"X has n_samples={len(frame)}; at least 2 samples are needed")
         self.feature_names_ = [str(c) for c in frame.columns]
         self.dtypes_ = self._kinds(frame)
         self.categorical_ = [c for c in self.feature_names_ if self.dtypes_[c] != "numeric"]
@@ -218,7 +226,8 @@ class TabularPreprocessor:
 
     def frame(self, X) -> pd.DataFrame:
         """Validate X against the fitted columns; returns it as a DataFrame in fitted order."""
-        frame, is_frame = _as_frame(X, self.feature_names_ if not isinstance(X, pd.DataFrame) else None)
+        frame, is_frame = _as_frame(X, self.feature_names_ if not isinstance(X, pd.DataFrame) else None,
+                                    owner=self.owner)
         if len(frame) == 0:
             raise ValueError("X has 0 samples; at least 1 is needed")
         if is_frame:
