@@ -144,6 +144,8 @@ class TabularPreprocessor:
         kinds = {}
         for c in frame.columns:
             s = frame[c]
+            if s.isna().all():
+                raise ValueError(f"column {c!r} of X has no observed values (all NaN); drop it")
             if c in given:
                 kinds[c] = given[c]
                 if kinds[c] != "categorical" and _is_categorical(s) and not ptypes.is_bool_dtype(s.dtype):
