@@ -9,7 +9,6 @@ Scores are part 1's metrics (``window_errors`` + ``aggregate``) on the windows a
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -157,10 +156,6 @@ def scores_by_method(stores: dict, ds: xr.Dataset) -> xr.Dataset:
     if not items:
         raise ValueError("no forecast stores to score")
     return xr.concat(items, "model", join="outer", combine_attrs="drop")
-
-
-def data_key_for(path_or_preset: str | os.PathLike, seed: int | None = None) -> str:
-    return f"{path_or_preset}-seed{seed}" if seed is not None else Path(path_or_preset).name
 
 
 class PlaneCache:
