@@ -126,3 +126,23 @@ def test_zapbench_mode_samples_leads_uniformly(tiny):
                                                                 1000, 0, 8)])
     p = 1 / np.arange(1, 5)
     np.testing.assert_allclose(np.bincount(draws, minlength=5)[1:] / draws.size, p / p.sum(), atol=0.02)
+
+
+def test_input_downsample_that_does_not_divide_the_volume():
+    vol, seg, starts = _data()                 # y 8, x 10: neither divisible by 3
+    est = _est(input_downsample=3, n_steps=2).fit_arrays(vol, seg, starts)
+    assert est.predict_arrays(vol, [40]).shape == (1, 4, *SHAPE)
+
+
+def test_bench_video_s2_mode_runs_scaled_down(capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bench_video
+
+    rows = bench_video.main(["--size", "s2", "--scale-down", "16", "--frames", "20", "--steps", "1",
+                             "--warmup", "1", "--horizon", "3", "--workers", "1", "--batch-size", "1",
+                             "--device", "cpu", "--precision", "float32"])
+    assert rows[0]["steps_per_s"] > 0 and np.isfinite(rows[0]["val_mae_lead1"])
+    assert "samples/s" in capsys.readouterr().out

@@ -193,7 +193,7 @@ class VideoForecaster(BaseEstimator):
         if s == 1:
             return x
         b, c, z, y, xx = x.shape
-        x = F.pad(x, (0, (-xx) % s, 0, (-y) % s), mode="replicate") if (y % s or xx % s) else x
+        x = F.pad(x, (0, (-xx) % s, 0, (-y) % s, 0, 0), mode="replicate") if (y % s or xx % s) else x
         return F.avg_pool3d(x, (1, s, s))
 
     def _upsample(self, v, shape):
