@@ -153,3 +153,17 @@ def test_cli_reports_damage_without_a_traceback(store, tmp_path, capsys):
     assert cli._load_model.__name__ == "_load_model"
     with pytest.raises(ValueError, match="mean-C4.pkl.*truncated or corrupt"):
         cli._load_model(models / "mean-C4.pkl")
+
+
+def test_cli_unexpected_errors_are_one_line(monkeypatch, capsys):
+    def boom(ns):
+        raise RuntimeError("zstd: corrupted block")         # a codec error from a damaged chunk
+
+    monkeypatch.setattr(cli, "cmd_generate", boom)
+    monkeypatch.delenv("WORKBENCH_TRACEBACK", raising=False)
+    assert cli.main(["generate", "--preset", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError: zstd: corrupted block" in err and "Traceback" not in err
+    monkeypatch.setenv("WORKBENCH_TRACEBACK", "1")
+    with pytest.raises(RuntimeError):
+        cli.main(["generate", "--preset", "tiny"])
