@@ -167,3 +167,25 @@ def test_cli_unexpected_errors_are_one_line(monkeypatch, capsys):
     monkeypatch.setenv("WORKBENCH_TRACEBACK", "1")
     with pytest.raises(RuntimeError):
         cli.main(["generate", "--preset", "tiny"])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fuzz_any_damaged_chunk_of_any_array_is_named(store, seed):
+    """Delete, truncate, empty or extend one chunk file of a randomly chosen array."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    manifest = json.loads((store / MANIFEST / "zarr.json").read_text())["attributes"]["workbench_manifest"]
+    arrays = sorted(a for a, e in manifest["arrays"].items() if e["chunks"])
+    array = arrays[rng.integers(len(arrays))]
+    chunks = sorted(manifest["arrays"][array]["chunks"])
+    chunk = chunks[rng.integers(len(chunks))]
+    f = store / array / chunk
+    raw = f.read_bytes()
+    action = ["delete", "truncate", "empty", "extend"][seed % 4]
+    if action == "delete":
+        f.unlink()
+    else:
+        f.write_bytes({"truncate": raw[: len(raw) // 2], "empty": b"", "extend": raw + b"\0"}[action])
+    with pytest.raises(DamagedStoreError, match=f"array '{array}': chunk '{chunk}'"):
+        open_dataset(store)
