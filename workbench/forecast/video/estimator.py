@@ -286,7 +286,10 @@ class VideoForecaster(BaseEstimator):
         self.spatial_shape_ = (z, y, x)
         self.n_stimulus_features_ = int(np.shape(stimulus)[1]) if self.stimulus else 0
         self.train_starts_ = starts
-        vol = volume if int(self.num_workers) > 0 else self._prepare_volume(volume, device, dtype)
+        if int(self.num_workers) > 0:      # workers read on the CPU (forked: they must not touch CUDA)
+            vol = volume.detach().cpu() if isinstance(volume, torch.Tensor) else volume
+        else:
+            vol = self._prepare_volume(volume, device, dtype)
         mask = torch.as_tensor(mask_np, device=device)
         # normalisation from up to 64 training frames spread over the training windows
         sample_t = np.unique(starts[np.linspace(0, starts.size - 1, min(64, starts.size)).astype(int)])
