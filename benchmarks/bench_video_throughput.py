@@ -86,7 +86,10 @@ def run(args) -> list[dict]:
             path, zarr_format=3, consolidated=False, encoding={"volume": {"chunks": (1, *vol.shape[1:])}})
         lazy = xr.open_zarr(path, zarr_format=3, consolidated=False)["volume"]
         sps = _pipeline_samples_per_s(lazy, train, context, horizon, args.batch_size, args.workers)
-        print(f"data pipeline alone ({args.workers} workers, zarr store): {sps:.1f} samples/s")
+        print(f"data pipeline alone ({args.workers} workers, zarr store, batch {args.batch_size}): "
+              f"{sps:.1f} samples/s")
+        if args.pipeline_only:
+            return [dict(pipeline_samples_per_s=sps)]
         for precision in args.precision:
             est = VideoForecaster(context=context, horizon=horizon, batch_size=args.batch_size,
                                   n_steps=args.warmup + args.steps, input_downsample=args.input_downsample,
@@ -136,3 +139,4 @@ def add_arguments(ap):
     g.add_argument("--workers", type=int, default=4, help="DataLoader workers (pipeline measurement, --stream)")
     g.add_argument("--stream", action="store_true", help="train from the zarr store through the DataLoader")
     g.add_argument("--scale-down", type=int, default=1, help="divide y and x by this (CPU smoke runs)")
+    g.add_argument("--pipeline-only", action="store_true", help="measure the data pipeline, do not train")
