@@ -59,6 +59,12 @@ def test_streamed_resume_is_exact_although_workers_run_ahead(lazy_volume, tmp_pa
          checkpoint_every=2).fit_arrays(lazy, seg, starts, stop_at_step=4)
     resumed = _est(n_steps=8, num_workers=2).fit_arrays(lazy, seg, starts, resume_from=ck)
     assert resumed.step_ == 8 and _same_weights(full, resumed)
+    # the end-of-fit checkpoint too (written after the loop, while workers had drawn ahead)
+    ck2 = tmp_path / "end.pt"
+    _est(n_steps=8, num_workers=2, prefetch_factor=4, checkpoint_path=str(ck2)).fit_arrays(
+        lazy, seg, starts, stop_at_step=3)
+    again = _est(n_steps=8, num_workers=2).fit_arrays(lazy, seg, starts, resume_from=ck2)
+    assert _same_weights(full, again)
 
 
 def test_frame_loader_yields_the_sampler_batches_in_order(lazy_volume):
@@ -112,10 +118,10 @@ def test_compiled_training_matches_eager_closely():
 def test_zapbench_mode_samples_leads_uniformly(tiny):
     est = _est(n_steps=0, context=2, horizon=3)
     est.fit(tiny)
-    assert est._lead_sampling == "inverse"                       # synthetic data: the workbench choice
+    assert est.lead_sampling_ == "inverse"                       # synthetic data: the workbench choice
     est.fit(tiny.assign_attrs(source="zapbench-release"))
-    assert est._lead_sampling == "uniform"                       # release data: ZAPBench's
-    assert _est(n_steps=0, lead_sampling="inverse").fit_arrays(*_data(), mode="zapbench")._lead_sampling == "inverse"
+    assert est.lead_sampling_ == "uniform"                       # release data: ZAPBench's
+    assert _est(n_steps=0, lead_sampling="inverse").fit_arrays(*_data(), mode="zapbench").lead_sampling_ == "inverse"
     # the uniform sampler draws every lead about equally often; "inverse" favours lead 1 as 1/l
     g = torch.Generator().manual_seed(0)
     draws = np.concatenate([lead for _, _, lead in StepSampler(g, 10, lead_probabilities(4, "uniform"),

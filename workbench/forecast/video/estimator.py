@@ -259,7 +259,7 @@ class VideoForecaster(BaseEstimator):
         if mode not in ("workbench", "zapbench"):
             raise ValueError(f"mode must be 'workbench' or 'zapbench', got {mode!r}")
         self._validate()
-        self._lead_sampling = (self.lead_sampling if self.lead_sampling != "auto"
+        self.lead_sampling_ = (self.lead_sampling if self.lead_sampling != "auto"
                                else "uniform" if mode == "zapbench" else "inverse")
         with torch_threads(self.n_threads):
             return self._fit_arrays(volume, segmentation, starts, stimulus, resume_from, stop_at_step,
@@ -319,7 +319,7 @@ class VideoForecaster(BaseEstimator):
         if resume_from is not None:
             step, losses = self._resume(resume_from, model, opt, sched, gen, device)
         stop = int(self.n_steps) if stop_at_step is None else min(int(stop_at_step), int(self.n_steps))
-        sampler = StepSampler(gen, starts.size, lead_probabilities(self.horizon, self._lead_sampling),
+        sampler = StepSampler(gen, starts.size, lead_probabilities(self.horizon, self.lead_sampling_),
                               self.batch_size, step, stop, rank, world)
         self.model_ = model
         step, losses = self._train_loop(net, model, opt, sched, sampler, vol, starts, stim_t, mask,
@@ -333,7 +333,7 @@ class VideoForecaster(BaseEstimator):
                                    coords={"step": np.arange(1, len(losses) + 1)},
                                    attrs=dict(description="training loss (masked MAE) per step, this rank"))
         if self.checkpoint_path and (not self.checkpoint_every or step % int(self.checkpoint_every)):
-            self._save(self.checkpoint_path, model, opt, sched, step, gen, losses)
+            self._save(self.checkpoint_path, model, opt, sched, step, gen_next, losses)
         return self
 
     def _memory_format(self):
