@@ -28,9 +28,13 @@ from workbench.nam.modules import AdditiveNet
 from workbench.nam.posterior import compute_curvature, log_likelihood_terms
 from workbench.nam.training import micro_batch
 
-# batch_size "auto": ~8 steps per epoch within [64, 512], so 64 on the CV folds (353 / 455 training
-# rows), 125 on the 1000-row synthetic sets and 512 on the 10 000-row timing set
-LANAM = dict(n_epochs=200, n_hidden=64, lr=1e-2, batch_size="auto", random_state=0)
+# the estimator's defaults: the schedule adapts to N (workbench.nam.training.resolve_schedule):
+# 150 epochs of ~3 batches (>= 128 rows) on the small tables, ~4000 steps of 512 with
+# marglik-based stopping on the large ones. The schedule before #20.3 (200 epochs of ~8 batches,
+# >= 64 rows, evidence every 10 epochs) is LANAM_FIXED, selectable with --lanam-schedule fixed.
+LANAM = dict(random_state=0)
+LANAM_FIXED = dict(n_epochs=200, n_hidden=64, lr=1e-2, batch_size=64, n_epochs_burnin=20, marglik_frequency=10,
+                   random_state=0)
 
 
 # ---------------------------------------------------------------------- synthetic
