@@ -55,7 +55,7 @@ def main(argv=None):
         fit_s[name] = time.perf_counter() - t0
     t0 = time.perf_counter()
     video = VideoForecaster(context=args.context, stimulus=True, n_steps=args.steps,
-                            batch_size=args.batch_size, num_threads=args.threads, progress=True).fit(ds)
+                            batch_size=args.batch_size, n_threads=args.threads, progress=True).fit(ds)
     fit_s["video"] = time.perf_counter() - t0
     fitted["video"] = video
     res = evaluate(fitted, ds, split="test", n_boot=args.n_boot)
@@ -92,7 +92,7 @@ def main(argv=None):
         from workbench.forecast.video.sweep import context_sweep
         sw = context_sweep(ds, downsample=(1, 2), contexts=(1, 4, 8), max_windows=64,
                            n_steps=max(50, args.steps // 2), batch_size=args.batch_size,
-                           num_threads=args.threads, stimulus=True)
+                           n_threads=args.threads, stimulus=True)
         print("\ncontext sweep (MAE at leads 1/4/16, forward MFLOPs, activation MB per sample):")
         for s in sw["downsample"].values:
             for c in sw["context"].values:

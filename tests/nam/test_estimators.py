@@ -132,7 +132,8 @@ def test_categorical_columns_and_column_checks():
 @pytest.mark.parametrize(
     "make_bad,match",
     [
-        (lambda X, y: (X.assign(x1=np.where(np.arange(len(X)) == 3, np.nan, X["x1"])), y), r"NaN.*\['x1'\]"),
+        # (NaN in X is no longer an error: missing values are modelled, tests/nam/test_missing_values.py)
+        (lambda X, y: (X.assign(x1=np.where(np.arange(len(X)) == 3, np.inf, X["x1"])), y), r"infinite.*'x1'"),
         (lambda X, y: (X, np.where(np.arange(len(y)) == 0, np.nan, y)), "y has 1 missing"),
         (lambda X, y: (X.assign(x2=5.0), y), r"constant column\(s\) \['x2'\]"),
         (lambda X, y: (np.column_stack([X.to_numpy(), np.array(["a"] * len(X), dtype=object)]).astype(object), y),
@@ -219,3 +220,39 @@ def test_interaction_ranking_and_second_stage():
     with pytest.raises(ValueError, match="no fitted interaction"):
         est.interaction_functions(("x0", "x2"))
     assert isinstance(est.shape_functions(), xr.Dataset)
+
+
+def test_device_parameter_and_not_fitted(reg_data):
+    from workbench.exceptions import NotFittedError
+
+    X, y = reg_data.X.iloc[:120], reg_data.y.iloc[:120]
+    fast = {**FAST, "n_epochs": 4, "n_epochs_burnin": 1, "marglik_frequency": 2}
+    assert LaplaceAdditiveRegressor().get_params()["device"] is None
+    est = LaplaceAdditiveRegressor(**fast, device="cpu").fit(X, y)
+    assert est.device_ == torch.device("cpu") and isinstance(est.predict(X), np.ndarray)
+    for bad, err in (("nonsense", ValueError), (3.5, TypeError)):
+        with pytest.raises(err, match="device"):
+            LaplaceAdditiveRegressor(**fast, device=bad).fit(X, y)
+    for cls in (LaplaceAdditiveRegressor, LaplaceAdditiveClassifier):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            cls().predict(X)
+        with pytest.raises(NotFittedError, match="not fitted"):
+            cls().shape_functions()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_matches_cpu_fit(reg_data):
+    X, y = reg_data.X, reg_data.y
+    fast = {**FAST, "n_epochs": 10, "n_epochs_burnin": 2, "marglik_frequency": 4}
+    cpu = LaplaceAdditiveRegressor(**fast, device="cpu").fit(X, y)
+    gpu = LaplaceAdditiveRegressor(**fast, device="cuda").fit(X, y)
+    assert gpu.device_.type == "cuda" and gpu.interaction_pairs_ == []
+    mu_c, sd_c = cpu.predict(X, return_std=True)
+    mu_g, sd_g = gpu.predict(X, return_std=True)
+    assert isinstance(mu_g, np.ndarray)
+    np.testing.assert_allclose(mu_g, mu_c, rtol=1e-3, atol=1e-3 * float(np.std(y)))
+    np.testing.assert_allclose(sd_g, sd_c, rtol=1e-2)
+    sf = gpu.shape_functions()
+    assert np.isfinite(sf["std"]).all() and gpu.feature_selection_report().shape[0] == X.shape[1]
+    gpu.fit_interactions(1, n_epochs=4)
+    assert np.isfinite(gpu.predict(X)).all()

@@ -240,7 +240,7 @@ class LanamExplorer(pn.viewable.Viewer):
         x, lo, hi, m = (s[v].values[ok] for v in ("x_value", "lower", "upper", "mean"))
         level = sf.attrs["level"]
         values = data["value"].sel(feature=feature).values
-        if str(s["kind"].values) == "categorical":
+        if str(s["kind"].values) in ("categorical", "ordinal"):
             labels = s["x_label"].values[ok].tolist()
             df = pd.DataFrame({"level": labels, "mean": m, "lower": lo, "upper": hi})
             pts = hv.Scatter(df, "level", ["mean"]).opts(size=9, color="#1f77b4")

@@ -43,14 +43,15 @@ def init_hyper(model: AdditiveNet, prior_precision: float, sigma: float | None,
                previous: dict[str, torch.Tensor] | None = None) -> tuple[dict, torch.Tensor | None]:
     """Log prior precisions (S, T) per group, initialised to ``prior_precision`` (or ``previous``)."""
     log_prior = {}
+    dev = model.groups["bias"].bias.device
     for g, m in model.groups.items():
-        lp = torch.full((m.S, len(m.slot_names)), math.log(prior_precision), dtype=torch.float64)
+        lp = torch.full((m.S, len(m.slot_names)), math.log(prior_precision), dtype=torch.float64, device=dev)
         if previous is not None and g in previous and previous[g].shape == lp.shape:
             lp = previous[g].detach().clone()
         log_prior[g] = lp.requires_grad_(True)
     log_sigma = None
     if sigma is not None:
-        log_sigma = torch.tensor(math.log(sigma), dtype=torch.float64, requires_grad=True)
+        log_sigma = torch.tensor(math.log(sigma), dtype=torch.float64, device=dev, requires_grad=True)
     return log_prior, log_sigma
 
 
@@ -118,7 +119,7 @@ def train_marglik(
         with torch.no_grad():
             deltas = {g: d.to(x_num.dtype) for g, d in prior_diag(model, log_prior).items()}
             s2 = float(torch.exp(2 * log_sigma)) if regression else 1.0
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen).to(x_num.device)  # drawn on the CPU: same order on every device
         epoch_loss = 0.0
         for start in range(0, n, bs):
             idx = perm[start : start + bs]

@@ -20,7 +20,7 @@ from workbench._torch_utils import resolve_device, torch_threads
 from workbench.progress import Progress, legacy_callback, report
 
 from .criteria import CRITERIA
-from .data import TASKS, Task, load_task
+from .data import TASKS, Task, make_task
 from .estimator import SpaM
 from .flops import count_flops, count_parameters
 from .masks import check_sparsity
@@ -145,7 +145,7 @@ def _curve(cfg, progress, callback, device):
     dense = None
     try:
         for r, seed in enumerate(R):
-            data = load_task(cfg["task"], random_state=seed)
+            data = make_task(cfg["task"], random_state=seed)
             if dense is None:
                 example = data.X_train[:1]
                 dense = (count_parameters(ref, sparse=False), count_flops(ref, example, sparse=False))
@@ -222,7 +222,6 @@ def _record(res, idx, pn, data, dense_params, layers) -> dict:
 
 
 def _to_dataset(cfg, res, ref, layers, dense, wall_time) -> xr.Dataset:
-    pnames = [n for n, _ in ref.named_parameters()]
     player = np.concatenate([[n.rsplit(".", 1)[0]] * p.numel() for n, p in ref.named_parameters()])
     dims = ("prior", "criterion", "sparsity", "seed")
     ds = xr.Dataset(
@@ -242,8 +241,23 @@ def _to_dataset(cfg, res, ref, layers, dense, wall_time) -> xr.Dataset:
                     hessian_structure=cfg["hessian_structure"],
                     finetune_epochs=cfg["finetune_epochs"], n_params_dense=dense[0],
                     flops_dense=dense[1], wall_time_s=wall_time,
-                    settings=json.dumps(cfg), parameter_names=json.dumps(pnames))
-    return ds
+                    map_prior_precision=cfg["map_prior_precision"],
+                    **_netcdf_attrs(cfg["train_kwargs"], prefix="train_"))
+    # each parameter's tensor name is a coordinate (netCDF3 attributes cannot hold string lists)
+    ptensor = np.concatenate([[n] * p.numel() for n, p in ref.named_parameters()])
+    return ds.assign_coords(parameter_tensor=("parameter", ptensor))
+
+
+def _netcdf_attrs(settings: dict, prefix: str) -> dict:
+    """``settings`` as typed attributes netCDF3 can store (bools as 0/1; ``None`` left out)."""
+    out = {}
+    for k, v in settings.items():
+        if isinstance(v, bool):
+            v = int(v)
+        if isinstance(v, (int, float, str)) or (isinstance(v, (list, tuple))
+                                                and all(isinstance(x, (int, float)) for x in v)):
+            out[prefix + k] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 def _key(cfg: dict) -> str:

@@ -2,7 +2,7 @@
 uncertainty over the last layer, zarr forecast stores and the spatial/temporal context sweep."""
 
 from .compare import score_methods
-from .distributed import fit_distributed
+from .distributed_fit import fit_distributed
 from .estimator import VideoForecaster
 from .model import UNet3D, plan_strides
 from .store import open_forecast_store, paint_traces, read_plane, write_forecast_store

@@ -15,8 +15,8 @@ where the loss is taken. This is the spatial side of the spatial/temporal contex
 
 from __future__ import annotations
 
-import contextlib
 import math
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,9 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
+from ..._deprecation import renamed_arguments
+from ..._torch_utils import resolve_device, seed_from, torch_threads
+from ...exceptions import check_fitted
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .distributed import rank_world
 from .frames import gather_video, take_frames, volume_shape
@@ -37,23 +40,32 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64, torch.float32: to
            torch.float64: torch.float64}
 
 
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Temporarily set torch's intra-op thread count (no-op for ``None``)."""
-    if n is None:
-        yield
+#: old parameter names kept one release (``seed`` / ``num_threads`` before the conventions of #19.3)
+_RENAMED = {"seed": "random_state", "num_threads": "n_threads"}
+
+
+def _check_fitted(est, what="this method"):
+    check_fitted(est, "model_", what)
+
+
+def _check_int(name, value, low, allow_none=False):
+    if value is None and allow_none:
         return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
-def _check_fitted(est):
-    if not hasattr(est, "model_"):
-        raise RuntimeError("this VideoForecaster is not fitted yet; call fit first")
+def _check_positive(name, value, allow_zero=False):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def _nan_safe(x):
+    """Missing voxels (NaN frames or voxels) enter the network as the normalised mean, 0."""
+    return torch.where(torch.isnan(x), torch.zeros((), dtype=x.dtype, device=x.device), x)
 
 
 class VideoForecaster(BaseEstimator):
@@ -71,20 +83,27 @@ class VideoForecaster(BaseEstimator):
         leads, where a video model can use fine spatial detail, get most updates); "uniform".
     batch_size : windows per step **per process**.
     n_steps, lr, weight_decay, warmup_steps, grad_clip : optimisation.
-    seed : seeds weights and the batch sampler (identical on all ranks).
+    random_state : seeds weights and the batch sampler (identical on all ranks; the global torch
+        RNG is not touched). ``seed`` is its old name (deprecated).
     device : ``None`` = cuda if available else cpu; dtype: "float32" | "float64".
     checkpoint_path, checkpoint_every : write a resumable checkpoint every so many steps.
     progress : tqdm bar over steps (rank 0 only).
-    num_threads : torch intra-op threads while fitting/predicting (``None``: leave as set). Small
-        volumes on a busy CPU train far faster with 1 thread than with several.
+    n_threads : torch intra-op threads while fitting/predicting (``None``: leave as set). Small
+        volumes on a busy CPU train far faster with 1 thread than with several. ``num_threads`` is
+        its old name (deprecated).
+
+    Missing data: NaN voxels or whole NaN frames of the volume are masked: they enter the network
+    as the normalised mean (0), the normalisation statistics ignore them, and the loss is taken
+    over observed target voxels only, so other windows and voxels are unaffected.
     """
 
+    @renamed_arguments(**_RENAMED)
     def __init__(self, context: int = 4, horizon: int = 32, widths=(8, 16, 32), blocks_per_level: int = 1,
                  attention: bool = True, emb_dim: int = 32, stimulus: bool = False,
                  input_downsample: int = 1, lead_sampling: str = "inverse", batch_size: int = 4, n_steps: int = 300, lr: float = 3e-3,
                  weight_decay: float = 1e-4, warmup_steps: int | None = None, grad_clip: float = 1.0,
-                 seed: int = 0, device=None, dtype="float32", checkpoint_path=None,
-                 checkpoint_every: int = 0, progress: bool = False, num_threads: int | None = None):
+                 random_state: int | None = 0, device=None, dtype="float32", checkpoint_path=None,
+                 checkpoint_every: int = 0, progress: bool = False, n_threads: int | None = None):
         self.context = context
         self.horizon = horizon
         self.widths = widths
@@ -100,24 +119,29 @@ class VideoForecaster(BaseEstimator):
         self.weight_decay = weight_decay
         self.warmup_steps = warmup_steps
         self.grad_clip = grad_clip
-        self.seed = seed
+        self.random_state = random_state
         self.device = device
         self.dtype = dtype
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
         self.progress = progress
-        self.num_threads = num_threads
+        self.n_threads = n_threads
 
     # ------------------------------------------------------------------ set-up
     def _validate(self):
-        if int(self.context) < 1:
-            raise ValueError(f"context must be >= 1, got {self.context}")
-        if int(self.horizon) < 1:
-            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
-        if int(self.input_downsample) < 1:
-            raise ValueError(f"input_downsample must be >= 1, got {self.input_downsample}")
-        if int(self.batch_size) < 1 or int(self.n_steps) < 0:
-            raise ValueError(f"batch_size must be >= 1 and n_steps >= 0, got {self.batch_size}, {self.n_steps}")
+        for name, low in (("context", 1), ("horizon", 1), ("input_downsample", 1), ("batch_size", 1),
+                          ("n_steps", 0), ("blocks_per_level", 1), ("emb_dim", 1), ("checkpoint_every", 0)):
+            _check_int(name, getattr(self, name), low)
+        _check_int("warmup_steps", self.warmup_steps, 1, allow_none=True)
+        _check_int("n_threads", self.n_threads, 1, allow_none=True)
+        _check_positive("lr", self.lr)
+        _check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        _check_positive("grad_clip", self.grad_clip or 0, allow_zero=True)
+        if len(tuple(self.widths)) < 1 or any(isinstance(w, bool) or not isinstance(w, numbers.Integral)
+                                              or w < 1 for w in self.widths):
+            raise ValueError(f"widths must be a non-empty sequence of positive integers, got {self.widths!r}")
+        seed_from(self.random_state)                  # type / range of random_state
+        resolve_device(self.device)
         if self.lead_sampling not in ("inverse", "uniform"):
             raise ValueError(f"lead_sampling must be 'inverse' or 'uniform', got {self.lead_sampling!r}")
         if self.dtype not in _DTYPES:
@@ -125,7 +149,7 @@ class VideoForecaster(BaseEstimator):
 
     def _torch_device(self):
         if self.device is not None:
-            return torch.device(self.device)
+            return resolve_device(self.device)
         if torch.cuda.is_available():
             rank_local = torch.cuda.current_device()
             return torch.device("cuda", rank_local)
@@ -135,13 +159,14 @@ class VideoForecaster(BaseEstimator):
         s = int(self.input_downsample)
         return (shape[0], math.ceil(shape[1] / s), math.ceil(shape[2] / s))
 
-    def _build_model(self):
-        torch.manual_seed(int(self.seed))
+    def _build_model(self, seed: int = 0):
         widths = tuple(int(w) for w in self.widths)
         strides = plan_strides(self._low_shape(self.spatial_shape_), len(widths) - 1)
         n_stim = (int(self.context) + 1) * self.n_stimulus_features_ if self.stimulus else 0
-        return UNet3D(int(self.context), widths, strides, int(self.blocks_per_level), bool(self.attention),
-                      int(self.horizon), n_stim, int(self.emb_dim))
+        with torch.random.fork_rng(devices=[]):       # seeded weights, global RNG left as it was
+            torch.manual_seed(int(seed))
+            return UNet3D(int(self.context), widths, strides, int(self.blocks_per_level),
+                          bool(self.attention), int(self.horizon), n_stim, int(self.emb_dim))
 
     @staticmethod
     def _mask_from(segmentation) -> np.ndarray:
@@ -189,7 +214,8 @@ class VideoForecaster(BaseEstimator):
 
     def _forward(self, model, ctx, lead, stim, return_features=False):
         """Forecast on the full grid: ``offset + scale * (up(base) + up(readout(phi)))``."""
-        x = self._lowres((ctx - self.offset_) / self.scale_).contiguous(memory_format=torch.channels_last_3d)
+        x = self._lowres(_nan_safe((ctx - self.offset_) / self.scale_)).contiguous(
+            memory_format=torch.channels_last_3d)
         shape = ctx.shape[2:]
         base = self._upsample(x[:, -1:], shape)[:, 0]
         if return_features:
@@ -202,9 +228,18 @@ class VideoForecaster(BaseEstimator):
 
     @staticmethod
     def masked_mae(pred, target, mask):
-        """Mean absolute error over voxels inside cells: per window, then over windows."""
-        m = mask.to(pred.dtype)
-        return ((pred - target).abs() * m).sum(dim=(-3, -2, -1)).div(m.sum().clamp_min(1)).mean()
+        """Mean absolute error over observed voxels inside cells: per window, then over windows.
+
+        Target voxels that are NaN (missing frames or voxels) do not count; a window without any
+        observed voxel is left out of the mean over windows.
+        """
+        observed = mask & ~torch.isnan(target)
+        m = observed.to(pred.dtype)
+        err = torch.where(observed, (pred - target).abs(), torch.zeros((), dtype=pred.dtype, device=pred.device))
+        count = m.sum(dim=(-3, -2, -1))
+        per_window = err.sum(dim=(-3, -2, -1)) / count.clamp_min(1)
+        n_valid = (count > 0).sum().clamp_min(1)
+        return per_window.sum() / n_valid
 
     # ------------------------------------------------------------------ fit
     def fit(self, ds: xr.Dataset, resume_from=None, stop_at_step: int | None = None, callback=None):
@@ -228,7 +263,7 @@ class VideoForecaster(BaseEstimator):
 
         ``callback(step, n_steps, loss)`` is called after every step (e.g. a dashboard's progress).
         """
-        with torch_threads(self.num_threads):
+        with torch_threads(self.n_threads):
             return self._fit_arrays(volume, segmentation, starts, stimulus, resume_from, stop_at_step,
                                     callback)
 
@@ -260,16 +295,25 @@ class VideoForecaster(BaseEstimator):
         sample_t = np.unique(starts[np.linspace(0, starts.size - 1, min(64, starts.size)).astype(int)])
         frames = take_frames(vol, sample_t, device=device, dtype=torch.float64)
         inside = frames[:, mask]
+        if torch.isinf(inside).any():
+            raise ValueError("volume holds inf inside the segmentation; use NaN for missing voxels")
+        inside = inside[~torch.isnan(inside)]         # missing voxels / frames do not count
+        if inside.numel() < 2:
+            raise ValueError("volume has no finite voxels inside the segmentation in the sampled "
+                             "training frames (all missing?)")
         self.offset_ = float(inside.mean())
         self.scale_ = float(inside.std().clamp_min(1e-6))
         if self.stimulus:
             st_np = np.asarray(stimulus, np.float64)
+            if not np.all(np.isfinite(st_np)):
+                raise ValueError("stimulus holds NaN or inf; it must be finite")
             self.stim_mean_ = torch.as_tensor(st_np.mean(0), dtype=dtype, device=device)
             self.stim_scale_ = torch.as_tensor(st_np.std(0) + 1e-6, dtype=dtype, device=device)
             stim_t = torch.as_tensor(st_np, dtype=dtype, device=device)
         else:
             stim_t = None
-        model = self._build_model().to(device=device, dtype=dtype, memory_format=torch.channels_last_3d)
+        seed = seed_from(self.random_state)
+        model = self._build_model(seed).to(device=device, dtype=dtype, memory_format=torch.channels_last_3d)
         net = model
         if world > 1:
             import warnings
@@ -289,7 +333,7 @@ class VideoForecaster(BaseEstimator):
             return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        gen = torch.Generator().manual_seed(int(self.seed) + 7919)
+        gen = torch.Generator().manual_seed(seed + 7919)
         step, losses = 0, []
         if resume_from is not None:
             ck = load_checkpoint(resume_from, map_location=device)
@@ -356,7 +400,7 @@ class VideoForecaster(BaseEstimator):
 
     def save_checkpoint(self, path) -> Path | None:
         """Write a resumable checkpoint of the current training state (rank 0 only; atomic)."""
-        _check_fitted(self)
+        _check_fitted(self, "this method")
         return self._save(path, self.model_, self._opt, self._sched, self.step_, self._gen,
                           self.history_["loss"].values.tolist())
 
@@ -365,7 +409,8 @@ class VideoForecaster(BaseEstimator):
         """An estimator ready to predict from a checkpoint (parameters, weights, normalisation)."""
         ck = load_checkpoint(path)
         ex = ck["extra"]
-        est = cls(**{**ex["params"], "device": device})
+        params = {_RENAMED.get(k, k): v for k, v in ex["params"].items()}   # older checkpoints
+        est = cls(**{**params, "device": device})
         est.spatial_shape_ = tuple(ex["spatial_shape"])
         est.n_stimulus_features_ = int(ex["n_stimulus_features"])
         est.offset_, est.scale_ = float(ex["offset"]), float(ex["scale"])
@@ -380,7 +425,7 @@ class VideoForecaster(BaseEstimator):
             if est.stim_mean_.numel() != est.n_stimulus_features_:
                 raise ValueError(f"checkpoint {str(path)!r}: {est.stim_mean_.numel()} stimulus means for "
                                  f"{est.n_stimulus_features_} stimulus features")
-        est.model_ = est._build_model().to(device=dev, dtype=dtype, memory_format=torch.channels_last_3d)
+        est.model_ = est._build_model(0).to(device=dev, dtype=dtype, memory_format=torch.channels_last_3d)
         est.model_.load_state_dict(ck["model"])
         est.model_.eval()
         est.step_ = int(ck["step"])
@@ -402,7 +447,7 @@ class VideoForecaster(BaseEstimator):
         (the part-1 Forecaster protocol, so ``evaluate`` scores this model beside the baselines).
         """
         from ..segments import segment_means
-        _check_fitted(self)
+        _check_fitted(self, "predict")
         for v in self.requires:
             if v not in ds:
                 raise ValueError(f"dataset lacks variable {v!r} needed by the video forecaster")
@@ -424,8 +469,8 @@ class VideoForecaster(BaseEstimator):
         With ``return_features`` also the full-grid read-out features ``phi`` (W, L, width, z, y, x)
         and the persistence base (W, L, z, y, x) used by the last-layer Laplace.
         """
-        _check_fitted(self)
-        with torch_threads(self.num_threads), torch.no_grad():
+        _check_fitted(self, "predict_arrays")
+        with torch_threads(self.n_threads), torch.no_grad():
             return self._predict_arrays(volume, starts, leads, stimulus, batch_size, return_features)
 
     def _predict_arrays(self, volume, starts, leads, stimulus, batch_size, return_features):
@@ -467,7 +512,7 @@ class VideoForecaster(BaseEstimator):
                  leads=None, batch_size: int = 16) -> xr.DataArray:
         """Forecast volumes as ``xr.DataArray`` (window, lead, z, y, x) for a split's windows."""
         from ..protocol import windows as make_windows
-        _check_fitted(self)
+        _check_fitted(self, "this method")
         win = make_windows(ds, split, context=int(self.context), horizon=int(self.horizon)) \
             if windows is None else windows
         leads = np.arange(1, int(self.horizon) + 1) if leads is None else np.asarray(leads, np.int64)
