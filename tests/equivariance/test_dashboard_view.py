@@ -30,7 +30,7 @@ def runs():
                                        n_samples_eval=2, n_epochs=2, n_epochs_burnin=0,
                                        batch_size=20, device="cpu").fit(r.X_train, r.y_train)
     inv = lila.history_.assign_attrs(max_rotation=np.pi / 2, test_accuracy=0.3, fit_time=1.0)
-    assert list(eq.attrs["channels"]) == [2, 2] and list(eq.attrs["strides"]) == [1, 2]
+    assert list(eq.attrs["channels"]) == [2, 2, 2] and list(eq.attrs["strides"]) == [1, 2, 1]
     return eq, inv
 
 
