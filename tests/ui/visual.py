@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,15 +153,32 @@ def clipped_titles(page) -> list[str]:
 
 def assert_plots_visible(page, name: str, *, min_plots: int = 1, min_fraction: float = 0.003,
                          inset: float = 0.05, check_titles: bool = True,
-                         per_plot: dict[str, float] | None = None) -> list[Path]:
+                         per_plot: dict[str, float] | None = None,
+                         settle: float = 20.0) -> list[Path]:
     """Screenshot the page and assert every plot shows content and no title is clipped.
 
     ``name`` names the screenshots (``<name>.png`` for the page, ``<name>__<i>_<title>.png`` per
     plot). ``per_plot`` maps a title substring to its own ``min_fraction`` (e.g. a sparse scatter).
-    Returns the paths written. The assertion message lists every failing plot and the files.
+    The check is repeated for up to ``settle`` seconds while it fails (a result that has just
+    arrived may still be painting). Returns the paths written. The assertion message lists every
+    failing plot and the files.
     """
+    deadline = time.monotonic() + settle
+    while True:
+        problems, paths = _check_plots(page, name, min_plots, min_fraction, inset, check_titles,
+                                       per_plot or {})
+        if not problems or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(1000)
+    assert not problems, "what a person sees is wrong:\n" + "\n".join(problems)
+    return paths
+
+
+def _check_plots(page, name, min_plots, min_fraction, inset, check_titles, per_plot):
     from PIL import Image
 
+    page.wait_for_function("() => (window.Bokeh?.documents ?? []).every((d) => d.is_idle)",
+                           timeout=60_000, polling=200)
     page.wait_for_timeout(400)  # let the last paint land
     out = screenshot_dir()
     full = out / f"{name}.png"
@@ -178,15 +196,14 @@ def assert_plots_visible(page, name: str, *, min_plots: int = 1, min_fraction: f
             Image.fromarray(crop).save(path)
             paths.append(path)
         frac = content_fraction(crop)
-        need = next((v for k, v in (per_plot or {}).items() if k in plot.title), min_fraction)
+        need = next((v for k, v in per_plot.items() if k in plot.title), min_fraction)
         if frac <= need:
             problems.append(f"plot {i} {plot.title!r} looks empty: {frac:.2%} of its central "
                             f"region differs from the background (need > {need:.2%}); see {path}")
         if check_titles and plot.title_clipped:
             problems.append(f"plot {i} title is clipped: {plot.title!r} needs {plot.title_width:.0f} px,"
                             f" the plot is {plot.width:.0f} px wide; see {full}")
-    assert not problems, "what a person sees is wrong:\n" + "\n".join(problems)
-    return paths
+    return problems, paths
 
 
 def server_log_problems(server, since: int = 0) -> list[str]:

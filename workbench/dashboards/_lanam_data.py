@@ -22,7 +22,13 @@ import numpy as np
 import pandas as pd
 import panel as pn
 
-from workbench.datasets import load_breast_cancer, load_diabetes, make_additive
+from workbench.datasets import (
+    available_tables,
+    load_breast_cancer,
+    load_diabetes,
+    load_real,
+    make_additive,
+)
 from workbench.nam import LaplaceAdditiveClassifier, LaplaceAdditiveRegressor
 
 __all__ = [
@@ -30,7 +36,9 @@ __all__ = [
     "load_dataset", "fit_lanam", "epoch_hook",
 ]
 
-DATASETS = ["synthetic", "diabetes", "breast cancer", "uploaded CSV"]
+#: the real tables of workbench.datasets.REAL_TABLES whose package is installed (#20.6)
+REAL = [f"real: {n}" for n in available_tables() if n not in ("diabetes", "breast_cancer")]
+DATASETS = ["synthetic", "diabetes", "breast cancer", *REAL, "uploaded CSV"]
 #: the target selector's value until the user picks a column
 CHOOSE_TARGET = "(choose the target column)"
 #: numeric columns with at most this many distinct values are suggested as categorical
@@ -126,6 +134,8 @@ def load_dataset(name: str, csv: bytes | None = None, target: str | None = None,
     if name == "breast cancer":
         X, y = load_breast_cancer()
         return X, y, "classification"
+    if name in REAL:
+        return load_real(name.removeprefix("real: "))
     if name == "uploaded CSV":
         return _csv_dataset(csv, target, categorical)
     raise ValueError(f"unknown data set {name!r}; choose from {DATASETS}")

@@ -42,7 +42,7 @@ def shared_ylim(sf) -> tuple[float, float]:
 
 
 def _is_categorical(s) -> bool:
-    return str(s["kind"].values) == "categorical"
+    return str(s["kind"].values) in ("categorical", "ordinal")
 
 
 def _valid(s):
