@@ -37,7 +37,7 @@ def view():
 
 
 def _is_placeholder(pane) -> bool:
-    return isinstance(pane.object, hv.Overlay) and bool(pane.object.traverse(lambda e: e, [hv.Text]))
+    return pane.object.group == "Placeholder"
 
 
 def test_default_fit_fills_every_panel_and_picks_the_most_important_feature(view):

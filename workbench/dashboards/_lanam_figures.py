@@ -27,11 +27,14 @@ def _short(name: str, n: int = 22) -> str:
 
 
 def placeholder(title: str, message: str, height: int = 300):
-    """An empty frame that says why it is empty (fitting, failed, nothing to show)."""
-    corners = hv.Points([(-1, -1), (1, 1)]).opts(alpha=0, size=1)  # fixes the ranges: text centred
-    text = hv.Text(0, 0, message).opts(text_color="#666666", text_font_size="12pt")
-    return (corners * text).opts(title=title, xaxis=None, yaxis=None, responsive=True, height=height,
-                                 toolbar=None, show_frame=True)
+    """An empty frame whose title says why it is empty (fitting, failed, nothing to show).
+
+    The frame stays empty on purpose: a visual check (and a person) must not mistake it for a
+    result. Its element group is ``"Placeholder"``.
+    """
+    return hv.Curve([], group="Placeholder").opts(
+        title=f"{title}: {message}", xaxis=None, yaxis=None, responsive=True, height=height,
+        toolbar=None, show_frame=True)
 
 
 def shared_ylim(sf) -> tuple[float, float]:

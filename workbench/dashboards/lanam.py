@@ -151,7 +151,7 @@ class LanamExplorer(pn.viewable.Viewer):
         what = (f"Fitting LA-NAM on **{self.dataset}** ({len(X)} samples, {X.shape[1]} features, "
                 f"{task}) ...")
         self._fit = None
-        self._clear("fitting ... (see the progress bar)")
+        self._clear("fitting ...")
 
         def job(report):
             done = [0]
@@ -174,7 +174,7 @@ class LanamExplorer(pn.viewable.Viewer):
         self._fit = None
         self._status.object = message
         self._progress.value, self._progress.active = 0, False
-        self._clear("no result: see the message above")
+        self._clear("no result (see the message above)")
 
     def _clear(self, message: str):
         """Replace every plot by a frame that says why it is empty (no stale plots)."""
@@ -243,7 +243,7 @@ class LanamExplorer(pn.viewable.Viewer):
             self._pair_view.object = figs.interaction_plot(inter)
         else:
             why = "set 'Interaction pairs' above 0 to fit one" if not self.n_pairs else (self._fit.note or "none")
-            self._pair_view.object = figs.placeholder("2-D interaction", f"no pair fitted: {why}", 330)
+            self._pair_view.object = figs.placeholder("2-D interaction", f"no pair fitted ({why})", 330)
 
     @staticmethod
     def pair_explanation(fit) -> str:
