@@ -21,7 +21,6 @@ whole volume and no figure is rebuilt. Clicking an image picks the neuron under 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -35,7 +34,7 @@ import xarray as xr
 from bokeh.models import Slider as BkSlider
 
 from workbench._paths import DATA_DIR
-from workbench.dashboards._background import in_server_session, server_loop, start_when_loaded
+from workbench.dashboards._background import BackgroundWork, in_server_session, start_when_loaded
 from workbench.dashboards._forecast_figures import (
     ALL_TRAIN,
     COLORS,
@@ -158,6 +157,10 @@ class ForecastViewer(pn.viewable.Viewer):
         self._trace = pn.pane.Bokeh(self.trace_figure.figure, sizing_mode="stretch_width", min_height=300)
         self._mae = pn.pane.Bokeh(None, sizing_mode="stretch_width", min_height=300)
         self._layout = None
+        # background work: preparing the data, then training the video forecaster (newest wins,
+        # every error shown on the page, results applied on the session's event loop)
+        self._prep, self._training = BackgroundWork(), BackgroundWork()
+        self._training.param.watch(self._on_train_progress, ["progress", "message"])
         self.param.watch(self._on_method, ["method"])
         self.param.watch(self._on_view, ["window", "lead", "z", "neuron", "show_outline"])
         self.param.watch(self._on_condition, ["condition"])
@@ -185,52 +188,43 @@ class ForecastViewer(pn.viewable.Viewer):
         return stores, scores_by_method(stores, self.ds)
 
     def _start(self):
-        loop = server_loop()
-        if loop is None:  # plain Python (tests, notebooks): compute synchronously
-            self._install(*self.prepare())
-            return
-        loop.create_task(self._start_async(pn.state.curdoc))
+        """Prepare in the background (inline when not served), then train the video forecaster."""
+        self._prep.submit(lambda report: self.prepare(), self._prepared, on_error=self._prepare_failed,
+                          message="Preparing the recording and a forecast store ...")
 
-    @staticmethod
-    def _in_doc(doc, fn, *args):
-        """Run ``fn(*args)`` on the session's next tick, holding its document lock (Bokeh models
-        may only change under it); an awaitable of the result."""
-        fut = asyncio.get_running_loop().create_future()
-
-        def call():
-            try:
-                fut.set_result(fn(*args))
-            except Exception as err:   # handed to the awaiting task, which reports it
-                fut.set_exception(err)
-        doc.add_next_tick_callback(call)
-        return fut
-
-    async def _start_async(self, doc):
-        loop = asyncio.get_running_loop()
-        try:
-            res = await loop.run_in_executor(None, self.prepare)
-            await self._in_doc(doc, self._install, *res)
-        except Exception as err:
-            self._status.object = f"**Could not prepare the viewer:** {err}"
-            self._progress.active = False
-            raise
+    def _prepared(self, res):
+        self._install(*res)
         if (self.train_video or self.checkpoint) and "video" not in self.stores:
             self._progress.value, self._progress.active = 0, True
-            try:
-                stores, scores = await loop.run_in_executor(None, self.train, self._on_train_progress)
-            except Exception as err:
-                self._status.object += f"  \n**Video training failed:** {err}"
-                self._progress.active = False
-                raise
-            await self._in_doc(doc, self._show_video, stores, scores)
 
-    def _show_video(self, stores, scores):
+            def job(report):
+                return self.train(lambda frac, message: report(frac, message))
+
+            self._training.submit(job, self._show_video, on_error=self._train_failed,
+                                  message="training the video forecaster")
+
+    def _prepare_failed(self, err):
+        self._status.object = f"**Could not prepare the viewer:** {err}"
+        self._progress.active = False
+
+    def _train_failed(self, err):
+        self._status.object = self._status_text() + f"  \n**Video training failed:** {err}"
+        self._progress.active = False
+
+    def _show_video(self, stores, scores=None):
+        if scores is None:  # the background job's result is one (stores, scores) tuple
+            stores, scores = stores
         self._set_stores(stores, scores)
         self.method = "video"
+        self._progress.value, self._progress.active = 100, False
+        self._status.object = self._status_text()
 
-    def _on_train_progress(self, frac, message):
-        self._progress.value = int(100 * frac)
-        self._train_msg = message
+    def _on_train_progress(self, *events):
+        work = self._training
+        if not work.running:
+            return
+        self._progress.value = int(100 * work.progress)
+        self._train_msg = work.message
         self._status.object = self._status_text()
 
     # -- state ------------------------------------------------------------------------------------
