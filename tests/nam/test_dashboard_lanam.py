@@ -176,6 +176,6 @@ def test_the_fitted_pair_and_the_top_heat_map_cell_are_explained(view):
     text = view._pair_note.object
     a, b = view._fit.estimator.interaction_pairs_[0]
     assert "main-effects model" in text and f"{a} × {b}" in text
-    assert "top remaining pair of the final model" in text
+    assert "residual MI fell from" in text and "strongest pair not fitted" in text
     marks = view._heatmap.object.traverse(lambda e: e, [hv.Points])
     assert marks and {tuple(r) for r in marks[0].dframe()[["feature_i", "feature_j"]].values} >= {(a, b)}

@@ -264,14 +264,20 @@ class LanamExplorer(pn.viewable.Viewer):
         fitted = fit.estimator.interaction_pairs_
         if fitted:
             after = fit.final_ranking.table
+            key = lambda i, j: frozenset((i, j))  # noqa: E731
+            before_mi = {key(r.feature_i, r.feature_j): r.mutual_information for r in table.itertuples()}
+            after_mi = {key(r.feature_i, r.feature_j): r.mutual_information for r in after.itertuples()}
+            names = ", ".join(f"{a} × {b}" for a, b in fitted)
             a, b = fitted[0]
-            row = after[((after.feature_i == a) & (after.feature_j == b))
-                        | ((after.feature_i == b) & (after.feature_j == a))]
-            left = f" (MI {row.mutual_information.iloc[0]:.3g} after)" if len(row) else ""
-            rest = after.iloc[0]
-            text += (f" Fitted: **{', '.join(f'{a} × {b}' for a, b in fitted)}** (marked); once fitted its "
-                     f"interaction is explained{left}, and the top remaining pair of the final model is "
-                     f"{rest.feature_i} × {rest.feature_j} (MI {rest.mutual_information:.3g}).")
+            text += f" Fitted: **{names}** (outlined)"
+            if key(a, b) in after_mi and key(a, b) in before_mi:
+                text += (f"; with its 2-D subnetwork in the model, its residual MI fell from "
+                         f"{before_mi[key(a, b)]:.3g} to {after_mi[key(a, b)]:.3g}")
+            rest = [r for r in after.itertuples() if key(r.feature_i, r.feature_j) not in {key(*p) for p in fitted}]
+            if rest:
+                text += (f"; the strongest pair not fitted is {rest[0].feature_i} × {rest[0].feature_j} "
+                         f"(MI {rest[0].mutual_information:.3g} in the final model)")
+            text += "."
         return text
 
     def __panel__(self):
