@@ -14,7 +14,7 @@ from tests.ui.harness import (
     wait_for_change,
     wait_idle,
 )
-from tests.ui.visual import assert_plots_visible, server_log_problems
+from tests.ui.visual import assert_plots_visible, find_plots, server_log_problems
 
 _NO_PLACEHOLDER_JS = """
 () => {
@@ -105,5 +105,30 @@ def test_lanam_explorer(panel_server, ui_page):
     assert len(_factors(page, "feature importance")) == 15
     assert not _factors(page, "prior precisions") & (diabetes - {"age", "sex"})
 
+    # CSV upload: no silent target, text cells in a numeric column reported by row, and no
+    # breast-cancer plots left under either message
+    rows = ["age,smoker,y"] + [f"{30 + i % 40},{i % 2},{0.1 * i:.1f}" for i in range(40)]
+    rows[6] = "twelve,1,0.5"
+    page.locator("input[type=file]").first.set_input_files(
+        files=[{"name": "table.csv", "mimeType": "text/csv", "buffer": "\n".join(rows).encode()}])
+    page.get_by_text("choose the target column (one of").first.wait_for(timeout=30_000)
+    wait_idle(page)
+    assert _placeholders_only(page)
+    set_widget_value(page, "Target column (CSV)", "y")
+    page.get_by_text("column 'age' is numeric but has text in row 6: 'twelve'").first.wait_for(timeout=30_000)
+    wait_idle(page)
+    assert _placeholders_only(page)
+    assert_plots_visible(page, "lanam_csv_error", min_plots=6, per_plot={"no result": -1.0})
+
     panel_server.assert_clean()
     assert not server_log_problems(panel_server, since=log_start)
+
+
+def _placeholders_only(page, timeout_s=10):
+    """Whether every plot on screen is a 'no result' placeholder (polled: it may still paint)."""
+    for _ in range(timeout_s * 5):
+        titles = [p.title for p in find_plots(page)]
+        if titles and all(": no result" in t for t in titles):
+            return True
+        page.wait_for_timeout(200)
+    return False

@@ -14,13 +14,14 @@ replaced by a frame saying so (never the previous data set's plots under a new m
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 
 import pandas as pd
 import panel as pn
 import param
 
 from workbench.dashboards import _lanam_figures as figs
-from workbench.dashboards._background import BackgroundWork, start_when_loaded
+from workbench.dashboards._background import BackgroundWork, in_server_session, start_when_loaded
 from workbench.dashboards._lanam_data import (
     CHOOSE_TARGET,
     DATASETS,
@@ -102,8 +103,17 @@ class LanamExplorer(pn.viewable.Viewer):
         return (self.dataset, digest, target, cats, tuple(sorted(self.settings().items())))
 
     def _on_upload(self, event):
+        # handled on the next tick: replacing plot panes from inside the FileInput's own change
+        # event left some of the previous data set's plots on screen
+        doc = pn.state.curdoc
+        if in_server_session() and doc is not None:
+            doc.add_next_tick_callback(partial(self._handle_upload, event.new))
+        else:
+            self._handle_upload(event.new)
+
+    def _handle_upload(self, csv: bytes):
         try:
-            df = read_table(event.new)
+            df = read_table(csv)
         except ValueError as err:
             self._fail(f"**Could not use the CSV:** {err}")
             return
@@ -172,9 +182,10 @@ class LanamExplorer(pn.viewable.Viewer):
 
     def _fail(self, message: str):
         self._fit = None
-        self._status.object = message
-        self._progress.value, self._progress.active = 0, False
-        self._clear("no result (see the message above)")
+        with pn.io.hold():  # the plots are cleared in the same message, before the text arrives
+            self._clear_panes("no result (see the message above)")
+            self._progress.value, self._progress.active = 0, False
+            self._status.object = message
 
     def _clear(self, message: str):
         """Replace every plot by a frame that says why it is empty (no stale plots)."""
