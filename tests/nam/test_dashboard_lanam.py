@@ -161,6 +161,7 @@ def test_csv_upload_in_the_view(table, monkeypatch):
     assert view.categorical == ["smoker"]  # suggested, visible in the widget
     assert "choose the target column" in view._status.object
     assert _is_placeholder(view._shape)  # no stale plots of the previous data set
+    assert view.feature is None and view.param.feature.objects == []
     view.target = "y"
     assert "uploaded CSV" in view._status.object and "log marginal likelihood" in view._status.object
     sf = view._fit.shapes(0.95)

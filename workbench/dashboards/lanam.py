@@ -182,6 +182,13 @@ class LanamExplorer(pn.viewable.Viewer):
 
     def _fail(self, message: str):
         self._fit = None
+        self._updating = True  # no stale feature/pair choices of the previous data set either
+        try:
+            self.feature = None  # param appends a value missing from objects: reset them after
+            self.param.feature.objects = []
+            self.param.pair.objects, self.pair = [NO_PAIR], NO_PAIR
+        finally:
+            self._updating = False
         with pn.io.hold():  # the plots are cleared in the same message, before the text arrives
             self._clear_panes("no result (see the message above)")
             self._progress.value, self._progress.active = 0, False
