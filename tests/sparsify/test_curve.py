@@ -26,10 +26,16 @@ def test_curve_layout(curve):
     for v in ("accuracy", "nll", "ece", "n_params", "flops", "param_sparsity"):
         assert np.isfinite(ds[v].values).all(), v
     assert ((ds.accuracy >= 0) & (ds.accuracy <= 1)).all()
-    assert len(calls) == 2 * 5 * 3 and (calls[-1].done, calls[-1].total) == (30, 30)
+    points = [c for c in calls if c.stage == "curve"]
+    assert len(points) == 2 * 5 * 3 and (points[-1].done, points[-1].total) == (30, 30)
     last = calls[-1]
     assert last.stage == "curve" and last.state == dict(prior="diagonal", criterion="grasp",
-                                                        sparsity=0.9, seed=0)
+                                                        sparsity=0.9, seed=0, overall=1.0)
+    # training epochs are reported too, so a progress bar moves while the networks train
+    epochs = [c for c in calls if c.stage == "train"]
+    assert len(epochs) == 2 * FAST["n_epochs"] and epochs[0].state["prior"] == "map"
+    overall = [c.state["overall"] for c in calls]
+    assert overall == sorted(overall) and 0 < overall[0] < 0.1
     assert last.metrics["accuracy"] == float(ds.accuracy.sel(prior="diagonal", criterion="grasp",
                                                              sparsity=0.9, seed=0))
     # learned prior precisions are per parameter; MAP's is the fixed weight decay
