@@ -68,7 +68,10 @@ def test_corrupt_metadata_and_bad_paths_name_the_file(store, tmp_path):
 def test_leftovers_of_killed_writers_are_removed_on_open(store, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    junk = [tmp_path / f".rec.zarr.p{proc.pid}.k1.tmp", tmp_path / f".rec.zarr.old.p{proc.pid}.k2"]
+    from workbench._atomic import host_tag
+
+    tag = host_tag()
+    junk = [tmp_path / f".rec.zarr.p{proc.pid}-{tag}.k1.tmp", tmp_path / f".rec.zarr.old.p{proc.pid}-{tag}.k2"]
     for j in junk:
         j.mkdir()
         (j / "zarr.json").write_text("{}")
