@@ -22,12 +22,20 @@ import panel as pn
 import param
 
 from workbench.dashboards._background import server_loop, start_when_loaded
-from workbench.datasets import load_breast_cancer, load_diabetes, make_additive
+from workbench.datasets import (
+    available_tables,
+    load_breast_cancer,
+    load_diabetes,
+    load_real,
+    make_additive,
+)
 from workbench.nam import LaplaceAdditiveClassifier, LaplaceAdditiveRegressor
 
 __all__ = ["LanamExplorer", "load_dataset", "fit_cached"]
 
-DATASETS = ["synthetic", "diabetes", "breast cancer", "uploaded CSV"]
+#: the real tables of workbench.datasets.REAL_TABLES whose package is installed (#20.6)
+REAL = [f"real: {n}" for n in available_tables() if n not in ("diabetes", "breast_cancer")]
+DATASETS = ["synthetic", "diabetes", "breast cancer", *REAL, "uploaded CSV"]
 _CACHE: dict[tuple, object] = {}
 _LOCK = threading.Lock()
 
@@ -43,6 +51,8 @@ def load_dataset(name: str, csv: bytes | None = None, target: str | None = None)
     if name == "breast cancer":
         X, y = load_breast_cancer()
         return X, y, "classification"
+    if name in REAL:
+        return load_real(name.removeprefix("real: "))
     if name == "uploaded CSV":
         if not csv:
             raise ValueError("upload a CSV file first")
