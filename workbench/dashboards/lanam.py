@@ -250,13 +250,18 @@ class LanamExplorer(pn.viewable.Viewer):
         x, lo, hi, m = (s[v].values[ok] for v in ("x_value", "lower", "upper", "mean"))
         level = sf.attrs["level"]
         values = data["value"].sel(feature=feature).values
+        values = values[~np.isnan(values)]  # missing values are summarised in the title
+        miss = ""
+        if "missing_mean" in s and float(s["missing_fraction"]) > 0:
+            miss = (f"; missing ({float(s['missing_fraction']):.0%}): {float(s['missing_mean']):+.3g} "
+                    f"[{float(s['missing_lower']):.3g}, {float(s['missing_upper']):.3g}]")
         if str(s["kind"].values) in ("categorical", "ordinal"):
             labels = s["x_label"].values[ok].tolist()
             df = pd.DataFrame({"level": labels, "mean": m, "lower": lo, "upper": hi})
             pts = hv.Scatter(df, "level", ["mean"]).opts(size=9, color="#1f77b4")
             err = hv.ErrorBars(pd.DataFrame({"level": labels, "mean": m, "neg": m - lo, "pos": hi - m}),
                                "level", ["mean", "neg", "pos"])
-            top = (err * pts).opts(title=f"{feature}: shape with {level:.0%} band", ylabel=sf.attrs["units"],
+            top = (err * pts).opts(title=f"{feature}: shape with {level:.0%} band{miss}", ylabel=sf.attrs["units"],
                                    responsive=True, height=300)
             counts = np.bincount(values.astype(int), minlength=len(labels))[: len(labels)]
             bottom = hv.Bars(pd.DataFrame({"level": labels, "count": counts}), "level", "count").opts(
@@ -265,7 +270,7 @@ class LanamExplorer(pn.viewable.Viewer):
         band = hv.Area((x, lo, hi), "x", ["lower", "upper"]).opts(alpha=0.3, color="#1f77b4", line_alpha=0)
         curve = hv.Curve((x, m), "x", "shape").opts(color="#1f77b4", line_width=2.5)
         top = (band * curve * hv.HLine(0).opts(color="#888888", line_dash="dotted")).opts(
-            title=f"{feature}: centred shape with {level:.0%} credible band", xlabel=feature,
+            title=f"{feature}: centred shape with {level:.0%} credible band{miss}", xlabel=feature,
             ylabel=f"f({feature}) [{sf.attrs['units']}]", responsive=True, height=300)
         edges = np.linspace(np.nanmin(values), np.nanmax(values), 41)
         hist = hv.Histogram(np.histogram(values, edges), kdims=[feature]).opts(
