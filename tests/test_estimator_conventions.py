@@ -141,13 +141,6 @@ CASES = {c.name: c for c in REGISTRY}
 
 #: (estimator, check) -> owner and what is missing; delete a line once its check passes
 PENDING = {
-    ("VideoForecaster", "not_fitted"): "fcdata: predict before fit raises RuntimeError",
-    ("VideoForecaster", "names"): "fcdata: VideoForecaster takes seed / num_threads",
-    ("LastLayerLaplace", "base"): "fcdata: LastLayerLaplace is not a BaseEstimator",
-    ("LastLayerLaplace", "clone"): "fcdata: LastLayerLaplace is not a BaseEstimator",
-    ("LastLayerLaplace", "params"): "fcdata: LastLayerLaplace is not a BaseEstimator",
-    ("LastLayerLaplace", "names"): "fcdata: LastLayerLaplace takes seed, no device",
-    ("LastLayerLaplace", "not_fitted"): "fcdata: predict before fit raises RuntimeError",
 }
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from workbench.forecast import generate, load_or_generate, open_dataset, save_dataset, segment_means
+from workbench.forecast import cached_dataset, generate, open_dataset, save_dataset, segment_means
 
 
 def test_data_model(tiny):
@@ -44,12 +44,12 @@ def test_store_roundtrip_lazy(tiny, tmp_path):
     assert open_dataset(path, chunks="frame")["volume"].data.chunksize[0] == 1
 
 
-def test_load_or_generate_caches(tmp_path):
-    ds = load_or_generate("tiny", seed=3, root=tmp_path)
+def test_cached_dataset_caches(tmp_path):
+    ds = cached_dataset("tiny", seed=3, root=tmp_path)
     assert (tmp_path / "tiny-seed3.zarr").is_dir()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temp leftovers
     mtime = (tmp_path / "tiny-seed3.zarr").stat().st_mtime_ns
-    ds2 = load_or_generate("tiny", seed=3, root=tmp_path)
+    ds2 = cached_dataset("tiny", seed=3, root=tmp_path)
     assert (tmp_path / "tiny-seed3.zarr").stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(ds["traces"].values, ds2["traces"].values)
 
