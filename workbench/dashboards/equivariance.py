@@ -24,8 +24,15 @@ import xarray as xr
 
 from workbench._paths import DATA_DIR
 from workbench.dashboards._background import BackgroundWork, start_when_loaded
-from workbench.equivariance import MEASURES, cached_run, list_runs, load_run
-from workbench.equivariance.runs import run_label, run_path, run_settings
+from workbench.equivariance import (
+    MEASURES,
+    cached_run,
+    list_runs,
+    load_run,
+    run_label,
+    run_path,
+    run_settings,
+)
 
 __all__ = ["EquivarianceDashboard", "DATA_DIR", "PRESETS", "DEFAULT_INVARIANCE",
            "equivariance_heatmap", "equivariance_bars", "precision_plot", "marglik_plot",
