@@ -84,7 +84,8 @@ XDIST=""
 if "$PY" -c "import xdist" 2>/dev/null; then XDIST="-n 4 --dist loadfile"; fi
 TESTS=(tests/laplace/test_devices.py tests/laplace/test_compat_devices.py tests/sparsify/test_device.py
        tests/equivariance/test_device.py tests/forecast/test_tsmixer.py tests/test_estimator_conventions.py)
-for t in tests/forecast/test_video_training.py tests/nam/test_device.py tests/forecast/test_video_device.py; do
+for t in tests/forecast/test_video_training.py tests/forecast/test_video_throughput.py tests/forecast/test_fuzz_data.py \
+         tests/nam/test_device.py tests/forecast/test_video_device.py; do
   [ -e "$t" ] && TESTS+=("$t")
 done
 if [ $QUICK = 1 ]; then

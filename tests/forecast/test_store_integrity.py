@@ -153,3 +153,39 @@ def test_cli_reports_damage_without_a_traceback(store, tmp_path, capsys):
     assert cli._load_model.__name__ == "_load_model"
     with pytest.raises(ValueError, match="mean-C4.pkl.*truncated or corrupt"):
         cli._load_model(models / "mean-C4.pkl")
+
+
+def test_cli_unexpected_errors_are_one_line(monkeypatch, capsys):
+    def boom(ns):
+        raise RuntimeError("zstd: corrupted block")         # a codec error from a damaged chunk
+
+    monkeypatch.setattr(cli, "cmd_generate", boom)
+    monkeypatch.delenv("WORKBENCH_TRACEBACK", raising=False)
+    assert cli.main(["generate", "--preset", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError: zstd: corrupted block" in err and "Traceback" not in err
+    monkeypatch.setenv("WORKBENCH_TRACEBACK", "1")
+    with pytest.raises(RuntimeError):
+        cli.main(["generate", "--preset", "tiny"])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fuzz_any_damaged_chunk_of_any_array_is_named(store, seed):
+    """Delete, truncate, empty or extend one chunk file of a randomly chosen array."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    manifest = json.loads((store / MANIFEST / "zarr.json").read_text())["attributes"]["workbench_manifest"]
+    arrays = sorted(a for a, e in manifest["arrays"].items() if e["chunks"])
+    array = arrays[rng.integers(len(arrays))]
+    chunks = sorted(manifest["arrays"][array]["chunks"])
+    chunk = chunks[rng.integers(len(chunks))]
+    f = store / array / chunk
+    raw = f.read_bytes()
+    action = ["delete", "truncate", "empty", "extend"][seed % 4]
+    if action == "delete":
+        f.unlink()
+    else:
+        f.write_bytes({"truncate": raw[: len(raw) // 2], "empty": b"", "extend": raw + b"\0"}[action])
+    with pytest.raises(DamagedStoreError, match=f"array '{array}': chunk '{chunk}'"):
+        open_dataset(store)

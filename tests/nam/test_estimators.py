@@ -161,7 +161,8 @@ def test_auto_batch_size_gives_several_steps_per_epoch(reg_data):
     # ~8 steps per epoch, clipped to [64, 512]: small data sets no longer get one step per epoch
     assert [auto_batch_size(n) for n in (10, 353, 455, 1000, 4000, 10_000)] == [64, 64, 64, 125, 500, 512]
     fast = {**FAST, "n_epochs": 2, "n_epochs_burnin": 0}
-    assert LaplaceAdditiveRegressor(**{**fast, "batch_size": "auto"}).fit(reg_data.X, reg_data.y).batch_size_ == 64
+    # the estimator's "auto" (resolve_schedule, #20.3): ~3 steps per epoch, at least 128 rows
+    assert LaplaceAdditiveRegressor(**{**fast, "batch_size": "auto"}).fit(reg_data.X, reg_data.y).batch_size_ == 134
     assert LaplaceAdditiveRegressor(**{**fast, "batch_size": 100}).fit(reg_data.X, reg_data.y).batch_size_ == 100
     assert LaplaceAdditiveRegressor().get_params()["batch_size"] == "auto"
 
@@ -220,6 +221,25 @@ def test_interaction_ranking_and_second_stage():
     with pytest.raises(ValueError, match="no fitted interaction"):
         est.interaction_functions(("x0", "x2"))
     assert isinstance(est.shape_functions(), xr.Dataset)
+
+
+def test_schedule_adapts_to_the_number_of_rows(reg_data):
+    from workbench.nam.training import resolve_schedule
+
+    small, large = resolve_schedule(353), resolve_schedule(100_000)
+    assert small == {"n_epochs": 150, "batch_size": 128, "n_epochs_burnin": 15, "marglik_frequency": 15,
+                     "lr": 0.02, "patience": None}
+    assert large["batch_size"] == 512 and large["patience"] == 3
+    assert large["n_epochs"] == round(4000 / (100_000 // 512 + 1))
+    given = resolve_schedule(353, n_epochs=40, batch_size=64, n_epochs_burnin=5, marglik_frequency=7, lr=0.1,
+                             patience=2)
+    assert given == {"n_epochs": 40, "batch_size": 64, "n_epochs_burnin": 5, "marglik_frequency": 7, "lr": 0.1,
+                     "patience": 2}
+    est = LaplaceAdditiveRegressor(n_epochs=12, n_hidden=8, n_threads=1, device="cpu", patience=1,
+                                   marglik_frequency=2, n_epochs_burnin=1).fit(reg_data.X, reg_data.y)
+    assert est.schedule_["n_epochs"] == 12 and len(est.history_["epoch"]) <= 12
+    with pytest.raises(ValueError, match="patience"):
+        LaplaceAdditiveRegressor(patience=0).fit(reg_data.X, reg_data.y)
 
 
 def test_device_parameter_and_not_fitted(reg_data):

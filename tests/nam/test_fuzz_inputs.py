@@ -58,7 +58,7 @@ def _set(X, col, row, value):
 # -- constructor parameters (validated in fit) ---------------------------------------------------
 BAD_PARAMS = [
     ("n_hidden", 0), ("n_hidden", -3), ("n_hidden", 2.5), ("n_hidden", True), ("n_hidden", "64"),
-    ("n_epochs", 0), ("n_epochs", None), ("batch_size", "big"), ("batch_size", 0),
+    ("n_epochs", 0), ("n_epochs", "auto"), ("patience", 0), ("patience", "never"), ("batch_size", "big"), ("batch_size", 0),
     ("n_epochs_burnin", -1), ("marglik_frequency", 0), ("n_hypersteps", -2), ("interactions", -1),
     ("interactions", True), ("n_epochs_interactions", 0), ("lr", 0.0), ("lr", -1e-3), ("lr", float("nan")),
     ("lr", float("inf")), ("lr", True), ("lr_hyp", 0), ("prior_precision", -1.0),

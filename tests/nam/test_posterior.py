@@ -133,3 +133,12 @@ def test_micro_batches_give_the_same_training_trajectory():
     assert runs[0][1] == pytest.approx(runs[1][1], rel=1e-9)
     small, wide = _model(1), AdditiveNet(100, [], 1, n_hidden=64)
     assert micro_batch(small, 512) == 512 and 32 <= micro_batch(wide, 512) < 512
+
+
+def test_logdet_closed_form_gradient_matches_autograd():
+    from workbench.nam.posterior import _LogDetPD
+
+    g = torch.Generator().manual_seed(0)
+    J = torch.randn(3, 9, 5, generator=g, dtype=torch.float64)
+    d = torch.rand(3, 5, generator=g, dtype=torch.float64).requires_grad_(True)
+    torch.autograd.gradcheck(lambda d: _LogDetPD.apply(J.transpose(1, 2) @ J + torch.diag_embed(d)), (d,))

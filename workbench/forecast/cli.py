@@ -15,6 +15,7 @@ on first use). All files are written atomically.
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -162,3 +163,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - e.g. a codec error from a damaged chunk of a release store
+        if os.environ.get("WORKBENCH_TRACEBACK"):
+            raise
+        print(f"error: {type(e).__name__}: {e} (set WORKBENCH_TRACEBACK=1 for the traceback)",
+              file=sys.stderr)
+        return 1

@@ -131,11 +131,13 @@ def marglik_training(
     )  # fmt: skip
     run = _Run(model, la, opts)
     bar = tqdm(range(1, n_epochs + 1), desc="marglik training", disable=not progress)
+    shown = "–"  # the bar keeps the latest estimate, not the NaN of epochs without one
     for epoch in bar:
         loss = run.map_epoch(epoch)
         lml = run.marglik_step(epoch) if run.is_marglik_epoch(epoch) else math.nan
         run.record(loss, lml)
-        bar.set_postfix(loss=f"{loss:.4g}", lml=f"{lml:.4g}")
+        shown = shown if math.isnan(lml) else f"{lml:.4g}"
+        bar.set_postfix(loss=f"{loss:.4g}", lml=shown)
         if callback is not None and callback(run.progress(epoch)) is True:
             break
     return model, run.finish(), _history(run.rec, la)

@@ -18,7 +18,7 @@ from workbench.nam.inspection import InspectionMixin
 from workbench.nam.modules import AdditiveNet
 from workbench.nam.posterior import BlockPosterior, check_structure, sample_chunk
 from workbench.nam.preprocessing import TabularPreprocessor, _rows, _stats, check_target
-from workbench.nam.training import auto_batch_size, train_marglik
+from workbench.nam.training import resolve_schedule, train_marglik
 
 PRED_TYPES = ("glm", "map")
 
@@ -32,11 +32,12 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         self,
         n_hidden: int = 64,
         hessian_structure: str = "full",
-        n_epochs: int = 200,
-        lr: float = 1e-2,
+        n_epochs: int | None = None,
+        lr: float | None = None,
         batch_size: int | str = "auto",
-        n_epochs_burnin: int = 20,
-        marglik_frequency: int = 10,
+        n_epochs_burnin: int | None = None,
+        marglik_frequency: int | None = None,
+        patience: int | str | None = "auto",
         n_hypersteps: int = 10,
         lr_hyp: float = 0.1,
         prior_precision: float = 1.0,
@@ -58,6 +59,7 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         self.batch_size = batch_size
         self.n_epochs_burnin = n_epochs_burnin
         self.marglik_frequency = marglik_frequency
+        self.patience = patience
         self.n_hypersteps = n_hypersteps
         self.lr_hyp = lr_hyp
         self.prior_precision = prior_precision
@@ -74,15 +76,20 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> None:
-        for name in ("n_hidden", "n_epochs", "batch_size", "marglik_frequency"):
+        for name in ("n_hidden", "n_epochs", "batch_size", "marglik_frequency", "patience"):
             v = getattr(self, name)
-            if name == "batch_size" and isinstance(v, str) and v == "auto":
+            if (name == "batch_size" and isinstance(v, str) and v == "auto") or (
+                    name in ("n_epochs", "marglik_frequency", "patience") and v is None) or (
+                    name == "patience" and isinstance(v, str) and v == "auto"):
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                extra = ' or "auto"' if name == "batch_size" else ""
+                extra = {"batch_size": ' or "auto"', "patience": ', None or "auto"', "n_epochs": " or None",
+                         "marglik_frequency": " or None"}.get(name, "")
                 raise ValueError(f"{name} must be a positive integer{extra}, got {v!r}")
         for name in ("n_epochs_burnin", "n_hypersteps", "interactions"):
             v = getattr(self, name)
+            if name == "n_epochs_burnin" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
         v = self.n_epochs_interactions
@@ -90,6 +97,8 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
             raise ValueError(f"n_epochs_interactions must be a positive integer or None, got {v!r}")
         for name in ("lr", "lr_hyp", "prior_precision"):
             v = getattr(self, name)
+            if name == "lr" and v is None:
+                continue
             if isinstance(v, bool) or not (isinstance(v, (int, float, np.floating, np.integer))
                                            and v > 0 and math.isfinite(v)):
                 raise ValueError(f"{name} must be a positive finite number, got {v!r}")
@@ -151,14 +160,17 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         y_t = torch.as_tensor(y_enc, dtype=torch.float32 if self.likelihood_ != "multiclass" else torch.long)
         y_t = y_t.to(device)
         self._train = (x_num, x_cat, y_t)
-        self.batch_size_ = auto_batch_size(len(y_t)) if self.batch_size == "auto" else int(self.batch_size)
+        self.schedule_ = resolve_schedule(
+            len(y_t), self.n_epochs, self.batch_size, self.n_epochs_burnin, self.marglik_frequency, self.lr,
+            self.patience)
+        self.batch_size_ = self.schedule_["batch_size"]
         # built on the CPU from the seed (the same initial weights on every device), then moved once
         self.model_ = AdditiveNet(
             x_num.shape[1], self.preprocessor_.n_categories_, n_out, self.n_hidden, seed=seed,
             dtype=torch.float32,
         ).to(device)
         result = train_marglik(
-            self.model_, x_num, x_cat, y_t, self.likelihood_, stage="main effects", **self._train_kwargs(self.n_epochs)
+            self.model_, x_num, x_cat, y_t, self.likelihood_, stage="main effects", **self._train_kwargs(self.schedule_["n_epochs"])
         )
         self._set_posterior(result, history=[])
         self.interaction_pairs_ = []
@@ -168,8 +180,10 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
 
     def _train_kwargs(self, n_epochs: int) -> dict:
         return {
-            "n_epochs": n_epochs, "lr": self.lr, "batch_size": self.batch_size_,
-            "n_epochs_burnin": min(self.n_epochs_burnin, n_epochs - 1), "marglik_frequency": self.marglik_frequency,
+            "n_epochs": n_epochs, "lr": self.schedule_["lr"], "batch_size": self.batch_size_,
+            "n_epochs_burnin": min(self.schedule_["n_epochs_burnin"], n_epochs - 1),
+            "marglik_frequency": min(self.schedule_["marglik_frequency"], max(1, n_epochs // 2)),
+            "patience": self.schedule_["patience"],
             "n_hypersteps": self.n_hypersteps, "lr_hyp": self.lr_hyp, "prior_precision": self.prior_precision,
             "sigma": 1.0, "seed": self._seed, "progress": self.progress, "callback": self.callback,
             "structure": self.hessian_structure,
@@ -208,7 +222,7 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         self.model_.add_pairs([(numeric.index(a), numeric.index(b)) for a, b in chosen], seed=self._seed)
         self.model_.to(self.device_)
         x_num, x_cat, y_t = self._train
-        n_epochs = n_epochs or self.n_epochs_interactions or max(self.n_epochs // 2, 2)
+        n_epochs = n_epochs or self.n_epochs_interactions or max(self.schedule_["n_epochs"] // 2, 2)
         result = train_marglik(
             self.model_, x_num, x_cat, y_t, self.likelihood_, stage="interactions",
             **{**self._train_kwargs(n_epochs), "init_log_prior": self.log_prior_,
@@ -267,9 +281,13 @@ class LaplaceAdditiveRegressor(RegressorMixin, _LaplaceAdditiveBase):
     n_hidden : hidden units of every feature subnetwork (reference: 64, GELU).
     hessian_structure : ``"full"`` (exact GGN block per subnetwork) or ``"kron"`` (KFAC per layer
         of each MLP subnetwork, as the reference LA-NAM; cheaper, exact log det under the prior).
-    n_epochs, lr, batch_size : MAP training (Adam, cosine-decayed learning rate). ``batch_size="auto"``
-        gives about 8 steps per epoch, between 64 and 512 (the resolved size is ``batch_size_``).
+    n_epochs, lr, batch_size : MAP training (Adam, cosine-decayed learning rate).
     n_epochs_burnin, marglik_frequency, n_hypersteps, lr_hyp : online marglik schedule.
+    patience : marglik-based stopping after this many evidence checks without improvement.
+        ``None`` / ``"auto"`` values of these adapt to the number of rows
+        (:func:`workbench.nam.training.resolve_schedule`: few large batches and no early stopping
+        for small tables, a bounded number of 512-batches with stopping for large ones); the
+        resolved schedule is ``schedule_`` (and ``batch_size_``).
     prior_precision : initial prior precision of every parameter tensor.
     max_ordinal_levels : numeric columns with at most this many distinct values (and at least two
         rows per value on average) are ordered categoricals (``preprocessor_.dtypes_`` says

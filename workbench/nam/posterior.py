@@ -145,6 +145,23 @@ def _cholesky(a: torch.Tensor) -> torch.Tensor:
     return L
 
 
+class _LogDetPD(torch.autograd.Function):
+    """``log det A`` of a batch of SPD matrices ``(S, P, P) -> (S,)`` with the closed-form gradient
+    ``A^{-1}`` (one ``cholesky_inverse``): about 3x cheaper than differentiating through the
+    Cholesky factorisation, which dominated the marglik hyper-steps of small tables."""
+
+    @staticmethod
+    def forward(ctx, a):
+        L = _cholesky(a)
+        ctx.save_for_backward(L)
+        return 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (L,) = ctx.saved_tensors
+        return grad[..., None, None] * torch.cholesky_inverse(L)
+
+
 def log_marginal_likelihood(
     model: AdditiveNet, curv: Curvature, log_prior: dict[str, torch.Tensor], log_sigma: torch.Tensor | None,
     likelihood: str,
@@ -162,8 +179,7 @@ def log_marginal_likelihood(
     penalty = 0.0
     for g, G in curv.ggn.items():
         d = deltas[g]
-        L = _cholesky(G * scale + torch.diag_embed(d))
-        logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum()
+        logdet = _LogDetPD.apply(G * scale + torch.diag_embed(d)).sum()
         penalty = penalty + logdet - torch.log(d).sum() + (d * curv.theta[g] ** 2).sum()
     for g, layers in curv.kron.items():  # exact log det of the KFAC blocks under the layerwise prior
         penalty = penalty + kron.log_det_ratio(layers, log_prior[g].double(), scale)

@@ -8,7 +8,8 @@ from .model import UNet3D, plan_strides
 from .store import open_forecast_store, paint_traces, read_plane, write_forecast_store
 from .sweep import context_sweep, forward_cost
 from .uncertainty import LastLayerLaplace
+from .zapbench import center_crop, score_video
 
 __all__ = ["VideoForecaster", "UNet3D", "plan_strides", "LastLayerLaplace", "write_forecast_store",
            "open_forecast_store", "read_plane", "paint_traces", "context_sweep", "forward_cost",
-           "score_methods", "fit_distributed"]
+           "score_methods", "fit_distributed", "score_video", "center_crop"]
