@@ -81,7 +81,7 @@ def test_lanam_explorer(panel_server, ui_page):
     assert_plots_visible(page, "lanam_diabetes", min_plots=12)
     diabetes = {"age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"}
     assert _factors(page, "feature importance") == diabetes  # no stale x0..x5 categories
-    assert _factors(page, "prior precisions") - diabetes <= {"w1", "b1", "w2", "b2", "table"}
+    assert _factors(page, "prior precisions") - diabetes <= {"w1", "b1", "w2", "b2", "missing", "table"}
 
     set_widget_value(page, "Interaction pairs (2nd stage)", 0)  # used to hang at "Fitting ..."
     page.get_by_text(re.compile(r"diabetes.*fitted pairs: none")).first.wait_for(timeout=120_000)
