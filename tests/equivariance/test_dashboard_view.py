@@ -69,8 +69,10 @@ def test_view_draws_from_datasets_reacts_to_measure_and_marks_stale_settings(run
     heat = view._panes["heatmap"].object
     assert "soft on translated" in view._status.object and "trained in" in view._status.object
     assert not view._stale.visible
+    assert "share of effective dimensions" in view._measure_note.object
     view.measure = "output_rms"
     assert view._panes["heatmap"].object is not heat
+    assert "share of output" in view._measure_note.object  # the page says what is plotted
     assert "rotate" in str(view._lila_status.object)
     view.n_epochs = 5  # the plots no longer show the sidebar's settings: said so
     assert view._stale.visible and "Train" in view._stale.object
