@@ -81,7 +81,8 @@ def curves_plot(ds: xr.Dataset):
     ml = ds.log_marglik.to_dataframe().reset_index().dropna()
     marg = (ml.hvplot.line(x="epoch", y="log_marglik", responsive=True, height=260,
                            title="log marginal likelihood (KFAC Laplace)", color="#d62728")
-            * ml.hvplot.scatter(x="epoch", y="log_marglik", color="#d62728"))
+            * ml.hvplot.scatter(x="epoch", y="log_marglik", color="#d62728", responsive=True,
+                                height=260))  # sized like the line: no "responsive mode" warning
     acc = ds[["train_accuracy", "val_accuracy"]].to_dataframe().reset_index()
     acc = acc.rename(columns={"train_accuracy": "train", "val_accuracy": "test"})
     accp = acc.hvplot.line(x="epoch", y=["train", "test"], ylim=(0, 1), responsive=True,
@@ -97,8 +98,13 @@ def amplitude_plot(ds: xr.Dataset):
                           title="learned invariance amplitudes (rotate: rad, translate: "
                                 "half image, scale: log factor)", legend="top_left")
     if "max_rotation" in ds.attrs:
-        plot = plot * hv.HLine(float(ds.attrs["max_rotation"])).opts(
-            color="black", line_dash="dashed", line_width=1.5)
+        truth = float(ds.attrs["max_rotation"])
+        plot = plot * hv.HLine(truth).opts(color="black", line_dash="dashed", line_width=1.5)
+        # the y-range holds the dashed true rotation range even while the amplitudes are small
+        values = df["amplitude"].to_numpy(dtype=float)
+        low = min(0.0, float(np.nanmin(values)) if values.size else 0.0)
+        high = max(truth, float(np.nanmax(values)) if values.size else truth)
+        plot = plot.opts(ylim=(low, high + 0.08 * (high - low)))
     return plot
 
 
