@@ -169,21 +169,29 @@ class SparsityExplorer(pn.viewable.Viewer):
         return hv.Curve([]).opts(title=f"{title} (computing ...)", responsive=True, height=300)
 
     @staticmethod
-    def curve_plot(ds: xr.Dataset, metric: str):
+    def curve_plot(ds: xr.Dataset, metric: str, log_kept: bool = False):
+        """``log_kept``: x on a log scale of the kept fraction, -log10(1 - sparsity), ticks
+        labelled in sparsity, so 0.9, 0.95 and 0.99 are as far apart as 0, 0.5 and 0.9."""
         s = curve_summary(ds, metric).to_dataframe().reset_index()
+        x = "sparsity"
+        extra = {}
+        if log_kept:
+            x = "nines"
+            s[x] = -np.log10(np.clip(1.0 - s["sparsity"].to_numpy(dtype=float), 1e-6, None))
+            ticks = sorted(set(s["sparsity"].round(6)))
+            extra["xticks"] = [(-np.log10(max(1.0 - t, 1e-6)), f"{t:g}") for t in ticks]
         overlays = []
         for crit, d in s.groupby("criterion", sort=False):
             c = COLORS.get(crit, "#333333")
-            overlays.append(hv.Area(d, "sparsity", ["lo", "hi"]).opts(color=c, alpha=0.2,
-                                                                      line_alpha=0))
-            overlays.append(hv.Curve(d, "sparsity", "mean", label=crit).opts(color=c,
-                                                                             line_width=2.5))
-            overlays.append(hv.Scatter(d, "sparsity", "mean").opts(color=c, size=6))
+            overlays.append(hv.Area(d, x, ["lo", "hi"]).opts(color=c, alpha=0.2, line_alpha=0))
+            overlays.append(hv.Curve(d, x, "mean", label=crit).opts(color=c, line_width=2.5))
+            overlays.append(hv.Scatter(d, x, "mean").opts(color=c, size=6))
         return hv.Overlay(overlays).opts(
             title=f"{METRICS[metric]} vs sparsity (mean, band = ±1 std over seeds)",
-            xlabel="sparsity" + (" (fraction of hidden units)" if ds.attrs["structured"] else ""),
+            xlabel="sparsity" + (" (fraction of hidden units)" if ds.attrs["structured"] else "")
+            + (" (log scale of the kept fraction)" if log_kept else ""),
             ylabel=METRICS[metric], responsive=True, height=360, legend_position="bottom_left",
-            logy=metric == "flops")
+            logy=metric == "flops", **extra)
 
     @staticmethod
     def layer_plot(ds: xr.Dataset, level: float):
