@@ -7,7 +7,7 @@ PORT   ?= 5006
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup serve test browser lint bench clean
+.PHONY: setup serve test browser lint bench screenshots clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ lint: setup
 bench: setup
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,benchmarks]'
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# one PNG per dashboard (and the landing page) from the served apps, for the README
+screenshots: setup browser
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/screenshots.py --out docs/images
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/bench_lanam.py            # everything (EBM with its default bags)
     .venv/bin/python benchmarks/bench_lanam.py --quick    # EBM with 4 outer bags
+    .venv/bin/python benchmarks/bench_lanam.py --real --quick   # real tables (bench_lanam_real.py)
     options: --seeds 0 1 2  --threads 1  --skip synthetic cv timing  --datasets diabetes breast_cancer
              --models LA-NAM EBM pyGAM linear  --folds 3 4
 
@@ -28,9 +29,13 @@ from workbench.nam.modules import AdditiveNet
 from workbench.nam.posterior import compute_curvature, log_likelihood_terms
 from workbench.nam.training import micro_batch
 
-# batch_size "auto": ~8 steps per epoch within [64, 512], so 64 on the CV folds (353 / 455 training
-# rows), 125 on the 1000-row synthetic sets and 512 on the 10 000-row timing set
-LANAM = dict(n_epochs=200, n_hidden=64, lr=1e-2, batch_size="auto", random_state=0)
+# the estimator's defaults: the schedule adapts to N (workbench.nam.training.resolve_schedule):
+# 150 epochs of ~3 batches (>= 128 rows) on the small tables, ~4000 steps of 512 with
+# marglik-based stopping on the large ones. The schedule before #20.3 (200 epochs of ~8 batches,
+# >= 64 rows, evidence every 10 epochs) is LANAM_FIXED, selectable with --lanam-schedule fixed.
+LANAM = dict(random_state=0)
+LANAM_FIXED = dict(n_epochs=200, n_hidden=64, lr=1e-2, batch_size=64, n_epochs_burnin=20, marglik_frequency=10,
+                   random_state=0)
 
 
 # ---------------------------------------------------------------------- synthetic
@@ -392,6 +397,25 @@ def timing(threads: int) -> pd.DataFrame:
     return out
 
 
+def big_n(threads: int, n: int = 100_000, n_features: int = 20) -> pd.DataFrame:
+    """The large-table goal (#20.3): fit time and peak RSS of a default fit on n x n_features
+    (the generator's additive shapes, 4 of them null), and its held-out RMSE vs the noise."""
+    import resource
+
+    d = make_additive(n + 10_000, n_features - 4, 4, interaction=None, noise=0.5, seed=0)
+    X, y, Xt, yt = d.X.iloc[:n], d.y.iloc[:n], d.X.iloc[n:], d.y.iloc[n:]
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    est = LaplaceAdditiveRegressor(random_state=0, n_threads=threads).fit(X, y)
+    fit_s = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rmse = float(np.sqrt(np.mean((est.predict(Xt) - yt) ** 2)))
+    row = {"rows": n, "features": n_features, "fit s": fit_s, "peak RSS MiB": rss, "RSS before fit MiB": rss0,
+           "epochs run": len(est.history_["epoch"]), "schedule": str(est.schedule_), "held-out RMSE": rmse,
+           "noise std": 0.5}
+    return pd.DataFrame([row])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="EBM with 4 outer bags instead of 14")
@@ -403,7 +427,28 @@ def main():
                     help="CV models (default all)")
     ap.add_argument("--folds", type=int, nargs="+", default=None, choices=range(5),
                     help="run only these CV folds (e.g. to spread a slow peer over processes)")
+    ap.add_argument("--lanam-schedule", choices=["auto", "fixed"], default="auto",
+                    help="LA-NAM's adaptive default schedule, or the fixed one used before #20.3")
+    ap.add_argument("--real", action="store_true", help="only the real-table benchmark (bench_lanam_real.py)")
+    ap.add_argument("--big", action="store_true", help="only the 100 000 x 20 fit (time, peak RSS)")
+    ap.add_argument("--tables", nargs="+", default=None, help="real tables (default: all that load here)")
+    ap.add_argument("--nfolds", type=int, default=5, help="folds of the real-table benchmark")
     args = ap.parse_args()
+    if args.lanam_schedule == "fixed":
+        LANAM.clear()
+        LANAM.update(LANAM_FIXED)
+    if args.big:
+        torch.set_num_threads(args.threads)
+        print(big_n(args.threads).T.to_string())
+        return
+    if args.real:
+        from bench_lanam_real import report, run_real
+
+        torch.set_num_threads(args.threads)
+        pd.set_option("display.width", 250, "display.max_columns", 30)
+        print(f"LA-NAM settings: {LANAM}; EBM outer_bags {4 if args.quick else 14}; {args.nfolds} folds")
+        report(*run_real(args.tables, args.models, args.nfolds, args.quick, args.threads, dict(LANAM)))
+        return
     torch.set_num_threads(args.threads)
     pd.set_option("display.width", 200, "display.max_columns", 30)
     print(f"LA-NAM settings: {LANAM}, torch threads {args.threads}; "

@@ -11,8 +11,13 @@ over the training conditions, the held-out condition apart) and prints
 - calibration of the last-layer Laplace (coverage of central intervals) on test windows,
 - with ``--sweep``: the spatial/temporal context sweep (MAE, FLOPs, activation memory).
 
-Usage: ``python benchmarks/bench_video.py [--preset tiny] [--steps 400] [--sweep]``
+Usage: ``python benchmarks/bench_video.py [--preset tiny] [--steps 400] [--sweep] [--device cuda]``
 (about 10 minutes on 2 busy CPU cores for the tiny preset).
+
+``--size s2`` measures throughput instead, at release-like scale (z 72 x y 332 x x 512): steps/s,
+peak GPU memory and validation MAE per ``--precision`` (float32 vs bf16), and samples/s of the
+streaming data pipeline alone (``benchmarks/bench_video_throughput.py``), e.g.
+``python benchmarks/bench_video.py --size s2 --device cuda --steps 50 --batch-size 4``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,13 @@ from workbench.forecast.evaluate import evaluate
 from workbench.forecast.video import VideoForecaster
 from workbench.forecast.video.uncertainty import LastLayerLaplace
 
+try:                                       # run as a script (benchmarks/ on sys.path) or a module
+    from bench_video_throughput import add_arguments
+    from bench_video_throughput import run as run_throughput
+except ImportError:
+    from benchmarks.bench_video_throughput import add_arguments
+    from benchmarks.bench_video_throughput import run as run_throughput
+
 LEADS = [1, 2, 3, 4, 8, 16, 32]
 
 
@@ -42,20 +54,28 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy CPU)")
     ap.add_argument("--n-boot", type=int, default=200)
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--device", default=None, help="cpu | cuda | cuda:1 (default: CUDA when available)")
+    ap.add_argument("--size", default="preset", choices=("preset", "s2"),
+                    help="'preset': the accuracy benchmark on --preset; 's2': release-scale throughput")
+    add_arguments(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    ds = generate(args.preset, seed=args.seed)
+    if args.size == "s2":
+        return run_throughput(args)
+    ds = generate(args.preset, random_state=args.seed)
     print(f"synthetic '{args.preset}' recording: volume {dict(ds['volume'].sizes)}, "
           f"{ds.sizes['neuron']} neurons; context C = {args.context}")
     fitted, fit_s = {}, {}
     for name in ("mean", "stimulus", "linear", "tsmixer"):           # TiDE / time-mix: bench_forecast_baselines
         cls = BASELINES[name]
         t0 = time.perf_counter()
-        fitted[name] = cls(context=args.context).fit(ds)
+        dev = {"device": args.device} if "device" in cls().get_params() else {}
+        fitted[name] = cls(context=args.context, **dev).fit(ds)
         fit_s[name] = time.perf_counter() - t0
     t0 = time.perf_counter()
     video = VideoForecaster(context=args.context, stimulus=True, n_steps=args.steps,
-                            batch_size=args.batch_size, num_threads=args.threads, progress=True).fit(ds)
+                            batch_size=args.batch_size, n_threads=args.threads, progress=True,
+                            device=args.device).fit(ds)
     fit_s["video"] = time.perf_counter() - t0
     fitted["video"] = video
     res = evaluate(fitted, ds, split="test", n_boot=args.n_boot)
@@ -79,7 +99,7 @@ def main(argv=None):
           + ", ".join(f"{k} {v / fit_s['tsmixer']:.2f}x" for k, v in fit_s.items())
           + f"  (TSMixer {fit_s['tsmixer']:.1f} s)")
     t0 = time.perf_counter()
-    lla = LastLayerLaplace(video).fit(ds)
+    lla = LastLayerLaplace(video, device=args.device).fit(ds)
     cal = lla.calibration(ds, "test", levels=(0.5, 0.8, 0.9, 0.95), max_windows=48)
     print(f"\nlast-layer Laplace (prior precision {float(lla.la_.prior_precision.reshape(-1)[0]):.3g}, "
           f"{time.perf_counter() - t0:.1f} s): coverage of central intervals on 48 test windows")
@@ -92,7 +112,7 @@ def main(argv=None):
         from workbench.forecast.video.sweep import context_sweep
         sw = context_sweep(ds, downsample=(1, 2), contexts=(1, 4, 8), max_windows=64,
                            n_steps=max(50, args.steps // 2), batch_size=args.batch_size,
-                           num_threads=args.threads, stimulus=True)
+                           n_threads=args.threads, stimulus=True)
         print("\ncontext sweep (MAE at leads 1/4/16, forward MFLOPs, activation MB per sample):")
         for s in sw["downsample"].values:
             for c in sw["context"].values:

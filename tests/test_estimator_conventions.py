@@ -141,23 +141,6 @@ CASES = {c.name: c for c in REGISTRY}
 
 #: (estimator, check) -> owner and what is missing; delete a line once its check passes
 PENDING = {
-    ("LaplaceAdditiveClassifier", "not_fitted"): "lanam: predict before fit is not NotFittedError",
-    ("LaplaceAdditiveRegressor", "names"): "lanam: LA-NAM has no device parameter (#17)",
-    ("LaplaceAdditiveClassifier", "names"): "lanam: LA-NAM has no device parameter (#17)",
-    ("LaplaceAdditiveRegressor", "sklearn_checks"):
-        "lanam: 12 of scikit-learn's 52 checks fail: n_features_in_, complex / object / empty / "
-        "sparse / 1-sample / 1-d inputs and y=None without the expected messages, 2-d y without "
-        "a DataConversionWarning, predictions of a subset differ from the subset of predictions",
-    ("LaplaceAdditiveClassifier", "sklearn_checks"):
-        "lanam: 13 of scikit-learn's 55 checks fail: as the regressor (but subset invariance), "
-        "plus continuous labels accepted and predict before fit not a NotFittedError",
-    ("VideoForecaster", "not_fitted"): "fcdata: predict before fit raises RuntimeError",
-    ("VideoForecaster", "names"): "fcdata: VideoForecaster takes seed / num_threads",
-    ("LastLayerLaplace", "base"): "fcdata: LastLayerLaplace is not a BaseEstimator",
-    ("LastLayerLaplace", "clone"): "fcdata: LastLayerLaplace is not a BaseEstimator",
-    ("LastLayerLaplace", "params"): "fcdata: LastLayerLaplace is not a BaseEstimator",
-    ("LastLayerLaplace", "names"): "fcdata: LastLayerLaplace takes seed, no device",
-    ("LastLayerLaplace", "not_fitted"): "fcdata: predict before fit raises RuntimeError",
 }
 
 

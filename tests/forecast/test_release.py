@@ -197,3 +197,11 @@ def test_segmentation_group_per_scale(crop, tmp_path):
     ds = open_release(root, scale="s1", condition_offsets=[0, 12])
     assert ds["segmentation"].shape == (4, 10, 14)
     np.testing.assert_array_equal(ds["segmentation"].values, crop["segmentation"].values[:, 1::2, 1::2])
+
+
+def test_a_truncated_release_chunk_names_the_array(crop, tmp_path):
+    root = write_release_layout(crop, tmp_path / "cut", scales=("s0",), trace_chunks=(128, 32))
+    f = root / "traces" / "c" / "1" / "0"
+    f.write_bytes(f.read_bytes()[:10])
+    with pytest.raises(ValueError, match="release array 'traces'.*cannot be read"):
+        open_release(root, scale=None)["traces"].load()

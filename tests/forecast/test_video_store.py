@@ -14,13 +14,13 @@ from workbench.forecast.video.store import (
     read_plane,
     write_forecast_store,
 )
-from workbench.forecast.video.viewer_data import PlaneCache, ensure_video_store
+from workbench.forecast.video.viewer_data import PlaneCache, cached_video_store
 
 
 @pytest.fixture(scope="module")
 def video(tiny):
     return VideoForecaster(context=2, horizon=3, widths=(4, 8), emb_dim=8, batch_size=2, n_steps=2,
-                           num_threads=1).fit(tiny)
+                           n_threads=1).fit(tiny)
 
 
 def test_paint_traces_round_trips_through_segment_means(tiny):
@@ -93,17 +93,26 @@ def test_store_scores_equal_direct_scoring(tiny, tmp_path):
 
 def test_viewer_video_store_from_a_stimulus_conditioned_checkpoint(tiny, tmp_path):
     est = VideoForecaster(context=2, horizon=3, widths=(4, 8), emb_dim=8, batch_size=2, n_steps=2,
-                          stimulus=True, num_threads=1).fit(tiny)
+                          stimulus=True, n_threads=1).fit(tiny)
     est.save_checkpoint(tmp_path / "ck.pt")
     with pytest.raises(FileNotFoundError, match="missing.pt"):
-        ensure_video_store(tiny, tmp_path / "dir", checkpoint=tmp_path / "missing.pt")
-    path = ensure_video_store(tiny, tmp_path / "dir", max_windows=3, uncertainty=False,
+        cached_video_store(tiny, tmp_path / "dir", checkpoint=tmp_path / "missing.pt")
+    path = cached_video_store(tiny, tmp_path / "dir", max_windows=3, uncertainty=False,
                               checkpoint=tmp_path / "ck.pt")
     st = open_forecast_store(path)
     direct = est.predict_arrays(tiny["volume"].values, st["start"].values,
                                 stimulus=tiny["stimulus"].values)
     np.testing.assert_allclose(st["forecast"].values, direct, rtol=1e-6, atol=1e-7)
     assert '"stimulus": true' in st.attrs["training"]
+    # a damaged store is an error naming the chunk; the cache rebuilds it (with a warning)
+    chunk = sorted(p for p in (path / "trace_forecast").rglob("*") if p.is_file() and p.name != "zarr.json")[0]
+    chunk.unlink()
+    with pytest.raises(ValueError, match="'trace_forecast': chunk .* is missing"):
+        open_forecast_store(path)
+    with pytest.warns(UserWarning, match="rebuilding forecast store"):
+        cached_video_store(tiny, tmp_path / "dir", max_windows=3, uncertainty=False,
+                           checkpoint=tmp_path / "ck.pt")
+    assert open_forecast_store(path)["forecast"].shape == st["forecast"].shape
 
 
 def test_plane_cache_is_keyed_bounded_and_read_only():

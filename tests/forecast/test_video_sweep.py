@@ -9,7 +9,7 @@ from workbench.forecast.video.sweep import context_sweep, forward_cost
 
 def test_sweep_reports_cost_and_accuracy_per_configuration(tiny):
     res = context_sweep(tiny, downsample=(1, 2), contexts=(1, 3), max_windows=4, horizon=3,
-                        widths=(4, 8), emb_dim=8, n_steps=2, batch_size=2, num_threads=1)
+                        widths=(4, 8), emb_dim=8, n_steps=2, batch_size=2, n_threads=1)
     assert res["mae"].dims == ("downsample", "context", "lead")
     assert res["mae"].shape == (2, 2, 3) and np.isfinite(res["mae"].values).all()
     assert "condition" in res["mae_condition"].dims

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.forecast.video import VideoForecaster
-from workbench.forecast.video.distributed import fit_distributed
+from workbench.exceptions import NotFittedError
+from workbench.forecast.video import VideoForecaster, fit_distributed
 
 SHAPE = (3, 8, 10)
 
@@ -19,8 +19,9 @@ def _data(t=80, seed=0):
 
 
 def _est(**kw):
+    # tests comparing two runs pin the device (a GPU machine would otherwise pick CUDA)
     kw = {**dict(context=3, horizon=4, widths=(4, 8), emb_dim=8, batch_size=2, n_steps=6, lr=1e-2,
-                 warmup_steps=2, num_threads=1), **kw}
+                 warmup_steps=2, n_threads=1, device="cpu"), **kw}
     return VideoForecaster(**kw)
 
 
@@ -28,13 +29,17 @@ def _states_equal(a, b):
     return all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
 
 
-def test_resume_is_bit_for_bit(tmp_path):
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_resume_is_bit_for_bit(tmp_path, device):
     vol, seg, starts = _data()
-    full = _est().fit_arrays(vol, seg, starts)
-    part = _est().fit_arrays(vol, seg, starts, stop_at_step=3)
+    full = _est(device=device).fit_arrays(vol, seg, starts)
+    part = _est(device=device).fit_arrays(vol, seg, starts, stop_at_step=3)
     assert part.step_ == 3
     part.save_checkpoint(tmp_path / "ck.pt")
-    resumed = _est().fit_arrays(vol, seg, starts, resume_from=tmp_path / "ck.pt")
+    resumed = _est(device=device).fit_arrays(vol, seg, starts, resume_from=tmp_path / "ck.pt")
     assert resumed.step_ == 6
     assert _states_equal(full.model_.state_dict(), resumed.model_.state_dict())
     np.testing.assert_array_equal(full.history_["loss"].values, resumed.history_["loss"].values)
@@ -43,8 +48,45 @@ def test_resume_is_bit_for_bit(tmp_path):
     assert all(torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) for k in sa)
     # and a predicting estimator rebuilt from the final checkpoint reproduces the forecasts
     resumed.save_checkpoint(tmp_path / "final.pt")
-    back = VideoForecaster.from_checkpoint(tmp_path / "final.pt")
+    back = VideoForecaster.from_checkpoint(tmp_path / "final.pt", device=device)
     np.testing.assert_array_equal(back.predict_arrays(vol, [60, 61]), resumed.predict_arrays(vol, [60, 61]))
+
+
+def test_rng_states_come_back_as_cpu_bytes_whatever_map_location_did(tmp_path):
+    """#17.2: ``map_location=cuda`` moved the saved CPU RNG state and ``set_rng_state`` raised."""
+    from workbench.forecast.video.checkpoint import load_checkpoint, rng_state, set_rng_state
+
+    vol, seg, starts = _data()
+    part = _est().fit_arrays(vol, seg, starts, stop_at_step=2)
+    part.save_checkpoint(tmp_path / "ck.pt")
+    seen = []
+
+    def move(storage, location):   # stands in for "cuda": records and re-types every storage
+        seen.append(location)
+        return storage
+
+    ck = load_checkpoint(tmp_path / "ck.pt", map_location=move)
+    assert seen, "map_location was not applied"
+    for key in ("torch", "sampler"):
+        st = ck["rng"][key]
+        assert st.device.type == "cpu" and st.dtype == torch.uint8
+    # a state whose tensors were moved / re-typed (as ``map_location`` to another device does) is
+    # brought back to CPU bytes before torch's setters see it
+    state = rng_state(torch.Generator().manual_seed(5))
+    moved = {**state, "torch": state["torch"].to(torch.int64), "sampler": state["sampler"].numpy()}
+    gen = torch.Generator()
+    set_rng_state(moved, gen)
+    assert torch.equal(gen.get_state(), state["sampler"])
+    assert torch.equal(torch.get_rng_state(), state["torch"])
+
+
+def test_corrupt_checkpoint_names_the_file(tmp_path):
+    vol, seg, starts = _data()
+    _est(n_steps=1).fit_arrays(vol, seg, starts).save_checkpoint(tmp_path / "ck.pt")
+    raw = (tmp_path / "ck.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="cut.pt.*truncated or corrupt"):
+        VideoForecaster.from_checkpoint(tmp_path / "cut.pt")
 
 
 def test_stimulus_conditioned_forecaster_round_trips_through_its_checkpoint(tmp_path):
@@ -126,5 +168,17 @@ def test_bad_input_names_the_argument():
         _est().fit_arrays(vol, seg, [75])
     with pytest.raises(ValueError, match="context"):
         _est(context=0).fit_arrays(vol, seg, starts)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         _est().predict_arrays(vol, [0])
+
+
+def test_no_import_circle_between_distributed_and_the_estimator():
+    """#19.6: distributed.py (process groups) must not import the estimator, which imports it."""
+    import ast
+
+    import workbench.forecast.video.distributed as dist_mod
+
+    tree = ast.parse(open(dist_mod.__file__).read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {"estimator", "distributed_fit"} & imported
+    assert not hasattr(dist_mod, "fit_distributed")       # public home: workbench.forecast.video

@@ -12,7 +12,7 @@ from workbench.forecast.video.uncertainty import LastLayerLaplace
 @pytest.fixture(scope="module")
 def fitted(tiny):
     est = VideoForecaster(context=2, horizon=4, widths=(4, 8), emb_dim=8, batch_size=2, n_steps=4,
-                          num_threads=1, dtype="float64").fit(tiny)
+                          n_threads=1, dtype="float64").fit(tiny)
     lla = LastLayerLaplace(est, n_fit_windows=3, n_noise_windows=3, max_voxels=2000).fit(tiny)
     return est, lla
 

@@ -20,9 +20,11 @@ def _model(k, seed=0):
     return m
 
 
-def _data(n, k, seed=1):
+def _data(n, k, seed=1, missing=False):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    if missing:  # about a quarter of every numeric column missing (NaN)
+        x = torch.where(torch.rand(n, 3, generator=g) < 0.25, torch.nan, x)
     c = torch.stack([torch.randint(0, 3, (n,), generator=g), torch.randint(0, 2, (n,), generator=g)], 1)
     y = torch.randn(n, generator=g, dtype=torch.float64) if k == 1 else torch.randint(0, k, (n,), generator=g)
     return x, c, y
@@ -38,7 +40,7 @@ def _dense_jacobians(model, x, c):
 def _block(jac, model, group, s):
     """Dense (N, K, P) Jacobian of subnetwork s in the module's flat parameter order."""
     names = {"numeric": ["w1", "b1", "w2", "b2"], "pair": ["w1", "b1", "w2", "b2"],
-             "categorical": ["table"], "bias": ["bias"]}[group]
+             "categorical": ["table"], "bias": ["bias"], "missing": ["offset"]}[group]
     parts = []
     for nm in names:
         j = jac[f"groups.{group}.{nm}"]

@@ -132,7 +132,8 @@ def test_categorical_columns_and_column_checks():
 @pytest.mark.parametrize(
     "make_bad,match",
     [
-        (lambda X, y: (X.assign(x1=np.where(np.arange(len(X)) == 3, np.nan, X["x1"])), y), r"NaN.*\['x1'\]"),
+        # (NaN in X is no longer an error: missing values are modelled, tests/nam/test_missing_values.py)
+        (lambda X, y: (X.assign(x1=np.where(np.arange(len(X)) == 3, np.inf, X["x1"])), y), r"infinite.*'x1'"),
         (lambda X, y: (X, np.where(np.arange(len(y)) == 0, np.nan, y)), "y has 1 missing"),
         (lambda X, y: (X.assign(x2=5.0), y), r"constant column\(s\) \['x2'\]"),
         (lambda X, y: (np.column_stack([X.to_numpy(), np.array(["a"] * len(X), dtype=object)]).astype(object), y),
@@ -160,7 +161,8 @@ def test_auto_batch_size_gives_several_steps_per_epoch(reg_data):
     # ~8 steps per epoch, clipped to [64, 512]: small data sets no longer get one step per epoch
     assert [auto_batch_size(n) for n in (10, 353, 455, 1000, 4000, 10_000)] == [64, 64, 64, 125, 500, 512]
     fast = {**FAST, "n_epochs": 2, "n_epochs_burnin": 0}
-    assert LaplaceAdditiveRegressor(**{**fast, "batch_size": "auto"}).fit(reg_data.X, reg_data.y).batch_size_ == 64
+    # the estimator's "auto" (resolve_schedule, #20.3): ~3 steps per epoch, at least 128 rows
+    assert LaplaceAdditiveRegressor(**{**fast, "batch_size": "auto"}).fit(reg_data.X, reg_data.y).batch_size_ == 134
     assert LaplaceAdditiveRegressor(**{**fast, "batch_size": 100}).fit(reg_data.X, reg_data.y).batch_size_ == 100
     assert LaplaceAdditiveRegressor().get_params()["batch_size"] == "auto"
 
@@ -219,3 +221,58 @@ def test_interaction_ranking_and_second_stage():
     with pytest.raises(ValueError, match="no fitted interaction"):
         est.interaction_functions(("x0", "x2"))
     assert isinstance(est.shape_functions(), xr.Dataset)
+
+
+def test_schedule_adapts_to_the_number_of_rows(reg_data):
+    from workbench.nam.training import resolve_schedule
+
+    small, large = resolve_schedule(353), resolve_schedule(100_000)
+    assert small == {"n_epochs": 150, "batch_size": 128, "n_epochs_burnin": 15, "marglik_frequency": 15,
+                     "lr": 0.02, "patience": None}
+    assert large["batch_size"] == 512 and large["patience"] == 3
+    assert large["n_epochs"] == round(4000 / (100_000 // 512 + 1))
+    given = resolve_schedule(353, n_epochs=40, batch_size=64, n_epochs_burnin=5, marglik_frequency=7, lr=0.1,
+                             patience=2)
+    assert given == {"n_epochs": 40, "batch_size": 64, "n_epochs_burnin": 5, "marglik_frequency": 7, "lr": 0.1,
+                     "patience": 2}
+    est = LaplaceAdditiveRegressor(n_epochs=12, n_hidden=8, n_threads=1, device="cpu", patience=1,
+                                   marglik_frequency=2, n_epochs_burnin=1).fit(reg_data.X, reg_data.y)
+    assert est.schedule_["n_epochs"] == 12 and len(est.history_["epoch"]) <= 12
+    with pytest.raises(ValueError, match="patience"):
+        LaplaceAdditiveRegressor(patience=0).fit(reg_data.X, reg_data.y)
+
+
+def test_device_parameter_and_not_fitted(reg_data):
+    from workbench.exceptions import NotFittedError
+
+    X, y = reg_data.X.iloc[:120], reg_data.y.iloc[:120]
+    fast = {**FAST, "n_epochs": 4, "n_epochs_burnin": 1, "marglik_frequency": 2}
+    assert LaplaceAdditiveRegressor().get_params()["device"] is None
+    est = LaplaceAdditiveRegressor(**fast, device="cpu").fit(X, y)
+    assert est.device_ == torch.device("cpu") and isinstance(est.predict(X), np.ndarray)
+    for bad, err in (("nonsense", ValueError), (3.5, TypeError)):
+        with pytest.raises(err, match="device"):
+            LaplaceAdditiveRegressor(**fast, device=bad).fit(X, y)
+    for cls in (LaplaceAdditiveRegressor, LaplaceAdditiveClassifier):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            cls().predict(X)
+        with pytest.raises(NotFittedError, match="not fitted"):
+            cls().shape_functions()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_matches_cpu_fit(reg_data):
+    X, y = reg_data.X, reg_data.y
+    fast = {**FAST, "n_epochs": 10, "n_epochs_burnin": 2, "marglik_frequency": 4}
+    cpu = LaplaceAdditiveRegressor(**fast, device="cpu").fit(X, y)
+    gpu = LaplaceAdditiveRegressor(**fast, device="cuda").fit(X, y)
+    assert gpu.device_.type == "cuda" and gpu.interaction_pairs_ == []
+    mu_c, sd_c = cpu.predict(X, return_std=True)
+    mu_g, sd_g = gpu.predict(X, return_std=True)
+    assert isinstance(mu_g, np.ndarray)
+    np.testing.assert_allclose(mu_g, mu_c, rtol=1e-3, atol=1e-3 * float(np.std(y)))
+    np.testing.assert_allclose(sd_g, sd_c, rtol=1e-2)
+    sf = gpu.shape_functions()
+    assert np.isfinite(sf["std"]).all() and gpu.feature_selection_report().shape[0] == X.shape[1]
+    gpu.fit_interactions(1, n_epochs=4)
+    assert np.isfinite(gpu.predict(X)).all()

@@ -41,7 +41,7 @@ def test_one_sample_kfac_equals_the_dense_layer_blocks(lik, k):
     jac = _dense_jacobians(model, x, c)
     lam = _dense_lambda(model(x, c).detach(), lik)
     curv = compute_curvature(model, x, c, y, lik, structure="kron")
-    assert set(curv.kron) == set(KRON_GROUPS) and set(curv.ggn) == {"bias", "categorical"}
+    assert set(curv.kron) == set(KRON_GROUPS) and set(curv.ggn) == {"bias", "categorical", "missing"}
     for g in KRON_GROUPS:
         m = model.groups[g]
         for s in range(m.S):

@@ -21,10 +21,14 @@ def test_gelu_grad_matches_autograd():
     assert torch.allclose(da, g)
 
 
+@pytest.mark.parametrize("missing", [False, True], ids=["complete", "nan-inputs"])
 @pytest.mark.parametrize("lik,k", LIKS)
-def test_jacobians_ggn_and_bands_match_dense(lik, k):
+def test_jacobians_ggn_and_bands_match_dense(lik, k, missing):
+    """Every block (the missing-value offsets' included) against autograd; with NaN inputs the
+    missing-value offsets get data and the MLP inputs are imputed by 0 (the training mean)."""
     model = _model(k)
-    x, c, y = _data(40, k)
+    x, c, y = _data(40, k, missing=missing)
+    assert torch.isnan(x).any() == missing
     jac = _dense_jacobians(model, x, c)
     mine = model.jacobians(x, c)
     for group, m in model.groups.items():
@@ -40,7 +44,7 @@ def test_jacobians_ggn_and_bands_match_dense(lik, k):
     post = BlockPosterior(model, curv, log_prior, log_sigma, lik)
     scale = 1 / 0.7**2 if lik == "regression" else 1.0
 
-    xt, ct, _ = _data(7, k, seed=5)
+    xt, ct, _ = _data(7, k, seed=5, missing=missing)
     jac_t = _dense_jacobians(model, xt, ct)
     mine_t = model.jacobians(xt, ct)
     dense_blocks, dense_theta, dense_delta = [], [], []
@@ -129,3 +133,12 @@ def test_micro_batches_give_the_same_training_trajectory():
     assert runs[0][1] == pytest.approx(runs[1][1], rel=1e-9)
     small, wide = _model(1), AdditiveNet(100, [], 1, n_hidden=64)
     assert micro_batch(small, 512) == 512 and 32 <= micro_batch(wide, 512) < 512
+
+
+def test_logdet_closed_form_gradient_matches_autograd():
+    from workbench.nam.posterior import _LogDetPD
+
+    g = torch.Generator().manual_seed(0)
+    J = torch.randn(3, 9, 5, generator=g, dtype=torch.float64)
+    d = torch.rand(3, 5, generator=g, dtype=torch.float64).requires_grad_(True)
+    torch.autograd.gradcheck(lambda d: _LogDetPD.apply(J.transpose(1, 2) @ J + torch.diag_embed(d)), (d,))

@@ -9,7 +9,7 @@ from workbench.playground import fit_playground, make_problem, marglik_curve, pr
 
 @pytest.fixture(scope="module")
 def sine_fit():
-    return fit_playground("sine", "kron", width=16, depth=1, n_epochs=150, seed=0)
+    return fit_playground("sine", "kron", width=16, depth=1, n_epochs=150, random_state=0, device="cpu")
 
 
 def test_regression_predictive_bands(sine_fit):
@@ -33,7 +33,7 @@ def test_marglik_curve_peaks_at_the_chosen_prior(sine_fit):
 
 
 def test_classification_predictive_is_a_distribution():
-    res = fit_playground("moons", "diag", width=16, depth=1, n_epochs=60, seed=1)
+    res = fit_playground("moons", "diag", width=16, depth=1, n_epochs=60, random_state=1, device="cpu")
     pred = predictive_grid(res, n=20)
     assert pred.prob.dims == ("x2", "x1", "class")
     np.testing.assert_allclose(pred.prob.sum("class"), 1.0, atol=1e-5)
@@ -46,3 +46,18 @@ def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="hessian_structure"):
         fit_playground("sine", "block")
     assert make_problem("cubic", n=30, dtype=torch.float64).X.dtype == torch.float64
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(width=0), "width"), (dict(n_epochs=-3), "n_epochs"), (dict(depth=-1), "depth"),
+    (dict(lr=float("nan")), "lr"), (dict(device="tpu"), "device"),
+])
+def test_bad_numbers_are_named(kw, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        fit_playground("sine", **kw)
+
+
+def test_seed_is_a_deprecated_alias_of_random_state():
+    with pytest.warns(FutureWarning, match="random_state"):
+        a = make_problem("sine", n=20, seed=3)
+    np.testing.assert_array_equal(a.X.numpy(), make_problem("sine", n=20, random_state=3).X.numpy())

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from workbench.exceptions import NotFittedError
-from workbench.sparsify import SpaM, cached_sparsity_curve, load_task, sparsity_curve
+from workbench.sparsify import SpaM, cached_sparsity_curve, make_task, sparsity_curve
 
 FAST = dict(n_epochs=4, n_epochs_burnin=1, marglik_frequency=2, n_hypersteps=5)
 
@@ -26,10 +26,16 @@ def test_curve_layout(curve):
     for v in ("accuracy", "nll", "ece", "n_params", "flops", "param_sparsity"):
         assert np.isfinite(ds[v].values).all(), v
     assert ((ds.accuracy >= 0) & (ds.accuracy <= 1)).all()
-    assert len(calls) == 2 * 5 * 3 and (calls[-1].done, calls[-1].total) == (30, 30)
+    points = [c for c in calls if c.stage == "curve"]
+    assert len(points) == 2 * 5 * 3 and (points[-1].done, points[-1].total) == (30, 30)
     last = calls[-1]
     assert last.stage == "curve" and last.state == dict(prior="diagonal", criterion="grasp",
-                                                        sparsity=0.9, seed=0)
+                                                        sparsity=0.9, seed=0, overall=1.0)
+    # training epochs are reported too, so a progress bar moves while the networks train
+    epochs = [c for c in calls if c.stage == "train"]
+    assert len(epochs) == 2 * FAST["n_epochs"] and epochs[0].state["prior"] == "map"
+    overall = [c.state["overall"] for c in calls]
+    assert overall == sorted(overall) and 0 < overall[0] < 0.1
     assert last.metrics["accuracy"] == float(ds.accuracy.sel(prior="diagonal", criterion="grasp",
                                                              sparsity=0.9, seed=0))
     # learned prior precisions are per parameter; MAP's is the fixed weight decay
@@ -75,6 +81,10 @@ def test_cache_roundtrip(tmp_path):
     b = cached_sparsity_curve(cache_dir=tmp_path, progress=False, **kw)
     np.testing.assert_array_equal(a.accuracy.values, b.accuracy.values)
     assert list(b.criterion.values) == ["magnitude"] and b.attrs["task"] == "breast_cancer"
+    # settings keep their types through the netCDF file (no JSON strings)
+    assert b.attrs["train_n_epochs"] == 1 and b.attrs["map_prior_precision"] == 1.0
+    assert not any(isinstance(v, str) and v.startswith(("{", "[")) for v in b.attrs.values())
+    assert b.parameter_tensor.values[0] == "0.weight"
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -90,7 +100,7 @@ def test_curve_bad_input(kw, match):
 
 
 def test_estimator_api_and_errors():
-    t = load_task("breast_cancer")
+    t = make_task("breast_cancer")
     with pytest.raises(NotFittedError, match="not fitted"):
         SpaM().prune(0.5)
     with pytest.raises(ValueError, match="unknown prior"):
@@ -107,7 +117,7 @@ def test_estimator_api_and_errors():
 
 
 def test_finetune_keeps_mask_under_learned_prior():
-    t = load_task("breast_cancer")
+    t = make_task("breast_cancer")
     est = SpaM(prior="diagonal", **FAST).fit(t.X_train, t.y_train)
     prior = est._finetune_prior()
     assert set(prior) == {n for n, _ in est.model_.named_parameters()}

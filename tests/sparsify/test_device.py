@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from workbench._torch_utils import resolve_device
-from workbench.sparsify import SpaM, load_task
+from workbench.sparsify import SpaM, make_task
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA"))]
@@ -19,7 +19,7 @@ FAST = dict(n_epochs=3, n_epochs_burnin=1, marglik_frequency=1, n_hypersteps=3,
 
 @pytest.fixture(scope="module")
 def task():
-    return load_task("breast_cancer", dtype=torch.float64)
+    return make_task("breast_cancer", dtype=torch.float64)
 
 
 @pytest.mark.parametrize("device", DEVICES)

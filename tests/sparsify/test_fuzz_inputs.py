@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from workbench.exceptions import NotFittedError
-from workbench.sparsify import SpaM, curve_settings, load_task, make_model, score_network
+from workbench.sparsify import SpaM, curve_settings, make_model, make_task, score_network
 from workbench.sparsify.masks import PruningMask, global_prune
 
 FAST = dict(n_epochs=3, n_epochs_burnin=1, marglik_frequency=1, n_hypersteps=3, device="cpu")
@@ -271,9 +271,9 @@ def test_curve_settings_reject(case):
 
 
 @pytest.mark.parametrize("call, err, match", [
-    (lambda: load_task("mnist"), ValueError, "task must be one of"),
-    (lambda: load_task("digits", test_size=1.0), ValueError, "test_size"),
-    (lambda: load_task("digits", random_state=-2), ValueError, "random_state"),
+    (lambda: make_task("mnist"), ValueError, "task must be one of"),
+    (lambda: make_task("digits", test_size=1.0), ValueError, "test_size"),
+    (lambda: make_task("digits", random_state=-2), ValueError, "random_state"),
     (lambda: make_model("cifar"), ValueError, "task must be"),
     (lambda: score_network(nn.Linear(3, 2), torch.zeros(4, 3), torch.zeros(5).long()),
      ValueError, "4 rows but y has 5"),
@@ -286,15 +286,15 @@ def test_helpers_reject(call, err, match):
 
 
 def test_deprecated_names_still_work():
-    t = load_task("breast_cancer")
+    t = make_task("breast_cancer")
     with pytest.warns(FutureWarning, match="'seed'.*'random_state'"):
         est = SpaM(prior="map", seed=3, **FAST)
     assert est.random_state == 3
     with pytest.warns(FutureWarning, match="random_state"):
         assert est.seed == 3
     with pytest.warns(FutureWarning, match="seed"):
-        assert torch.equal(load_task("digits", seed=1).X_train,
-                           load_task("digits", random_state=1).X_train)
+        assert torch.equal(make_task("digits", seed=1).X_train,
+                           make_task("digits", random_state=1).X_train)
     with pytest.raises(TypeError, match="only"):
         SpaM(seed=1, random_state=2)
     import workbench.sparsify as sp
@@ -303,6 +303,8 @@ def test_deprecated_names_still_work():
         assert sp.evaluate is score_network
     with pytest.warns(FutureWarning, match="workbench.sparsify.masks.global_prune"):
         assert sp.global_prune is global_prune
+    with pytest.warns(FutureWarning, match="make_task"):
+        assert sp.load_task is make_task
     with pytest.raises(AttributeError):
         sp.no_such_name  # noqa: B018
     assert t.n_classes == 2

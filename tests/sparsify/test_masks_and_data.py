@@ -3,14 +3,14 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.sparsify import load_task, make_model
+from workbench.sparsify import make_model, make_task
 from workbench.sparsify.masks import PruningMask, global_prune
 from workbench.sparsify.models import prunable_parameters
 from workbench.sparsify.training import finetune
 
 
 def test_breast_cancer_standardised_on_train_only():
-    t = load_task("breast_cancer", random_state=3, dtype=torch.float64)
+    t = make_task("breast_cancer", random_state=3, dtype=torch.float64)
     assert t.X_train.shape[1] == 30 and t.n_classes == 2
     np.testing.assert_allclose(t.X_train.mean(0), 0, atol=1e-10)
     np.testing.assert_allclose(t.X_train.std(0, unbiased=False), 1, atol=1e-10)
@@ -19,12 +19,12 @@ def test_breast_cancer_standardised_on_train_only():
 
 
 def test_digits_shape_and_split_seeded():
-    a, b = load_task("digits", random_state=1), load_task("digits", random_state=1)
+    a, b = make_task("digits", random_state=1), make_task("digits", random_state=1)
     assert a.X_train.shape[1:] == (1, 8, 8) and a.n_classes == 10
     assert torch.equal(a.X_train, b.X_train)
     assert float(a.X_train.max()) <= 1.0
     with pytest.raises(ValueError, match="task"):
-        load_task("mnist")
+        make_task("mnist")
 
 
 def test_global_prune_exact_count_with_ties():
@@ -54,7 +54,7 @@ def test_nan_scores_rejected():
 
 
 def test_mask_persists_through_finetuning():
-    t = load_task("breast_cancer")
+    t = make_task("breast_cancer")
     model = make_model("breast_cancer")
     scores = {k: p.detach().abs() for k, p in prunable_parameters(model).items()}
     mask = global_prune(scores, 0.8)

@@ -46,8 +46,8 @@ from workbench.forecast.video.store import open_forecast_store, read_plane
 from workbench.forecast.video.viewer_data import (
     PlaneCache,
     available_stores,
-    ensure_baseline_store,
-    ensure_video_store,
+    cached_baseline_store,
+    cached_video_store,
     forecast_directory,
     scores_by_method,
 )
@@ -79,7 +79,7 @@ class _StepSlider(pn.widgets.IntSlider):
 
 def open_viewer_dataset(data=None, preset: str = "small", seed: int = 0, root=None) -> tuple[xr.Dataset, str]:
     """The recording to view (lazy, one frame per dask chunk) and a key naming it."""
-    from workbench.forecast import load_or_generate, open_dataset, store_path
+    from workbench.forecast import cached_dataset, open_dataset, store_path
     from workbench.forecast.release import open_release
     root = Path(root or DATA_DIR)
     if data:
@@ -90,7 +90,7 @@ def open_viewer_dataset(data=None, preset: str = "small", seed: int = 0, root=No
             return open_dataset(path, chunks=None), path.name
         return open_release(path), f"release-{path.name}"
     with _DATA_LOCK:
-        load_or_generate(preset, seed=seed, root=root)
+        cached_dataset(preset, seed=seed, root=root)
     # chunks=None: lazy indexing without dask, one plane read is one zarr chunk read (~6x faster)
     return open_dataset(store_path(preset, seed, root), chunks=None), f"{preset}-seed{seed}"
 
@@ -175,14 +175,14 @@ class ForecastViewer(pn.viewable.Viewer):
         directory = forecast_directory(self.root, key)
         stores = available_stores(directory)
         if not stores:
-            ensure_baseline_store(ds, directory, self.baseline)
+            cached_baseline_store(ds, directory, self.baseline)
             stores = available_stores(directory)
         return ds, key, directory, stores, scores_by_method(stores, ds)
 
     def train(self, callback=None):
         """Write the video store (from ``checkpoint=``, else the directory's ``video_checkpoint.pt``,
         else by training the small forecaster; blocking)."""
-        ensure_video_store(self.ds, self._directory, callback=callback, checkpoint=self.checkpoint)
+        cached_video_store(self.ds, self._directory, callback=callback, checkpoint=self.checkpoint)
         stores = available_stores(self._directory)
         return stores, scores_by_method(stores, self.ds)
 

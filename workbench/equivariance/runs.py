@@ -81,9 +81,64 @@ def _jsonable(v):
 
 
 def run_key(**settings) -> str:
-    """Stable short file name for a run's settings."""
+    """Stable short hash of a run's settings (the tail of its file name, see :func:`run_name`)."""
     blob = json.dumps({k: _jsonable(v) for k, v in sorted(settings.items())}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def run_name(kind: str, **settings) -> str:
+    """File stem of a run: its main settings in words, then a short key of all its settings.
+
+    ``equivariance_translated_soft_1000img_12ep_seed0_<key6>``; the key only keeps runs apart
+    that differ in a secondary setting (learning rate, widths, ...).
+    """
+    rs = settings.get("random_state", settings.get("seed", 0))
+    parts = [kind]
+    if kind == "equivariance":
+        parts += [str(settings.get("task", "translated")), str(settings.get("model", "soft"))]
+    else:
+        parts += ["rotated", "lila" if settings.get("learn_invariance", True) else "plain"]
+    if "n_train" in settings:
+        parts.append(f"{settings['n_train']}img")
+    if "n_epochs" in settings:
+        parts.append(f"{settings['n_epochs']}ep")
+    parts.append(f"seed{rs}")
+    key = run_key(kind=kind, format_version=RUN_FORMAT_VERSION, **settings)
+    return "_".join(parts) + f"_{key[:6]}"
+
+
+def run_path(kind: str, directory: str | os.PathLike | None = None, **settings) -> Path:
+    """Where :func:`cached_run` keeps the run of ``kind`` with ``settings`` (default directory:
+    ``equivariance/`` in the data directory; ``callback`` and ``progress`` are not settings)."""
+    if kind not in ("equivariance", "invariance"):
+        raise ValueError(f"kind must be 'equivariance' or 'invariance', got {kind!r}")
+    directory = Path(directory) if directory is not None else RUN_DIR
+    key_settings = {k: v for k, v in settings.items() if k not in ("callback", "progress")}
+    return directory / f"{run_name(kind, **key_settings)}.nc"
+
+
+def run_settings(ds: xr.Dataset) -> dict:
+    """The settings a run Dataset was made with: task, model, n_train, n_test, canvas,
+    random_state and the estimator keywords (``n_epochs``, ``lr``, ...) from its attrs."""
+    out = {k: ds.attrs[k] for k in ("task", "model", "n_train", "n_test", "canvas") if k in ds.attrs}
+    for k in ("n_train", "n_test", "canvas"):
+        if k in out:
+            out[k] = int(out[k])
+    if "seed" in ds.attrs:
+        out["random_state"] = int(ds.attrs["seed"])
+    out.update(json.loads(ds.attrs.get("settings", "{}")))
+    return out
+
+
+def run_label(ds: xr.Dataset, accuracy: bool = True) -> str:
+    """One line naming a run by its settings and result, for people (no hashes)."""
+    s = run_settings(ds)
+    what = (f"{s.get('model', 'lila')} on rotated digits" if s.get("task") == "rotated"
+            else f"{s.get('model', '?')} on {s.get('task', '?')}")
+    text = (f"{what}, {s.get('n_train', '?')} images, {s.get('n_epochs', '?')} epochs, "
+            f"seed {s.get('random_state', '?')}")
+    acc = ds.attrs.get("test_accuracy")
+    return text + (f" (test accuracy {float(acc):.2f})" if accuracy and acc is not None else "")
 
 
 def save_run(ds: xr.Dataset, path: str | os.PathLike) -> Path:
@@ -125,8 +180,8 @@ def list_runs(directory: str | os.PathLike = RUN_DIR) -> list[Path]:
     return sorted(d.glob("*.nc"), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-__all__ = ["MODELS", "TASKS", "RUN_DIR", "RUN_FORMAT_VERSION", "run_equivariance", "run_invariance", "run_key", "cached_run",
-           "save_run", "load_run", "list_runs"]
+__all__ = ["MODELS", "TASKS", "RUN_DIR", "RUN_FORMAT_VERSION", "run_equivariance", "run_invariance", "run_key", "run_name", "run_path",
+           "run_settings", "run_label", "cached_run", "save_run", "load_run", "list_runs"]
 
 
 def cached_run(kind: str, directory: str | os.PathLike | None = None, **settings) -> xr.Dataset:
@@ -142,10 +197,7 @@ def cached_run(kind: str, directory: str | os.PathLike | None = None, **settings
             raise TypeError("pass 'random_state' only (got both 'seed' and 'random_state')")
         warn_renamed("argument 'seed' of cached_run", "'random_state'")
         settings["random_state"] = settings.pop("seed")
-    directory = Path(directory) if directory is not None else RUN_DIR
-    key_settings = {k: v for k, v in settings.items() if k not in ("callback", "progress")}
-    key = run_key(kind=kind, format_version=RUN_FORMAT_VERSION, **key_settings)
-    path = directory / f"{kind}_{key}.nc"
+    path = run_path(kind, directory, **settings)
     if path.is_file():
         return load_run(path)
     run = run_equivariance if kind == "equivariance" else run_invariance

@@ -229,6 +229,6 @@ class LearnedEquivarianceClassifier(ImageClassifier):
         ds["log_marglik"].attrs["long_name"] = "log marginal likelihood (KFAC Laplace)"
         ds["marglik_step"].attrs["long_name"] = "epoch with a Laplace fit and prior update"
         ds.attrs.update(model="SoftEquivariantNet", pathways=str(self.pathways),
-                        prior_structure=self.prior_structure, channels=str(tuple(self.channels)),
-                        strides=str(tuple(self.strides)), seed=int(self._seed))
+                        prior_structure=self.prior_structure, channels=[int(c) for c in self.channels],
+                        strides=[int(s) for s in self.strides], seed=int(self._seed))
         return ds

@@ -6,7 +6,9 @@ See docs/architecture.md, section "Forecast API (`workbench.forecast`)".
 from . import protocol
 from .bootstrap import block_bootstrap_ci
 from .dataset import (
+    DamagedStoreError,
     build_dataset,
+    cached_dataset,
     generate,
     load_or_generate,
     open_dataset,
@@ -24,7 +26,8 @@ from .synthetic import PRESETS, SyntheticConfig
 from .zapbench_results import load_zapbench_results, to_zapbench_records, write_zapbench_json
 
 __all__ = [
-    "protocol", "build_dataset", "generate", "load_or_generate", "open_dataset", "save_dataset",
+    "protocol", "build_dataset", "generate", "cached_dataset", "load_or_generate",
+    "DamagedStoreError", "open_dataset", "save_dataset",
     "store_path", "validate_dataset", "delta_f_over_f", "sliding_percentile", "gather", "windows",
     "segment_counts", "segment_means", "PRESETS", "SyntheticConfig", "block_bootstrap_ci",
     "Forecaster", "evaluate", "evaluate_loop", "score_forecaster", "aggregate", "summarize", "window_errors",

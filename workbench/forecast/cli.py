@@ -15,6 +15,7 @@ on first use). All files are written atomically.
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -32,17 +33,19 @@ def _data_args(p):
     g.add_argument("--data", default=None, help="an existing forecast zarr store")
     g.add_argument("--release", default=None, help="a local ZAPBench release directory")
     g.add_argument("--scale", default=None, help="release volume scale (s0, s1, s2); default traces only")
+    g.add_argument("--verify", default="size", choices=("size", "checksum", "none"),
+                   help="check --data against its manifest: chunk sizes (default), checksums, or not")
 
 
 def _load(ns):
-    from . import load_or_generate, open_dataset
+    from . import cached_dataset, open_dataset
     from .release import open_release
 
     if ns.data:
-        return open_dataset(ns.data)
+        return open_dataset(ns.data, verify=ns.verify)
     if ns.release:
         return open_release(ns.release, scale=ns.scale)
-    return load_or_generate(ns.preset, seed=ns.seed, root=ns.root, progress=True)
+    return cached_dataset(ns.preset, random_state=ns.seed, root=ns.root, progress=True)
 
 
 def _atomic_bytes(path: Path, write):
@@ -62,11 +65,21 @@ def make_estimator(method: str, context: int, max_epochs: int = 20, seed: int = 
     return cls(context, **extra)
 
 
+def _load_model(path: Path):
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError,
+            ValueError) as err:
+        raise ValueError(f"fitted model {str(path)!r} cannot be read (truncated or corrupt; rerun "
+                         f"`workbench forecast baselines`): {type(err).__name__}: {err}") from None
+
+
 def cmd_generate(ns) -> int:
     from . import store_path
-    from .dataset import load_or_generate
+    from .dataset import cached_dataset
 
-    ds = load_or_generate(ns.preset, seed=ns.seed, root=ns.root, progress=True)
+    ds = cached_dataset(ns.preset, random_state=ns.seed, root=ns.root, progress=True)
     path = store_path(ns.preset, ns.seed, ns.root)
     print(f"{path}: {ds.sizes['time']} frames, {ds.sizes['neuron']} neurons"
           + (f", volume {tuple(ds['volume'].shape[1:])}" if "volume" in ds else ", traces only"))
@@ -99,10 +112,7 @@ def cmd_evaluate(ns) -> int:
         print(f"no fitted models under {Path(ns.out) / 'models'}; run `workbench forecast baselines` first",
               file=sys.stderr)
         return 2
-    forecasters = []
-    for p in models:
-        with open(p, "rb") as fh:
-            forecasters.append(pickle.load(fh))
+    forecasters = [_load_model(p) for p in models]
     res = evaluate(forecasters, ds, split=ns.split, n_boot=ns.n_boot, progress=True)
     out = Path(ns.out)
     nc = res.copy()
@@ -146,6 +156,16 @@ def main(argv=None) -> int:
     ns = build_parser().parse_args(argv)
     try:
         return int(ns.func(ns) or 0)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, TypeError, KeyError, OSError) as e:
+        # the user's mistake or damaged files: one line naming it, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - e.g. a codec error from a damaged chunk of a release store
+        if os.environ.get("WORKBENCH_TRACEBACK"):
+            raise
+        print(f"error: {type(e).__name__}: {e} (set WORKBENCH_TRACEBACK=1 for the traceback)",
+              file=sys.stderr)
+        return 1

@@ -5,21 +5,23 @@ See docs/architecture.md "Forecast API" for the data model (dims, variables, coo
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from .._atomic import atomic_dir
+from .._atomic import atomic_dir, remove_leftovers
+from .._deprecation import deprecated_alias, renamed_arguments
 from . import protocol
 from .dff import CLIP_RANGE
+from .integrity import DamagedStoreError, verify_store, write_manifest
 from .segments import segment_means
 from .synthetic import get_config, simulate
 
-__all__ = ["generate", "load_or_generate", "open_dataset", "save_dataset", "build_dataset",
-           "store_path", "validate_dataset", "VOLUME_SHARD_FRAMES", "TRACE_CHUNKS"]
+__all__ = ["generate", "cached_dataset", "load_or_generate", "open_dataset", "save_dataset",
+           "build_dataset", "store_path", "validate_dataset", "DamagedStoreError",
+           "VOLUME_SHARD_FRAMES", "TRACE_CHUNKS"]
 
 VOLUME_SHARD_FRAMES = 256      # frames per volume shard (bulk dask chunk); inner chunk <= 256 KiB
 TRACE_CHUNKS = (512, 4096)     # (time, neuron) chunks of traces on disk
@@ -83,8 +85,11 @@ def build_dataset(*, traces, stimulus, offsets, frame_period_s, voxel_size_zyx_u
     return xr.Dataset(data, coords=coords, attrs=base_attrs)
 
 
-def generate(preset="tiny", seed: int = 0, store=None, progress: bool = False, **overrides) -> xr.Dataset:
-    """Generate a synthetic Dataset (deterministic from ``seed``).
+@renamed_arguments(seed="random_state")
+def generate(preset="tiny", random_state: int = 0, store=None, progress: bool = False,
+             **overrides) -> xr.Dataset:
+    """Generate a synthetic Dataset (deterministic from ``random_state``; ``seed`` is its
+    deprecated name, and the attribute ``seed`` records it in the Dataset).
 
     ``preset``: "tiny" | "small" | "large" or a :class:`SyntheticConfig`; ``overrides`` replace
     config fields (e.g. ``n_frames=4000``). Without ``store`` the result is in memory (numpy); with
@@ -92,7 +97,8 @@ def generate(preset="tiny", seed: int = 0, store=None, progress: bool = False, *
     Preset "large" (traces only) streams neuron blocks to the store and requires ``store``.
     """
     cfg = get_config(preset, **overrides)
-    sim = simulate(cfg, seed=seed)
+    seed = int(random_state)
+    sim = simulate(cfg, random_state=seed)
     attrs = dict(source="synthetic", preset=cfg.name, seed=int(seed), dff_radius=sim["dff_radius"],
                  trial_lengths=sim["trial_lengths"], **cfg.to_attrs())
     n = sim["n_neurons"]
@@ -173,6 +179,7 @@ def _atomic_write(ds: xr.Dataset, path, fill=None) -> Path:
                        compute=fill is None)
         if fill is not None:
             fill(tmp)
+        write_manifest(tmp)   # what was written, so damage is detected when it is opened
     return path
 
 
@@ -182,42 +189,95 @@ def save_dataset(ds: xr.Dataset, path) -> Path:
     return _atomic_write(ds, path)
 
 
-def open_dataset(path, chunks="bulk") -> xr.Dataset:
-    """Open a stored Dataset lazily with dask.
+def open_dataset(path, chunks="bulk", verify: str = "size") -> xr.Dataset:
+    """Open a stored Dataset lazily with dask, after checking it for damage.
 
     ``chunks``: "bulk" (volume: one shard of frames per dask chunk; traces: on-disk chunks),
     "frame" (volume: one frame per dask chunk, for interactive frame access) or an xarray chunks
     dict/None passed through to ``xarray.open_zarr``.
+
+    ``verify``: "size" (default: every chunk listed in the store's manifest exists with the size
+    it was written with; a directory listing), "checksum" (also re-hashes every array) or "none".
+    A damaged store raises :class:`~workbench.forecast.integrity.DamagedStoreError` (a
+    ``ValueError``) naming the array and the chunk; zarr alone would read a missing chunk as fill
+    values. Stores written before manifests existed (or by other tools) open unverified.
+    Leftover temporary siblings of killed writers are removed first.
     """
     path = Path(path)
+    remove_leftovers(path)
     if not path.exists():
         raise FileNotFoundError(f"no forecast dataset at {path}")
-    if chunks in ("bulk", "frame"):
-        ds = xr.open_zarr(path, zarr_format=3, consolidated=False, chunks={})
-        if "volume" in ds and chunks == "frame":
-            ds["volume"] = ds["volume"].chunk({"time": 1})
-        elif "volume" in ds:
-            st = min(VOLUME_SHARD_FRAMES, ds.sizes["time"])
-            ds["volume"] = ds["volume"].chunk({"time": st})
-    else:
-        ds = xr.open_zarr(path, zarr_format=3, consolidated=False, chunks=chunks)
+    if not path.is_dir():
+        raise ValueError(f"{str(path)!r} is a file, not a zarr store directory")
+    verify_store(path, verify)
+    try:
+        if chunks in ("bulk", "frame"):
+            ds = xr.open_zarr(path, zarr_format=3, consolidated=False, chunks={})
+            if "volume" in ds and chunks == "frame":
+                ds["volume"] = ds["volume"].chunk({"time": 1})
+            elif "volume" in ds:
+                st = min(VOLUME_SHARD_FRAMES, ds.sizes["time"])
+                ds["volume"] = ds["volume"].chunk({"time": st})
+        else:
+            ds = xr.open_zarr(path, zarr_format=3, consolidated=False, chunks=chunks)
+    except (FileNotFoundError, KeyError, ValueError, TypeError, OSError) as err:
+        raise ValueError(f"{str(path)!r} is not a readable forecast zarr store: "
+                         f"{type(err).__name__}: {err}") from err
     validate_dataset(ds)
     return ds
 
 
-def store_path(preset: str, seed: int, root="data") -> Path:
-    return Path(root) / f"{preset}-seed{int(seed)}.zarr"
+def store_path(preset: str, random_state: int, root="data") -> Path:
+    return Path(root) / f"{preset}-seed{int(random_state)}.zarr"
 
 
-def load_or_generate(preset: str = "small", seed: int = 0, root="data", progress: bool = False) -> xr.Dataset:
-    """Open ``<root>/<preset>-seed<seed>.zarr``, generating (atomically) on first use."""
+def _cache_problem(ds: xr.Dataset, preset, seed) -> str | None:
+    """Why an opened cache does not hold what was asked for (``None`` when it does)."""
+    want = {"preset": str(preset), "seed": int(seed)}
+    have = {k: ds.attrs.get(k) for k in want}
+    if str(have["preset"]) != want["preset"] or have["seed"] is None or int(have["seed"]) != want["seed"]:
+        return f"its attrs say preset={have['preset']!r}, seed={have['seed']!r}"
+    return None
+
+
+@renamed_arguments(seed="random_state")
+def cached_dataset(preset: str = "small", random_state: int = 0, root="data", progress: bool = False,
+                   on_damage: str = "regenerate") -> xr.Dataset:
+    """Open ``<root>/<preset>-seed<seed>.zarr``, generating it (atomically) on first use.
+
+    The cached store is checked before it is used: it must carry a manifest, match it (no missing
+    or truncated chunk) and have attrs ``preset`` / ``seed`` equal to the request. A cache that
+    fails is regenerated with a warning saying why (it is deterministic in ``preset`` and
+    ``seed``), or, with ``on_damage="raise"``, raises the error naming the array and chunk.
+    """
+    if on_damage not in ("regenerate", "raise"):
+        raise ValueError(f"on_damage must be 'regenerate' or 'raise', got {on_damage!r}")
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"root {str(root)!r} is a file; it must be a directory for cached stores")
+    seed = int(random_state)
     path = store_path(preset, seed, root)
+    remove_leftovers(path)
     if path.exists():
         try:
-            return open_dataset(path)
-        except (ValueError, KeyError, FileNotFoundError):
-            shutil.rmtree(path, ignore_errors=True)      # unreadable leftovers: rebuild
-    return generate(preset, seed=seed, store=path, progress=progress)
+            if not verify_store(path, "size"):
+                raise DamagedStoreError(f"cached store {str(path)!r} has no manifest (written by an "
+                                        "older version or another tool)")
+            ds = open_dataset(path, verify="none")
+            problem = _cache_problem(ds, get_config(preset).name, seed)
+            if problem is None:
+                return ds
+            err = DamagedStoreError(f"cached store {str(path)!r} does not match preset={preset!r}, "
+                                    f"seed={int(seed)}: {problem}")
+        except (ValueError, KeyError) as e:
+            err = e
+        if on_damage == "raise":
+            raise err
+        warnings.warn(f"regenerating the cache: {err}", UserWarning, stacklevel=2)
+    return generate(preset, random_state=seed, store=path, progress=progress)
+
+
+load_or_generate = deprecated_alias(cached_dataset, "load_or_generate")
 
 
 _REQUIRED_ATTRS = ("frame_period_s", "voxel_size_zyx_um", "condition_names", "condition_offsets")

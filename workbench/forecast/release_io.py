@@ -105,11 +105,17 @@ def open_node(loc: Location, what: str, error):
 
 
 class _NanForMissing:
-    """Array-like over a zarr array whose missing chunks read as NaN (with a warning)."""
+    """Array-like over a zarr array whose missing chunks read as NaN (with a warning).
 
-    def __init__(self, arr, name: str):
+    With ``nan_missing=False`` missing chunks keep the fill value (label arrays). Either way a chunk
+    that cannot be decoded (truncated, corrupt) is a ``ValueError`` naming the array, the block and
+    the store, not a bare codec error.
+    """
+
+    def __init__(self, arr, name: str, nan_missing: bool = True):
         self.arr = arr
         self.name = name
+        self.nan_missing = nan_missing
         self.shape = tuple(arr.shape)
         self.dtype = np.dtype(arr.dtype)
         self.ndim = len(self.shape)
@@ -122,9 +128,17 @@ class _NanForMissing:
         path = self.arr.store_path.path
         return not sync(self.arr.store.exists(f"{path}/{key}" if path else key))
 
+    def _read(self, index):
+        try:
+            return np.asarray(self.arr[index])
+        except Exception as err:  # noqa: BLE001 - codec errors have many types; re-raised with names
+            raise ValueError(f"release array {self.name!r}: the chunk(s) at {index} cannot be read "
+                             f"(truncated or corrupt?) in store {self.arr.store_path}: "
+                             f"{type(err).__name__}: {err}") from err
+
     def __getitem__(self, index):
-        out = np.asarray(self.arr[index])
-        if out.size == 0 or self.dtype.kind != "f":
+        out = self._read(index)
+        if out.size == 0 or self.dtype.kind != "f" or not self.nan_missing:
             return out
         fill = self.arr.fill_value
         if not (np.all(out == fill) or (fill is not None and np.isnan(fill) and np.all(np.isnan(out)))):
@@ -158,7 +172,7 @@ def lazy(arr, name: str, missing: str = "nan"):
     if missing not in ("nan", "fill"):
         raise ValueError(f"missing must be 'nan' or 'fill', got {missing!r}")
     grid = tuple(arr.shards or arr.chunks)
-    src = _NanForMissing(arr, name) if missing == "nan" else arr
+    src = _NanForMissing(arr, name, nan_missing=missing == "nan")
     return da.from_array(src, chunks=grid, asarray=False, fancy=False, lock=False,
                          meta=np.empty((0,) * len(grid), dtype=arr.dtype),
                          name=f"release-{name}-{da.core.tokenize(str(arr.store_path), name)}")

@@ -11,8 +11,8 @@ import pandas as pd
 import torch
 import xarray as xr
 from scipy.stats import norm
-from sklearn.utils.validation import check_is_fitted
 
+from workbench.exceptions import check_fitted
 from workbench.nam.interactions import (
     core_weight_covariance,
     linear_laplace,
@@ -21,7 +21,13 @@ from workbench.nam.interactions import (
 )
 from workbench.nam.purification import marginal_samples, pair_grand_mean, pair_marginal
 
-LAYERS = ["w1", "b1", "w2", "b2", "table"]
+LAYERS = ["w1", "b1", "w2", "b2", "table", "missing"]
+
+
+def check_level(level) -> float:
+    if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)) or not 0 < level < 1:
+        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
+    return float(level)
 
 
 class InteractionRanking(NamedTuple):
@@ -44,13 +50,24 @@ class InspectionMixin:
         x_num, x_cat, _ = self._train
         return {g: v.double() for g, v in self.model_.contributions(x_num, x_cat).items()}
 
-    def _importance(self) -> xr.DataArray:
-        out = self._train_outputs()
-        scale2 = self._output_scale() ** 2
-        values = []
+    def _feature_outputs(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each feature's whole contribution (N, F, K): a numeric feature's subnetwork plus its
+        missing-value offset where it is missing (pairs excluded)."""
+        cols = []
         for f in self.preprocessor_.feature_names_:
             g, s = self._locate(f)
-            values.append(float(out[g][:, s].var(0, unbiased=False).sum()) * scale2)
+            c = out[g][:, s]
+            cols.append(c + out["missing"][:, s] if g == "numeric" else c)
+        return torch.stack(cols, dim=1)
+
+    def _filled_train(self) -> torch.Tensor:
+        """The standardised numeric training inputs with missing values at the mean (0)."""
+        return torch.nan_to_num(self._train[0], nan=0.0)
+
+    def _importance(self) -> xr.DataArray:
+        phi = self._feature_outputs(self._train_outputs())
+        scale2 = self._output_scale() ** 2
+        values = [float(v) * scale2 for v in phi.var(0, unbiased=False).sum(-1).cpu()]
         return xr.DataArray(
             np.array(values), dims="feature", coords={"feature": self.preprocessor_.feature_names_},
             name="importance", attrs={"description": "variance of the centred shape over the training data"},
@@ -67,11 +84,13 @@ class InspectionMixin:
             out = {}
             for f in feats:
                 if f in pre.numeric_:
-                    lo, hi = np.percentile(X[f].to_numpy(float), [5, 95])
+                    lo, hi = np.nanpercentile(X[f].to_numpy(float), [5, 95])
                     out[f] = np.linspace(lo, hi, n)
                 else:
                     out[f] = np.asarray(pre.categories_[f], dtype=object)
             return out
+        if isinstance(grid, bool):
+            raise TypeError("grid must be None, an int, a dict or a DataArray; got a bool")
         if isinstance(grid, xr.DataArray):
             grid = {f: grid.sel(feature=f).values for f in grid["feature"].values.tolist()}
             grid = {f: v[~pd.isna(v)] if f in pre.numeric_ else v for f, v in grid.items()}
@@ -80,7 +99,24 @@ class InspectionMixin:
         unknown = [f for f in grid if f not in feats]
         if unknown:
             raise ValueError(f"grid names unknown features {unknown}; fitted features: {feats}")
-        return {f: np.asarray(v) for f, v in grid.items()}
+        if not grid:
+            raise ValueError("grid is empty; name at least one feature")
+        out = {}
+        for f, v in grid.items():
+            v = np.asarray(v, dtype=object if f not in pre.numeric_ else None)
+            if v.ndim != 1 or len(v) == 0:
+                raise ValueError(f"grid for {f!r} must be a non-empty 1-D sequence, got shape {v.shape}")
+            if f in pre.numeric_:
+                try:
+                    v = v.astype(np.float64)
+                except (TypeError, ValueError):
+                    raise ValueError(f"grid for numeric feature {f!r} must be numeric") from None
+                if not np.isfinite(v).all():
+                    raise ValueError(f"grid for {f!r} has non-finite values (NaN / inf); the missing-value "
+                                     "effect is reported as missing_mean / missing_std")
+                pre.check_standard(f, v, what=f"grid for {f!r}")
+            out[f] = v
+        return out
 
     @torch.no_grad()
     def shape_functions(self, grid=None, level: float = 0.95) -> xr.Dataset:
@@ -92,12 +128,15 @@ class InspectionMixin:
         Units: target units (regression) or logits (classification). ``grid``: ``None`` (100
         points between the 5th and 95th percentile; every level for categoricals), an int (that
         many points), a dict ``{feature: values}`` or a DataArray ``(feature, x)`` in original units.
+        ``missing_mean`` / ``missing_std`` / ``missing_lower`` / ``missing_upper`` (per feature) are the
+        centred effect of a missing value with its band: for a numeric feature the shape at the
+        training mean plus the learned missing-value offset, for a categorical one its ``missing``
+        level; ``missing_fraction`` (coord) is the share of missing training values.
         Dims ``(feature, x)`` (plus ``class`` for multiclass); coords ``x_value`` / ``x_label``.
         """
-        check_is_fitted(self, "model_")
-        if not 0 < level < 1:
-            raise ValueError(f"level must be in (0, 1), got {level}")
-        pre, model, post = self.preprocessor_, self.model_, self.posterior_
+        check_fitted(self, "model_", "shape_functions")
+        check_level(level)
+        model = self.model_
         grid = self._grid(grid)
         feats = list(grid)
         n_x = max(len(v) for v in grid.values())
@@ -106,44 +145,16 @@ class InspectionMixin:
         std = np.full((len(feats), n_x, K), np.nan)
         values = np.full((len(feats), n_x), np.nan)
         labels = np.full((len(feats), n_x), "", dtype=object)
-        num_cols = np.zeros((n_x, len(pre.numeric_)))
-        cat_cols = np.zeros((n_x, len(pre.categorical_)), dtype=np.int64)
-        for f, v in grid.items():
-            g, s = self._locate(f)
-            if g == "numeric":
-                try:
-                    v = np.asarray(v, dtype=float)
-                except (TypeError, ValueError):
-                    raise ValueError(f"grid for numeric feature {f!r} must be numeric") from None
-                num_cols[:, s] = pre.to_standard(f, np.pad(v, (0, n_x - len(v)), mode="edge"))
-            else:
-                lookup = {c: i for i, c in enumerate(pre.categories_[f])}
-                bad = [c for c in v if c not in lookup]
-                if bad:
-                    raise ValueError(f"grid for {f!r} has unknown categories {bad[:5]}")
-                codes = np.array([lookup[c] for c in v], dtype=np.int64)
-                cat_cols[:, s] = np.pad(codes, (0, n_x - len(codes)), mode="edge")
-        x_num = torch.as_tensor(num_cols, dtype=torch.float32)
-        x_cat = torch.as_tensor(cat_cols)
-        contrib = model.contributions(x_num, x_cat)
-        jacs = model.jacobians(x_num, x_cat)
-        cache = {}
-        for g in ("numeric", "categorical"):
-            if g in jacs and any(self._locate(f)[0] == g for f in feats):
-                jc = jacs[g].double() - post.curv.mean_jac[g]
-                cache[g] = (
-                    contrib[g].double() - post.curv.mean_out[g],
-                    post.functional_variance(g, jc).diagonal(dim1=-2, dim2=-1),
-                )
-        if "numeric" in cache and "pair" in model.groups:  # fold the pairs' main-effect parts in
-            pm, pv = self._pair_main_effects(x_num)
-            cache["numeric"] = (cache["numeric"][0] + pm, cache["numeric"][1] + pv)
+        cache = self._centred_effects(*self._grid_inputs(grid, n_x))
         scale = self._output_scale()
+        miss_mean, miss_std = np.full((len(feats), K), np.nan), np.full((len(feats), K), np.nan)
         for k, (f, v) in enumerate(grid.items()):
             g, s = self._locate(f)
             m = len(v)
-            mean[k, :m] = cache[g][0][:m, s].numpy() * scale
-            std[k, :m] = cache[g][1][:m, s].clamp_min(0).sqrt().numpy() * scale
+            mean[k, :m] = cache[g][0][:m, s].cpu().numpy() * scale
+            std[k, :m] = cache[g][1][:m, s].clamp_min(0).sqrt().cpu().numpy() * scale
+            miss_mean[k] = cache[g][0][n_x, s].cpu().numpy() * scale
+            miss_std[k] = cache[g][1][n_x, s].clamp_min(0).sqrt().cpu().numpy() * scale
             if g == "numeric":
                 values[k, :m] = np.asarray(v, dtype=float)
                 labels[k, :m] = [f"{x:.4g}" for x in values[k, :m]]
@@ -153,30 +164,82 @@ class InspectionMixin:
         z = float(norm.ppf(0.5 + level / 2))
         dims = ("feature", "x", "class")
         data = {"mean": mean, "std": std, "lower": mean - z * std, "upper": mean + z * std}
+        miss = {"missing_mean": miss_mean, "missing_std": miss_std,
+                "missing_lower": miss_mean - z * miss_std, "missing_upper": miss_mean + z * miss_std}
         coords = {
             "feature": feats,
             "x_value": (("feature", "x"), values),
             "x_label": (("feature", "x"), labels),
             "kind": ("feature", [self.preprocessor_.dtypes_[f] for f in feats]),
+            "missing_fraction": ("feature", [self.preprocessor_.missing_fraction_[f] for f in feats]),
         }
         if K == 1:
-            ds = xr.Dataset({k: (dims[:2], v[..., 0]) for k, v in data.items()}, coords=coords)
+            ds = xr.Dataset({**{k: (dims[:2], v[..., 0]) for k, v in data.items()},
+                             **{k: ("feature", v[:, 0]) for k, v in miss.items()}}, coords=coords)
         else:
             coords["class"] = list(self.classes_)
-            ds = xr.Dataset({k: (dims, v) for k, v in data.items()}, coords=coords)
+            ds = xr.Dataset({**{k: (dims, v) for k, v in data.items()},
+                             **{k: (("feature", "class"), v) for k, v in miss.items()}}, coords=coords)
         ds.attrs.update(level=level, centred="by the training-data mean of each shape",
+                        missing="missing_*: the centred effect of a missing value (numeric: the shape at "
+                                "the training mean plus the learned missing-value offset; categorical: "
+                                "the missing level), with its band",
                         units="target units" if self.likelihood_ == "regression" else "logit")
         return ds
+
+    def _grid_inputs(self, grid: dict, n_x: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model inputs of a grid (n_x rows, shorter grids padded with their last value) plus one
+        last row with every feature missing (the ``missing_*`` read-outs)."""
+        pre = self.preprocessor_
+        num_cols = np.zeros((n_x + 1, len(pre.numeric_)))
+        num_cols[n_x] = np.nan
+        cat_cols = np.zeros((n_x + 1, len(pre.categorical_)), dtype=np.int64)
+        cat_cols[n_x] = [len(pre.categories_[c]) for c in pre.categorical_]  # the missing level
+        for f, v in grid.items():
+            g, s = self._locate(f)
+            if g == "numeric":
+                num_cols[:n_x, s] = pre.to_standard(f, np.pad(v, (0, n_x - len(v)), mode="edge"))
+            else:
+                lookup = {c: i for i, c in enumerate(pre.categories_[f])}
+                bad = [c for c in v if c not in lookup]
+                if bad:
+                    raise ValueError(f"grid for {f!r} has unknown categories {bad[:5]}; levels: "
+                                     f"{pre.categories_[f][:10]}")
+                codes = np.array([lookup[c] for c in v], dtype=np.int64)
+                cat_cols[:n_x, s] = np.pad(codes, (0, n_x - len(codes)), mode="edge")
+        return (torch.as_tensor(num_cols, dtype=torch.float32).to(self.device_),
+                torch.as_tensor(cat_cols).to(self.device_))
+
+    @torch.no_grad()
+    def _centred_effects(self, x_num, x_cat) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Centred effect and its posterior variance per subnetwork, group -> ((G, S, K), (G, S, K)):
+        the numeric entries include the missing-value offsets (and the pairs' main-effect parts)."""
+        model, post = self.model_, self.posterior_
+        contrib = model.contributions(x_num, x_cat)
+        jacs = model.jacobians(x_num, x_cat)
+        cache = {}
+        for g in ("numeric", "categorical", "missing"):
+            if g in jacs:
+                jc = jacs[g].double() - post.curv.mean_jac[g]
+                cache[g] = (contrib[g].double() - post.curv.mean_out[g],
+                            post.functional_variance(g, jc).diagonal(dim1=-2, dim2=-1))
+        if "numeric" in cache:  # independent blocks: means and variances add
+            miss = cache.pop("missing")
+            cache["numeric"] = (cache["numeric"][0] + miss[0], cache["numeric"][1] + miss[1])
+            if "pair" in model.groups:  # fold the pairs' main-effect parts in
+                pm, pv = self._pair_main_effects(torch.nan_to_num(x_num, nan=0.0))
+                cache["numeric"] = (cache["numeric"][0] + pm, cache["numeric"][1] + pv)
+        return cache
 
     @torch.no_grad()
     def _pair_main_effects(self, x_num: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Main-effect parts ``h_a - h_0`` of the pair subnetworks (see :mod:`workbench.nam.purification`)
         at the numeric grid ``x_num`` (G, F_num): mean and variance (G, F_num, K), float64."""
         group, idx, post = self.model_.groups["pair"], self.model_.pair_index, self.posterior_
-        samples = marginal_samples(self._train[0])[:, idx]  # (M, Q, 2)
+        samples = marginal_samples(self._filled_train())[:, idx]  # (M, Q, 2)
         h0, j0 = pair_grand_mean(group, samples)
         G, K = x_num.shape[0], self.model_.n_out
-        mean = torch.zeros(G, x_num.shape[1], K, dtype=torch.float64)
+        mean = torch.zeros(G, x_num.shape[1], K, dtype=torch.float64, device=x_num.device)
         var = torch.zeros_like(mean)
         for side in (0, 1):
             out, jac = pair_marginal(group, x_num[:, idx[:, side]], samples[:, :, 1 - side], side)
@@ -188,7 +251,7 @@ class InspectionMixin:
     def training_data(self) -> xr.Dataset:
         """The training inputs for rugs / histograms: ``value (sample, feature)`` in original units
         (category index for categoricals) and the ``target``."""
-        check_is_fitted(self, "model_")
+        check_fitted(self, "model_", "this method")
         pre, X = self.preprocessor_, self._X_train
         cols = []
         for f in pre.feature_names_:
@@ -197,7 +260,7 @@ class InspectionMixin:
             else:
                 lookup = {c: i for i, c in enumerate(pre.categories_[f])}
                 cols.append(X[f].astype(object).map(lookup).to_numpy(float))
-        y = self._train[2].numpy().astype(float)
+        y = self._train[2].cpu().numpy().astype(float)
         if self.likelihood_ == "regression":
             y = y * self.y_scale_ + self.y_mean_
         return xr.Dataset(
@@ -209,15 +272,17 @@ class InspectionMixin:
     @property
     def prior_precision_(self) -> xr.DataArray:
         """Learned layerwise prior precisions (feature, layer); NaN where a layer does not exist."""
-        check_is_fitted(self, "model_")
+        check_fitted(self, "model_", "this method")
         feats = self.preprocessor_.feature_names_
         out = np.full((len(feats), len(LAYERS)), np.nan)
         for k, f in enumerate(feats):
             g, s = self._locate(f)
-            names = self.model_.groups[g].slot_names
-            vals = self.log_prior_[g][s].exp().numpy()
-            for name, v in zip(names, vals):
-                out[k, LAYERS.index(name)] = v
+            parts = [g, "missing"] if g == "numeric" else [g]
+            for part in parts:
+                names = self.model_.groups[part].slot_names
+                vals = self.log_prior_[part][s].exp().cpu().numpy()
+                for name, v in zip(names, vals):
+                    out[k, LAYERS.index(name)] = v
         return xr.DataArray(out, dims=("feature", "layer"), coords={"feature": feats, "layer": LAYERS},
                             name="prior_precision", attrs={"initial": self.prior_precision})
 
@@ -225,9 +290,15 @@ class InspectionMixin:
         """Which features the marglik switched off: importance, learned precisions, growth factor
         of the output-layer precision (``w2``, or ``table``) vs its initial value, and the
         ``switched_off`` flag (relative importance below ``threshold`` and that precision grew).
+        The importance includes the missing-value effect; ``missing_fraction``, ``missing_effect``
+        and ``missing_std`` (the centred effect of a missing value and its posterior std, as
+        :meth:`shape_functions`; multiclass: the class where it is most significant) and
+        ``missing_significant`` (its 95 % band excludes 0) report it per feature.
         Sorted by importance, most important first."""
-        check_is_fitted(self, "model_")
+        check_fitted(self, "model_", "feature_selection_report")
         thr = self.switch_off_threshold if threshold is None else threshold
+        if isinstance(thr, bool) or not isinstance(thr, (int, float, np.floating)) or not 0 <= thr < 1:
+            raise ValueError(f"threshold must be a number in [0, 1) or None, got {thr!r}")
         imp = self.feature_importance_.to_series()
         prec = self.prior_precision_.to_pandas()
         out_layer = prec["w2"].fillna(prec["table"])
@@ -240,6 +311,13 @@ class InspectionMixin:
                 df[f"prior_precision_{layer}"] = prec[layer].values
         df["precision_growth"] = (out_layer / self.prior_precision).values
         df["switched_off"] = (df["relative_importance"] < thr) & (df["precision_growth"] > 1.0)
+        sf = self.shape_functions(grid={f: self._grid(2)[f][:1] for f in imp.index})
+        m, sd = sf["missing_mean"].values.reshape(len(imp), -1), sf["missing_std"].values.reshape(len(imp), -1)
+        pick = np.argmax(np.abs(m) / np.maximum(sd, 1e-300), axis=1)
+        df["missing_fraction"] = sf["missing_fraction"].values
+        df["missing_effect"] = m[np.arange(len(imp)), pick]
+        df["missing_std"] = sd[np.arange(len(imp)), pick]
+        df["missing_significant"] = np.abs(df["missing_effect"]) > norm.ppf(0.975) * df["missing_std"]
         return df.sort_values("importance", ascending=False).reset_index(drop=True)
 
     # ------------------------------------------------------------------ interactions
@@ -255,11 +333,12 @@ class InspectionMixin:
         Returns ``matrix`` (Dataset over ``(feature_i, feature_j)``: ``mutual_information``,
         ``residual_correlation``, ``posterior_mutual_information``, ``correlation`` (posterior))
         and ``table`` (every unordered pair, highest ``mutual_information`` first)."""
-        check_is_fitted(self, "model_")
+        check_fitted(self, "model_", "this method")
         out = self._train_outputs()
         feats = self.preprocessor_.feature_names_
-        x_num, x_cat, y = self._train
-        phi = torch.stack([out[g][:, s] for g, s in map(self._locate, feats)], dim=1)  # (N, F, K)
+        y = self._train[2].cpu()
+        out = {g: v.cpu() for g, v in out.items()}
+        phi = self._feature_outputs(out)  # (N, F, K)
         phi = phi - phi.mean(0)
         sigma = float(self.log_sigma_.exp()) if self.likelihood_ == "regression" else 1.0
         la = linear_laplace(phi, y, self.likelihood_, sigma=sigma)  # MAP weights + evidence-optimal prior
@@ -290,7 +369,7 @@ class InspectionMixin:
     def _interaction_basis(self, phi: torch.Tensor) -> torch.Tensor:
         """Per-feature basis for pairwise product terms, (N, F, 1 + K): the standardised input
         (numeric; the output again for categoricals) and the standardised centred subnetwork outputs."""
-        x_num = self._train[0].double()
+        x_num = self._filled_train().double().cpu()
         cols = []
         for k, f in enumerate(self.preprocessor_.feature_names_):
             g, s = self._locate(f)
@@ -321,7 +400,7 @@ class InspectionMixin:
         see :mod:`workbench.nam.purification`): ``mean`` and ``std`` (its own Laplace block) on a
         grid between the 5th and 95th percentile of each feature, dims ``(x_i, x_j)`` in original
         units."""
-        check_is_fitted(self, "model_")
+        check_fitted(self, "model_", "this method")
         pairs = [tuple(p) for p in getattr(self, "interaction_pairs_", [])]
         key = tuple(pair)
         if key not in pairs and key[::-1] not in pairs:
@@ -331,21 +410,21 @@ class InspectionMixin:
         q = pairs.index(key[::-1] if flip else key)
         a, b = pairs[q]
         pre, X = self.preprocessor_, self._X_train
-        grids = [np.linspace(*np.percentile(X[f].to_numpy(float), [5, 95]), n_points) for f in (a, b)]
+        grids = [np.linspace(*np.nanpercentile(X[f].to_numpy(float), [5, 95]), n_points) for f in (a, b)]
         ga, gb = np.meshgrid(grids[0], grids[1], indexing="ij")
         x_num = np.zeros((ga.size, len(pre.numeric_)))
         x_num[:, pre.numeric_.index(a)] = pre.to_standard(a, ga.ravel())
         x_num[:, pre.numeric_.index(b)] = pre.to_standard(b, gb.ravel())
-        x_num = torch.as_tensor(x_num, dtype=torch.float32)
-        x_cat = torch.zeros((x_num.shape[0], len(pre.categorical_)), dtype=torch.long)
+        x_num = torch.as_tensor(x_num, dtype=torch.float32).to(self.device_)
+        x_cat = torch.zeros((x_num.shape[0], len(pre.categorical_)), dtype=torch.long, device=self.device_)
         group = self.model_.groups["pair"]
         inp = self.model_.group_inputs(x_num, x_cat)["pair"]
         post = self.posterior_
         # purified (pure interaction): h - h_a(x_a) - h_b(x_b) + h_0, see workbench.nam.purification
-        samples = marginal_samples(self._train[0])[:, self.model_.pair_index]  # (M, Q, 2), all pairs batched
+        samples = marginal_samples(self._filled_train())[:, self.model_.pair_index]  # (M, Q, 2), all pairs batched
         h0, j0 = pair_grand_mean(group, samples)
         Q = samples.shape[1]
-        grid_t = [torch.as_tensor(pre.to_standard(f, g), dtype=torch.float32)[:, None].expand(-1, Q)
+        grid_t = [torch.as_tensor(pre.to_standard(f, g), dtype=torch.float32).to(self.device_)[:, None].expand(-1, Q)
                   for f, g in zip((a, b), grids)]
         ma, ja = (t[:, q] for t in pair_marginal(group, grid_t[0], samples[:, :, 1], side=0))  # (n, K), (n, K, P)
         mb, jb = (t[:, q] for t in pair_marginal(group, grid_t[1], samples[:, :, 0], side=1))
@@ -356,8 +435,8 @@ class InspectionMixin:
         var = post.functional_variance("pair", jac, subnets=slice(q, q + 1))[:, 0].diagonal(dim1=-2, dim2=-1)
         scale = self._output_scale()
         K = self.model_.n_out
-        m = (mean.numpy() * scale).reshape(n_points, n_points, K)
-        s = (var.clamp_min(0).sqrt().numpy() * scale).reshape(n_points, n_points, K)
+        m = (mean.cpu().numpy() * scale).reshape(n_points, n_points, K)
+        s = (var.clamp_min(0).sqrt().cpu().numpy() * scale).reshape(n_points, n_points, K)
         if flip:
             m, s, grids, (a, b) = m.transpose(1, 0, 2), s.transpose(1, 0, 2), grids[::-1], (b, a)
         z = float(norm.ppf(0.5 + level / 2))

@@ -207,8 +207,45 @@ class BiasGroup(nn.Module):
         return eye.expand(n, 1, self.K, self.K)
 
 
+class MissingGroup(nn.Module):
+    """Native missing values of the numeric features: one learned offset ``m_i`` (K outputs) per
+    numeric feature, added when ``x_i`` is missing, with its own prior slot (so its precision is
+    learned by the marglik like every layer's). A missing input enters its MLP subnetwork as the
+    training mean (0 after standardisation), so ``m_i`` is the effect of missingness relative to
+    a mean-imputed value, and its prior shrinks towards mean imputation. One (K, K) Laplace block
+    per feature; with no missing values it gets no data and stays exactly 0 (no effect on the fit).
+    """
+
+    slot_names = ("missing",)
+
+    def __init__(self, n_sub: int, n_out: int, dtype=None):
+        super().__init__()
+        self.S, self.K = n_sub, n_out
+        self.offset = nn.Parameter(torch.zeros(n_sub, n_out, dtype=dtype or torch.get_default_dtype()))
+
+    @property
+    def n_params(self) -> int:
+        return self.K
+
+    def slot_index(self) -> torch.Tensor:
+        return torch.zeros(self.K, dtype=torch.long)
+
+    def flat(self) -> torch.Tensor:
+        return self.offset
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        """r (N, S) missing indicators (0/1, the model dtype) -> (N, S, K)."""
+        return r.unsqueeze(-1) * self.offset
+
+    @torch.no_grad()
+    def jacobian(self, r: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(self.K, dtype=self.offset.dtype, device=r.device)
+        return r[:, :, None, None] * eye
+
+
 class AdditiveNet(nn.Module):
-    """``f(x) = b + sum_i f_i(x_i) + sum_c T_c[x_c] + sum_(i,j) f_ij(x_i, x_j)``, output (N, K)."""
+    """``f(x) = b + sum_i [f_i(x_i) + r_i m_i] + sum_c T_c[x_c] + sum_(i,j) f_ij(x_i, x_j)``,
+    output (N, K); ``r_i`` flags a missing (NaN) ``x_i``, which enters the subnetworks as 0."""
 
     def __init__(
         self,
@@ -229,6 +266,8 @@ class AdditiveNet(nn.Module):
             self.groups["numeric"] = MLPGroup(n_numeric, 1, n_out, n_hidden, gen, dtype)
         if n_levels:
             self.groups["categorical"] = TableGroup(n_levels, n_out, dtype)
+        if n_numeric:
+            self.groups["missing"] = MissingGroup(n_numeric, n_out, dtype)
         self.pairs: list[tuple[int, int]] = []
         if pairs:
             self.add_pairs(pairs, seed=seed)
@@ -245,14 +284,18 @@ class AdditiveNet(nn.Module):
         self.register_buffer("pair_index", torch.tensor(self.pairs, dtype=torch.long).reshape(-1, 2))
 
     def group_inputs(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> dict[str, object]:
-        n = x_num.shape[0]  # x_num is always (N, F_num), possibly with F_num = 0
+        n = x_num.shape[0]  # x_num is always (N, F_num), possibly with F_num = 0, NaN = missing
         out: dict[str, object] = {"bias": n}
+        missing = torch.isnan(x_num)
+        filled = torch.where(missing, torch.zeros((), dtype=x_num.dtype, device=x_num.device), x_num)
         if "numeric" in self.groups:
-            out["numeric"] = x_num.unsqueeze(-1)
+            out["numeric"] = filled.unsqueeze(-1)
         if "categorical" in self.groups:
             out["categorical"] = x_cat
+        if "missing" in self.groups:
+            out["missing"] = missing.to(x_num.dtype)
         if "pair" in self.groups:
-            out["pair"] = x_num[:, self.pair_index]  # (N, Q, 2)
+            out["pair"] = filled[:, self.pair_index]  # (N, Q, 2)
         return out
 
     def contributions(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> dict[str, torch.Tensor]:

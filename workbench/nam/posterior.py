@@ -94,11 +94,12 @@ def compute_curvature(
     groups = model.groups
     use_kron = check_structure(structure) == "kron"
     kron_groups = [g for g, m in groups.items() if use_kron and isinstance(m, MLPGroup)]
-    ggn = {g: torch.zeros(m.S, m.n_params, m.n_params, dtype=torch.float64)
+    f64 = {"dtype": torch.float64, "device": x_num.device}
+    ggn = {g: torch.zeros(m.S, m.n_params, m.n_params, **f64)
            for g, m in groups.items() if g not in kron_groups}
     sums: dict[str, list] = {}
-    sj = {g: torch.zeros(m.S, m.K, m.n_params, dtype=torch.float64) for g, m in groups.items()}
-    so = {g: torch.zeros(m.S, m.K, dtype=torch.float64) for g, m in groups.items()}
+    sj = {g: torch.zeros(m.S, m.K, m.n_params, **f64) for g, m in groups.items()}
+    so = {g: torch.zeros(m.S, m.K, **f64) for g, m in groups.items()}
     data_term = 0.0
     for start in range(0, n, chunk):
         xs, cs = x_num[start : start + chunk], x_cat[start : start + chunk]
@@ -133,7 +134,7 @@ def compute_curvature(
 
 def prior_diag(model: AdditiveNet, log_prior: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per-parameter prior precision (S, P) of every group from the layerwise (S, T) log-precisions."""
-    return {g: log_prior[g].exp()[:, m.slot_index()] for g, m in model.groups.items()}
+    return {g: log_prior[g].exp()[:, m.slot_index().to(log_prior[g].device)] for g, m in model.groups.items()}
 
 
 def _cholesky(a: torch.Tensor) -> torch.Tensor:
@@ -142,6 +143,23 @@ def _cholesky(a: torch.Tensor) -> torch.Tensor:
         eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
         L = torch.linalg.cholesky(a + 1e-10 * a.diagonal(dim1=-2, dim2=-1).abs().mean() * eye)
     return L
+
+
+class _LogDetPD(torch.autograd.Function):
+    """``log det A`` of a batch of SPD matrices ``(S, P, P) -> (S,)`` with the closed-form gradient
+    ``A^{-1}`` (one ``cholesky_inverse``): about 3x cheaper than differentiating through the
+    Cholesky factorisation, which dominated the marglik hyper-steps of small tables."""
+
+    @staticmethod
+    def forward(ctx, a):
+        L = _cholesky(a)
+        ctx.save_for_backward(L)
+        return 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (L,) = ctx.saved_tensors
+        return grad[..., None, None] * torch.cholesky_inverse(L)
 
 
 def log_marginal_likelihood(
@@ -156,13 +174,12 @@ def log_marginal_likelihood(
         loglik = -0.5 * nk * torch.log(2 * math.pi * s2) - 0.5 * curv.data_term / s2
         scale = 1.0 / s2
     else:
-        loglik = torch.as_tensor(curv.data_term, dtype=torch.float64)
+        loglik = torch.as_tensor(curv.data_term, dtype=torch.float64, device=deltas["bias"].device)
         scale = 1.0
     penalty = 0.0
     for g, G in curv.ggn.items():
         d = deltas[g]
-        L = _cholesky(G * scale + torch.diag_embed(d))
-        logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum()
+        logdet = _LogDetPD.apply(G * scale + torch.diag_embed(d)).sum()
         penalty = penalty + logdet - torch.log(d).sum() + (d * curv.theta[g] ** 2).sum()
     for g, layers in curv.kron.items():  # exact log det of the KFAC blocks under the layerwise prior
         penalty = penalty + kron.log_det_ratio(layers, log_prior[g].double(), scale)

@@ -48,7 +48,7 @@ def pair_marginal(
     outs, jacs = [], []
     for start in range(0, g_n, chunk):
         gv = grid[start : start + chunk]  # (g, Q)
-        inp = torch.empty(gv.shape[0], m, q, 2, dtype=grid.dtype)
+        inp = torch.empty(gv.shape[0], m, q, 2, dtype=grid.dtype, device=grid.device)
         inp[..., side] = gv[:, None, :]
         inp[..., 1 - side] = samples[None, :, :]
         flat = inp.reshape(-1, q, 2)

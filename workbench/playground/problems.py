@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from workbench._deprecation import renamed_arguments
+
 __all__ = ["PROBLEMS", "ToyProblem", "make_problem"]
 
 PROBLEMS = {
@@ -37,13 +39,15 @@ class ToyProblem:
         return 1 if self.task == "regression" else int(self.y.max()) + 1
 
 
-def make_problem(name: str, n: int = 150, seed: int = 0, dtype: torch.dtype = torch.float32) -> ToyProblem:
+@renamed_arguments(seed="random_state")
+def make_problem(name: str, n: int = 150, random_state: int = 0,
+                 dtype: torch.dtype = torch.float32) -> ToyProblem:
     """Draw ``n`` training points of the named problem (see :data:`PROBLEMS`), deterministically."""
     if name not in PROBLEMS:
         raise ValueError(f"unknown problem {name!r}; choose one of {sorted(PROBLEMS)}")
     if n < 10:
         raise ValueError(f"n must be at least 10, got {n}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(random_state)
     if name == "sine":
         x = np.concatenate([rng.uniform(-3.0, -0.7, n // 2), rng.uniform(0.9, 3.0, n - n // 2)])
         y = np.sin(2.0 * x) + 0.3 * rng.standard_normal(n)
@@ -55,10 +59,10 @@ def make_problem(name: str, n: int = 150, seed: int = 0, dtype: torch.dtype = to
     from sklearn.datasets import make_circles, make_moons
 
     if name == "moons":
-        X, y = make_moons(n, noise=0.2, random_state=seed)
+        X, y = make_moons(n, noise=0.2, random_state=random_state)
         bounds = ((-2.0, 3.0), (-1.5, 2.0))
     else:
-        X, y = make_circles(n, noise=0.1, factor=0.4, random_state=seed)
+        X, y = make_circles(n, noise=0.1, factor=0.4, random_state=random_state)
         bounds = ((-2.0, 2.0), (-2.0, 2.0))
     return ToyProblem(name, "classification", _t(X, dtype), torch.as_tensor(y, dtype=torch.long), bounds)
 

@@ -11,6 +11,9 @@ import xarray as xr
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from workbench._checks import check_positive_float, check_positive_int
+from workbench._deprecation import renamed_arguments
+from workbench._torch_utils import resolve_device
 from workbench.laplace import marglik_training
 
 from .problems import ToyProblem, make_problem
@@ -62,29 +65,38 @@ class PlaygroundResult:
         return xr.Dataset(data, coords={"sample": np.arange(len(X))})
 
 
+@renamed_arguments(seed="random_state")
 def fit_playground(
     problem: ToyProblem | str = "sine",
     hessian_structure: str = "kron",
     width: int = 50,
     depth: int = 1,
     n_epochs: int = 300,
-    seed: int = 0,
+    random_state: int = 0,
     lr: float = 1e-2,
     callback: Callable | None = None,
     progress: bool = False,
+    device=None,
 ) -> PlaygroundResult:
     """Train an MLP on a toy problem with online marglik (scalar prior, and sigma for regression).
 
     After training, the prior precision is optimised once more with the final curvature held fixed,
-    so the chosen value is the maximum of :func:`marglik_curve`.
+    so the chosen value is the maximum of :func:`marglik_curve`. ``device``: ``None`` = CUDA when
+    available, else CPU; results (:func:`predictive_grid`, :func:`marglik_curve`) come back on CPU.
     """
     if hessian_structure not in STRUCTURES:
         raise ValueError(f"unknown hessian_structure {hessian_structure!r}; choose one of {STRUCTURES}")
+    width, n_epochs = check_positive_int("width", width), check_positive_int("n_epochs", n_epochs)
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
+        raise ValueError(f"depth must be an integer >= 0, got {depth!r}")
+    lr = check_positive_float("lr", lr)
+    dev = resolve_device(device)
     if isinstance(problem, str):
-        problem = make_problem(problem, seed=seed)
-    torch.manual_seed(seed)
-    model = make_mlp(problem.n_inputs, problem.n_outputs, width, depth, dtype=problem.X.dtype)
-    loader = DataLoader(TensorDataset(problem.X, problem.y), batch_size=len(problem.X), shuffle=False)
+        problem = make_problem(problem, random_state=random_state)
+    torch.manual_seed(random_state)
+    model = make_mlp(problem.n_inputs, problem.n_outputs, width, depth, dtype=problem.X.dtype).to(dev)
+    data = TensorDataset(problem.X.to(dev), problem.y.to(dev))
+    loader = DataLoader(data, batch_size=len(problem.X), shuffle=False)
     model, la, history = marglik_training(
         model,
         loader,
@@ -103,6 +115,10 @@ def fit_playground(
     return PlaygroundResult(problem, la, history, hessian_structure, width, depth)
 
 
+def _device(result: PlaygroundResult) -> torch.device:
+    return next(result.la.model.parameters()).device
+
+
 def _grid_1d(bounds, n):
     return np.linspace(bounds[0][0], bounds[0][1], n)
 
@@ -117,13 +133,13 @@ def predictive_grid(result: PlaygroundResult, n: int = 200, level_std: float = 2
     predictive ``entropy``.
     """
     la, problem = result.la, result.problem
-    dtype = problem.X.dtype
+    dtype, dev = problem.X.dtype, _device(result)
     if problem.task == "regression":
         x = _grid_1d(problem.bounds, n)
         with torch.no_grad():
-            f_mu, f_var = la(torch.as_tensor(x[:, None], dtype=dtype), pred_type="glm")
-        mean = f_mu.reshape(-1).numpy()
-        epi = f_var.reshape(len(x), -1)[:, 0].clamp_min(0).sqrt().numpy()
+            f_mu, f_var = la(torch.as_tensor(x[:, None], dtype=dtype, device=dev), pred_type="glm")
+        mean = f_mu.reshape(-1).cpu().numpy()
+        epi = f_var.reshape(len(x), -1)[:, 0].clamp_min(0).sqrt().cpu().numpy()
         pred = np.sqrt(epi**2 + result.sigma_noise**2)
         return xr.Dataset(
             {
@@ -139,9 +155,9 @@ def predictive_grid(result: PlaygroundResult, n: int = 200, level_std: float = 2
     (a0, a1), (b0, b1) = problem.bounds
     x1, x2 = np.linspace(a0, a1, n), np.linspace(b0, b1, n)
     g1, g2 = np.meshgrid(x1, x2)
-    pts = torch.as_tensor(np.stack([g1.ravel(), g2.ravel()], 1), dtype=dtype)
+    pts = torch.as_tensor(np.stack([g1.ravel(), g2.ravel()], 1), dtype=dtype, device=dev)
     with torch.no_grad():
-        probs = la(pts, pred_type="glm", link_approx="probit").reshape(n, n, -1).numpy()
+        probs = la(pts, pred_type="glm", link_approx="probit").reshape(n, n, -1).cpu().numpy()
     entropy = -(probs * np.log(np.clip(probs, 1e-12, None))).sum(-1)
     return xr.Dataset(
         {
@@ -158,9 +174,10 @@ def marglik_curve(result: PlaygroundResult, prior_precisions=None) -> xr.DataArr
     """Log marginal likelihood over a grid of scalar prior precisions, curvature held at the fit."""
     grid = np.logspace(-3, 3, 61) if prior_precisions is None else np.asarray(prior_precisions, dtype=float)
     la = result.la
-    dtype = result.problem.X.dtype
+    dtype, dev = result.problem.X.dtype, _device(result)
     with torch.no_grad():
-        values = [float(la.log_marginal_likelihood(prior_precision=torch.tensor(p, dtype=dtype))) for p in grid]
+        values = [float(la.log_marginal_likelihood(prior_precision=torch.tensor(p, dtype=dtype, device=dev)))
+                  for p in grid]
     return xr.DataArray(
         np.asarray(values),
         dims="prior_precision",

@@ -10,7 +10,7 @@ weights under a criterion of :data:`CRITERIA` (``opd``, ``obd``, ``magnitude``, 
 
 Results: :func:`sparsity_curve` sweeps priors x criteria x sparsities x seeds into an xarray
 Dataset (:func:`cached_sparsity_curve` keeps it in the data directory); :func:`score_network`
-gives accuracy / NLL / ECE of any network. Data: :func:`load_task` (:data:`TASKS`), networks:
+gives accuracy / NLL / ECE of any network. Data: :func:`make_task` (:data:`TASKS`), networks:
 :func:`make_model`; costs: :func:`count_parameters`, :func:`count_flops`.
 
 The building blocks live in submodules: :mod:`.criteria` (registry, ``register_criterion``),
@@ -24,7 +24,7 @@ from workbench._deprecation import warn_renamed
 
 from .criteria import CRITERIA
 from .curve import DEFAULT_SPARSITIES, cached_sparsity_curve, curve_settings, sparsity_curve
-from .data import TASKS, load_task
+from .data import TASKS, make_task
 from .estimator import PrunedNetwork, SpaM
 from .flops import count_flops, count_parameters
 from .metrics import score_network
@@ -33,7 +33,7 @@ from .training import PRIORS
 
 __all__ = [
     "SpaM", "PrunedNetwork", "sparsity_curve", "cached_sparsity_curve", "curve_settings",
-    "score_network", "count_flops", "count_parameters", "load_task", "make_model", "CRITERIA",
+    "score_network", "count_flops", "count_parameters", "make_task", "make_model", "CRITERIA",
     "PRIORS", "TASKS", "DEFAULT_SPARSITIES",
 ]
 
@@ -51,6 +51,9 @@ _MOVED = {
 def __getattr__(name):
     import importlib
 
+    if name == "load_task":
+        warn_renamed("workbench.sparsify.load_task", "workbench.sparsify.make_task")
+        return make_task
     if name == "evaluate":
         warn_renamed("workbench.sparsify.evaluate", "workbench.sparsify.score_network")
         return score_network

@@ -20,7 +20,7 @@ from workbench._torch_utils import resolve_device, torch_threads
 from workbench.progress import Progress, legacy_callback, report
 
 from .criteria import CRITERIA
-from .data import TASKS, Task, load_task
+from .data import TASKS, Task, make_task
 from .estimator import SpaM
 from .flops import count_flops, count_parameters
 from .masks import check_sparsity
@@ -28,7 +28,7 @@ from .models import make_model, prunable_layers
 from .training import PRIORS
 
 __all__ = ["CURVE_DIR", "DEFAULT_SPARSITIES", "TASK_DEFAULTS", "sparsity_curve",
-           "cached_sparsity_curve", "curve_settings"]
+           "cached_sparsity_curve", "curve_settings", "curve_path"]
 
 #: where :func:`cached_sparsity_curve` keeps its files by default
 CURVE_DIR = DATA_DIR / "sparsify"
@@ -105,9 +105,11 @@ def sparsity_curve(task="breast_cancer", priors=("map", "diagonal"),
     ``flops``, ``param_sparsity``). Unstructured sparsity counts the prunable weights
     (Linear/Conv weights; biases are kept and counted in ``n_params``).
 
-    ``callback(Progress)`` is called after every evaluated point (stage ``"curve"``, metric
-    ``accuracy``, state ``prior``/``criterion``/``sparsity``/``seed``); returning True stops
-    and the points not reached stay NaN. ``n_threads`` temporarily sets torch's intra-op threads
+    ``callback(Progress)`` is called after every training epoch (stage ``"train"``, done / total
+    = epochs of that network, state ``prior``/``seed``) and after every evaluated point (stage
+    ``"curve"``, done / total = points, metric ``accuracy``, state ``prior``/``criterion``/
+    ``sparsity``/``seed``); both states hold ``overall``, the share of the whole curve's work done
+    (for progress bars). Returning True stops and the points not reached stay NaN. ``n_threads`` temporarily sets torch's intra-op threads
     (these models are tiny: 1 is fastest on a busy machine; ``num_threads`` is its deprecated
     name). ``device`` is where the networks train (None: CUDA when available).
     """
@@ -133,22 +135,31 @@ def _curve(cfg, progress, callback, device):
     res["log10_prior_precision"] = np.full((len(P), len(R), n_par), np.nan)
     res["train_time"] = np.full((len(P), len(R)), np.nan)
     total, done = len(P) * len(C) * len(S) * len(R), 0
+    # the share of the whole work that is done, for progress bars: one unit per training epoch
+    # and one per evaluated point (training is most of the time)
+    n_epochs = int(cfg["train_kwargs"].get("n_epochs", 1))
+    units = len(R) * len(P) * (n_epochs + len(C) * len(S))
+    units_done = 0
     bar = tqdm(total=total, disable=not progress, desc=f"sparsity curve ({cfg['task']})")
     t_start = time.perf_counter()
     dense = None
     try:
         for r, seed in enumerate(R):
-            data = load_task(cfg["task"], random_state=seed)
+            data = make_task(cfg["task"], random_state=seed)
             if dense is None:
                 example = data.X_train[:1]
                 dense = (count_parameters(ref, sparse=False), count_flops(ref, example, sparse=False))
             for p, prior in enumerate(P):
                 t0 = time.perf_counter()
+                on_epoch = _training_reporter(callback, units_done, units, prior, seed)
                 est = SpaM(make_model(cfg["task"], random_state=seed), prior=prior,
                            hessian_structure=cfg["hessian_structure"],
                            prior_precision=cfg["map_prior_precision"], random_state=seed,
-                           device=device, **cfg["train_kwargs"])
+                           device=device, callback=on_epoch, **cfg["train_kwargs"])
                 est.fit(data.X_train, data.y_train)
+                if on_epoch is not None and on_epoch.stopped:
+                    raise _Stop
+                units_done += n_epochs
                 res["train_time"][p, r] = time.perf_counter() - t0
                 res["log10_prior_precision"][p, r] = np.log10(est.prior_precision_diag().numpy())
                 for c, crit in enumerate(C):
@@ -158,17 +169,41 @@ def _curve(cfg, progress, callback, device):
                                        finetune_epochs=cfg["finetune_epochs"], scores=scores)
                         ev = _record(res, (p, c, s, r), pn, data, dense[0], layers)
                         done += 1
+                        units_done += 1
                         bar.update()
                         if report(callback, done, total, "curve",
                                   f"{prior} / {crit} at sparsity {sp:g}, seed {seed}",
                                   {"accuracy": ev["accuracy"]},
-                                  dict(prior=prior, criterion=crit, sparsity=sp, seed=seed)):
+                                  dict(prior=prior, criterion=crit, sparsity=sp, seed=seed,
+                                       overall=units_done / units)):
                             raise _Stop
     except _Stop:
         pass
     finally:
         bar.close()
     return _to_dataset(cfg, res, ref, layers, dense, time.perf_counter() - t_start)
+
+
+class _TrainingReporter:
+    """SpaM's per-epoch callback inside a curve: reports stage ``"train"`` (done / total =
+    epochs of this network; ``state["overall"]`` = share of the whole curve's work) and
+    remembers when the curve's callback asked to stop."""
+
+    def __init__(self, callback, units_done, units, prior, seed):
+        self.callback, self.units_done, self.units = callback, units_done, units
+        self.prior, self.seed, self.stopped = prior, seed, False
+
+    def __call__(self, p: Progress) -> bool:
+        overall = (self.units_done + p.done) / self.units
+        self.stopped = bool(report(
+            self.callback, p.done, p.total, "train",
+            f"training the {self.prior} network for seed {self.seed}: epoch {p.done}/{p.total}",
+            dict(p.metrics), dict(prior=self.prior, seed=self.seed, overall=overall)))
+        return self.stopped
+
+
+def _training_reporter(callback, units_done, units, prior, seed):
+    return None if callback is None else _TrainingReporter(callback, units_done, units, prior, seed)
 
 
 class _Stop(Exception):
@@ -187,7 +222,6 @@ def _record(res, idx, pn, data, dense_params, layers) -> dict:
 
 
 def _to_dataset(cfg, res, ref, layers, dense, wall_time) -> xr.Dataset:
-    pnames = [n for n, _ in ref.named_parameters()]
     player = np.concatenate([[n.rsplit(".", 1)[0]] * p.numel() for n, p in ref.named_parameters()])
     dims = ("prior", "criterion", "sparsity", "seed")
     ds = xr.Dataset(
@@ -207,12 +241,33 @@ def _to_dataset(cfg, res, ref, layers, dense, wall_time) -> xr.Dataset:
                     hessian_structure=cfg["hessian_structure"],
                     finetune_epochs=cfg["finetune_epochs"], n_params_dense=dense[0],
                     flops_dense=dense[1], wall_time_s=wall_time,
-                    settings=json.dumps(cfg), parameter_names=json.dumps(pnames))
-    return ds
+                    map_prior_precision=cfg["map_prior_precision"],
+                    **_netcdf_attrs(cfg["train_kwargs"], prefix="train_"))
+    # each parameter's tensor name is a coordinate (netCDF3 attributes cannot hold string lists)
+    ptensor = np.concatenate([[n] * p.numel() for n, p in ref.named_parameters()])
+    return ds.assign_coords(parameter_tensor=("parameter", ptensor))
+
+
+def _netcdf_attrs(settings: dict, prefix: str) -> dict:
+    """``settings`` as typed attributes netCDF3 can store (bools as 0/1; ``None`` left out)."""
+    out = {}
+    for k, v in settings.items():
+        if isinstance(v, bool):
+            v = int(v)
+        if isinstance(v, (int, float, str)) or (isinstance(v, (list, tuple))
+                                                and all(isinstance(x, (int, float)) for x in v)):
+            out[prefix + k] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 def _key(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def curve_path(cache_dir: str | os.PathLike = CURVE_DIR, **settings) -> Path:
+    """The file :func:`cached_sparsity_curve` keeps the curve with ``settings`` in (it may not
+    exist yet); the settings are validated."""
+    return Path(cache_dir) / f"curve-{_key(curve_settings(**settings))}.nc"
 
 
 @renamed_arguments(num_threads="n_threads")
@@ -225,11 +280,11 @@ def cached_sparsity_curve(cache_dir: str | os.PathLike | None = CURVE_DIR,
     ``sparsify/`` in the data directory (``$WORKBENCH_DATA``, else the repository's ``data/``),
     ``None`` disables the cache. A curve stopped early by its ``callback`` is not cached.
     """
-    cfg = curve_settings(**settings)
     run = dict(progress=progress, callback=callback, n_threads=n_threads, device=device)
     if cache_dir is None:
+        curve_settings(**settings)
         return sparsity_curve(**settings, **run)
-    path = Path(cache_dir) / f"curve-{_key(cfg)}.nc"
+    path = curve_path(cache_dir, **settings)
     if path.exists():
         with xr.open_dataset(path, engine="scipy") as ds:
             return ds.load()

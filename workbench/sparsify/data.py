@@ -15,10 +15,10 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 
-from workbench._deprecation import renamed_arguments
+from workbench._deprecation import deprecated_alias, renamed_arguments
 from workbench._torch_utils import batch_loader, seed_from
 
-__all__ = ["TASKS", "Task", "load_task"]
+__all__ = ["TASKS", "Task", "make_task"]
 
 TASKS = ("breast_cancer", "digits")
 
@@ -43,10 +43,11 @@ class Task:
 
 
 @renamed_arguments(seed="random_state")
-def load_task(name: str, random_state=0, test_size: float = 0.3,
+def make_task(name: str, random_state=0, test_size: float = 0.3,
               dtype: torch.dtype = torch.float32) -> Task:
-    """Load ``name`` (one of :data:`TASKS`) with a stratified train/test split seeded by
-    ``random_state`` (``seed`` is its deprecated name)."""
+    """Make the task ``name`` (one of :data:`TASKS`) with a stratified train/test split seeded by
+    ``random_state`` (``seed`` is its deprecated name). Data factories are ``make_*`` across the
+    project (``load_task`` is this function's deprecated name)."""
     seed = seed_from(random_state)
     if name not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {name!r}")
@@ -76,3 +77,6 @@ def load_task(name: str, random_state=0, test_size: float = 0.3,
         return torch.as_tensor(a, dtype=torch.long)
 
     return Task(name, t(X_tr), lab(y_tr), t(X_te), lab(y_te), n_classes)
+
+
+load_task = deprecated_alias(make_task, "load_task")

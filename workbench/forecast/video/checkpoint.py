@@ -14,7 +14,8 @@ import torch
 
 from workbench._atomic import atomic_file
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "atomic_torch_save"]
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "cpu_rng_state",
+           "atomic_torch_save"]
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict:
@@ -26,12 +27,39 @@ def rng_state(generator: torch.Generator | None = None) -> dict:
     return state
 
 
+def _cpu_bytes(state) -> torch.Tensor:
+    """An RNG state as the CPU ``ByteTensor`` torch's setters require.
+
+    ``torch.load(..., map_location="cuda")`` moves *every* tensor of a checkpoint, the saved RNG
+    states included; the setters (CPU, CUDA and generator alike) only accept CPU byte tensors.
+    """
+    return torch.as_tensor(state).detach().to(device="cpu", dtype=torch.uint8)
+
+
+def cpu_rng_state(state: dict) -> dict:
+    """A copy of a saved RNG state dict with every torch state back on the CPU as bytes."""
+    out = dict(state)
+    for key in ("torch", "sampler"):
+        if key in out:
+            out[key] = _cpu_bytes(out[key])
+    if "cuda" in out:
+        out["cuda"] = [_cpu_bytes(s) for s in out["cuda"]]
+    return out
+
+
 def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
+    """Restore :func:`rng_state`'s states, wherever ``torch.load`` put the tensors."""
+    state = cpu_rng_state(state)
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        n = torch.cuda.device_count()
+        if len(state["cuda"]) == n:
+            torch.cuda.set_rng_state_all(state["cuda"])
+        else:  # saved on a machine with another GPU count: restore the devices both have
+            for i, s in enumerate(state["cuda"][:n]):
+                torch.cuda.set_rng_state(s, i)
     if generator is not None:
         if "sampler" not in state:
             raise ValueError("checkpoint has no sampler RNG state")
@@ -59,8 +87,15 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
-    obj = torch.load(path, map_location=map_location, weights_only=False)
-    missing = [k for k in ("model", "optimizer", "step", "rng") if k not in obj]
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # truncated / corrupt pickle: name the file, not the unpickler's state
+        raise ValueError(f"checkpoint file {str(path)!r} cannot be read (truncated or corrupt?): "
+                         f"{type(err).__name__}: {err}") from err
+    missing = [k for k in ("model", "optimizer", "step", "rng") if k not in obj] \
+        if isinstance(obj, dict) else ["model", "optimizer", "step", "rng"]
     if missing:
         raise ValueError(f"{str(path)!r} is not a video-forecaster checkpoint (missing {missing})")
+    # RNG states stay CPU byte tensors whatever ``map_location`` moved the rest to
+    obj["rng"] = cpu_rng_state(obj["rng"])
     return obj

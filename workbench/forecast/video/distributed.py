@@ -1,6 +1,8 @@
 """Distributed data parallel helpers: process-group set-up from ``torchrun`` or local spawning.
 
-``VideoForecaster.fit`` uses DDP by itself whenever ``torch.distributed`` is initialised, so the
+This module knows nothing of the estimator (:mod:`.distributed_fit` holds
+:func:`~.distributed_fit.fit_distributed`, which uses both). ``VideoForecaster.fit`` uses DDP by
+itself whenever ``torch.distributed`` is initialised, so the
 same script trains on one CPU, one GPU or ``torchrun --nproc_per_node=N`` processes. Every rank
 draws the same global batch from the shared-seed sampler and takes its own slice, so a run on N
 ranks with ``batch_size=b`` sees exactly the samples of a single-process run with batch ``N b``.
@@ -15,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-__all__ = ["rank_world", "init_from_env", "spawn", "free_port", "default_backend", "fit_distributed"]
+__all__ = ["rank_world", "init_from_env", "spawn", "free_port", "default_backend"]
 
 
 def rank_world() -> tuple[int, int]:
@@ -76,40 +78,3 @@ def spawn(fn, nprocs: int, *args, backend: str | None = None, threads_per_proces
     backend = backend or default_backend()
     mp.spawn(_entry, args=(nprocs, backend, free_port(), threads_per_process, fn, args),
              nprocs=nprocs, join=True)
-
-
-def _fit_worker(rank, world, params, volume, segmentation, starts, stimulus, out_dir):
-    import warnings
-
-    from .estimator import VideoForecaster
-    # 1x1x1 conv weights in channels_last_3d have ambiguous strides; DDP warns but is exact
-    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    est = VideoForecaster(**params).fit_arrays(volume, segmentation, starts, stimulus)
-    torch.save({k: v.detach().cpu() for k, v in est.model_.state_dict().items()},
-               os.path.join(out_dir, f"rank{rank}.pt"))
-    if rank == 0:
-        est.save_checkpoint(os.path.join(out_dir, "checkpoint.pt"))
-
-
-def fit_distributed(estimator, volume, segmentation, starts, stimulus=None, nprocs: int = 2,
-                    out_dir=None, backend: str | None = None):
-    """Fit ``estimator``'s configuration with DDP on ``nprocs`` local processes.
-
-    Returns ``(fitted, rank_states)``: a forecaster loaded from rank 0's checkpoint and the list of
-    each rank's final ``state_dict`` (they are identical when DDP works). ``out_dir`` keeps the
-    files (default: a temporary folder).
-    """
-    import tempfile
-
-    import numpy as np
-
-    from .estimator import VideoForecaster
-    params = {**estimator.get_params(), "checkpoint_path": None, "checkpoint_every": 0, "progress": False}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = out_dir or tmp
-        os.makedirs(out, exist_ok=True)
-        spawn(_fit_worker, nprocs, params, np.asarray(volume), np.asarray(segmentation),
-              np.asarray(starts), None if stimulus is None else np.asarray(stimulus), out, backend=backend)
-        states = [torch.load(os.path.join(out, f"rank{r}.pt")) for r in range(nprocs)]
-        fitted = VideoForecaster.from_checkpoint(os.path.join(out, "checkpoint.pt"), device=estimator.device)
-    return fitted, states

@@ -15,7 +15,6 @@ where the loss is taken. This is the spatial side of the spatial/temporal contex
 
 from __future__ import annotations
 
-import contextlib
 import math
 from pathlib import Path
 
@@ -26,9 +25,14 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
+from ..._deprecation import renamed_arguments
+from ..._torch_utils import resolve_device, seed_from, torch_threads
+from ...exceptions import check_fitted
+from ._params import validate_params
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .distributed import rank_world
 from .frames import gather_video, take_frames, volume_shape
+from .loader import StepSampler, frame_loader, lead_probabilities
 from .model import UNet3D, plan_strides
 
 __all__ = ["VideoForecaster", "torch_threads"]
@@ -37,23 +41,17 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64, torch.float32: to
            torch.float64: torch.float64}
 
 
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Temporarily set torch's intra-op thread count (no-op for ``None``)."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+#: old parameter names kept one release (``seed`` / ``num_threads`` before the conventions of #19.3)
+_RENAMED = {"seed": "random_state", "num_threads": "n_threads"}
 
 
-def _check_fitted(est):
-    if not hasattr(est, "model_"):
-        raise RuntimeError("this VideoForecaster is not fitted yet; call fit first")
+def _check_fitted(est, what="this method"):
+    check_fitted(est, "model_", what)
+
+
+def _nan_safe(x):
+    """Missing voxels (NaN frames or voxels) enter the network as the normalised mean, 0."""
+    return torch.where(torch.isnan(x), torch.zeros((), dtype=x.dtype, device=x.device), x)
 
 
 class VideoForecaster(BaseEstimator):
@@ -67,24 +65,46 @@ class VideoForecaster(BaseEstimator):
     n_levels_max : cap on the down-sampling steps (default: ``len(widths) - 1``).
     stimulus : condition on the stimulus features of the context frames and the target frame.
     input_downsample : average-pool factor in y and x applied to the input frames.
-    lead_sampling : "inverse" draws lead ``l`` with probability proportional to ``1 / l`` (short
-        leads, where a video model can use fine spatial detail, get most updates); "uniform".
+    lead_sampling : "uniform" draws leads 1..H uniformly (ZAPBench's choice); "inverse" with
+        probability proportional to ``1 / l`` (short leads, where a video model can use fine
+        spatial detail, get most updates: better on the synthetic data); "auto" (default) is
+        "uniform" for data from the ZAPBench release (``ds.attrs["source"]``, ZAPBench mode) and
+        "inverse" otherwise.
     batch_size : windows per step **per process**.
     n_steps, lr, weight_decay, warmup_steps, grad_clip : optimisation.
-    seed : seeds weights and the batch sampler (identical on all ranks).
+    random_state : seeds weights and the batch sampler (identical on all ranks; the global torch
+        RNG is not touched). ``seed`` is its old name (deprecated).
     device : ``None`` = cuda if available else cpu; dtype: "float32" | "float64".
     checkpoint_path, checkpoint_every : write a resumable checkpoint every so many steps.
     progress : tqdm bar over steps (rank 0 only).
-    num_threads : torch intra-op threads while fitting/predicting (``None``: leave as set). Small
-        volumes on a busy CPU train far faster with 1 thread than with several.
+    n_threads : torch intra-op threads while fitting/predicting (``None``: leave as set). Small
+        volumes on a busy CPU train far faster with 1 thread than with several. ``num_threads`` is
+        its old name (deprecated).
+    precision : "float32" (default) or "bf16": bfloat16 autocast of the network's forward pass
+        (convolutions and attention run in bf16 on tensor cores) with float32 master weights,
+        optimiser state and loss. Needs ``dtype="float32"``.
+    channels_last : keep activations and weights in ``channels_last_3d`` (default; faster 3-D
+        convolutions with cuDNN); False uses the contiguous layout.
+    compile : ``torch.compile`` the network for training (first steps slower while it compiles).
+    num_workers : 0 (default) reads each batch's frames in the training process; > 0 streams them
+        with a ``DataLoader`` of that many workers (pinned memory on CUDA, ``prefetch_factor``
+        batches ahead each), reading only the frames of each batch from a lazy (zarr / dask) volume:
+        the whole volume is never loaded. The batches are the same either way.
+
+    Missing data: NaN voxels or whole NaN frames of the volume are masked: they enter the network
+    as the normalised mean (0), the normalisation statistics ignore them, and the loss is taken
+    over observed target voxels only, so other windows and voxels are unaffected.
     """
 
+    @renamed_arguments(**_RENAMED)
     def __init__(self, context: int = 4, horizon: int = 32, widths=(8, 16, 32), blocks_per_level: int = 1,
                  attention: bool = True, emb_dim: int = 32, stimulus: bool = False,
-                 input_downsample: int = 1, lead_sampling: str = "inverse", batch_size: int = 4, n_steps: int = 300, lr: float = 3e-3,
+                 input_downsample: int = 1, lead_sampling: str = "auto", batch_size: int = 4, n_steps: int = 300, lr: float = 3e-3,
                  weight_decay: float = 1e-4, warmup_steps: int | None = None, grad_clip: float = 1.0,
-                 seed: int = 0, device=None, dtype="float32", checkpoint_path=None,
-                 checkpoint_every: int = 0, progress: bool = False, num_threads: int | None = None):
+                 random_state: int | None = 0, device=None, dtype="float32", checkpoint_path=None,
+                 checkpoint_every: int = 0, progress: bool = False, n_threads: int | None = None,
+                 precision: str = "float32", channels_last: bool = True, compile: bool = False,
+                 num_workers: int = 0, prefetch_factor: int = 2):
         self.context = context
         self.horizon = horizon
         self.widths = widths
@@ -100,32 +120,26 @@ class VideoForecaster(BaseEstimator):
         self.weight_decay = weight_decay
         self.warmup_steps = warmup_steps
         self.grad_clip = grad_clip
-        self.seed = seed
+        self.random_state = random_state
         self.device = device
         self.dtype = dtype
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
         self.progress = progress
-        self.num_threads = num_threads
+        self.n_threads = n_threads
+        self.precision = precision
+        self.channels_last = channels_last
+        self.compile = compile
+        self.num_workers = num_workers
+        self.prefetch_factor = prefetch_factor
 
     # ------------------------------------------------------------------ set-up
     def _validate(self):
-        if int(self.context) < 1:
-            raise ValueError(f"context must be >= 1, got {self.context}")
-        if int(self.horizon) < 1:
-            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
-        if int(self.input_downsample) < 1:
-            raise ValueError(f"input_downsample must be >= 1, got {self.input_downsample}")
-        if int(self.batch_size) < 1 or int(self.n_steps) < 0:
-            raise ValueError(f"batch_size must be >= 1 and n_steps >= 0, got {self.batch_size}, {self.n_steps}")
-        if self.lead_sampling not in ("inverse", "uniform"):
-            raise ValueError(f"lead_sampling must be 'inverse' or 'uniform', got {self.lead_sampling!r}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        validate_params(self, _DTYPES)
 
     def _torch_device(self):
         if self.device is not None:
-            return torch.device(self.device)
+            return resolve_device(self.device)
         if torch.cuda.is_available():
             rank_local = torch.cuda.current_device()
             return torch.device("cuda", rank_local)
@@ -135,13 +149,14 @@ class VideoForecaster(BaseEstimator):
         s = int(self.input_downsample)
         return (shape[0], math.ceil(shape[1] / s), math.ceil(shape[2] / s))
 
-    def _build_model(self):
-        torch.manual_seed(int(self.seed))
+    def _build_model(self, seed: int = 0):
         widths = tuple(int(w) for w in self.widths)
         strides = plan_strides(self._low_shape(self.spatial_shape_), len(widths) - 1)
         n_stim = (int(self.context) + 1) * self.n_stimulus_features_ if self.stimulus else 0
-        return UNet3D(int(self.context), widths, strides, int(self.blocks_per_level), bool(self.attention),
-                      int(self.horizon), n_stim, int(self.emb_dim))
+        with torch.random.fork_rng(devices=[]):       # seeded weights, global RNG left as it was
+            torch.manual_seed(int(seed))
+            return UNet3D(int(self.context), widths, strides, int(self.blocks_per_level),
+                          bool(self.attention), int(self.horizon), n_stim, int(self.emb_dim))
 
     @staticmethod
     def _mask_from(segmentation) -> np.ndarray:
@@ -178,7 +193,7 @@ class VideoForecaster(BaseEstimator):
         if s == 1:
             return x
         b, c, z, y, xx = x.shape
-        x = F.pad(x, (0, (-xx) % s, 0, (-y) % s), mode="replicate") if (y % s or xx % s) else x
+        x = F.pad(x, (0, (-xx) % s, 0, (-y) % s, 0, 0), mode="replicate") if (y % s or xx % s) else x
         return F.avg_pool3d(x, (1, s, s))
 
     def _upsample(self, v, shape):
@@ -189,7 +204,8 @@ class VideoForecaster(BaseEstimator):
 
     def _forward(self, model, ctx, lead, stim, return_features=False):
         """Forecast on the full grid: ``offset + scale * (up(base) + up(readout(phi)))``."""
-        x = self._lowres((ctx - self.offset_) / self.scale_).contiguous(memory_format=torch.channels_last_3d)
+        x = self._lowres(_nan_safe((ctx - self.offset_) / self.scale_)).contiguous(
+            memory_format=self._memory_format())
         shape = ctx.shape[2:]
         base = self._upsample(x[:, -1:], shape)[:, 0]
         if return_features:
@@ -202,9 +218,18 @@ class VideoForecaster(BaseEstimator):
 
     @staticmethod
     def masked_mae(pred, target, mask):
-        """Mean absolute error over voxels inside cells: per window, then over windows."""
-        m = mask.to(pred.dtype)
-        return ((pred - target).abs() * m).sum(dim=(-3, -2, -1)).div(m.sum().clamp_min(1)).mean()
+        """Mean absolute error over observed voxels inside cells: per window, then over windows.
+
+        Target voxels that are NaN (missing frames or voxels) do not count; a window without any
+        observed voxel is left out of the mean over windows.
+        """
+        observed = mask & ~torch.isnan(target)
+        m = observed.to(pred.dtype)
+        err = torch.where(observed, (pred - target).abs(), torch.zeros((), dtype=pred.dtype, device=pred.device))
+        count = m.sum(dim=(-3, -2, -1))
+        per_window = err.sum(dim=(-3, -2, -1)) / count.clamp_min(1)
+        n_valid = (count > 0).sum().clamp_min(1)
+        return per_window.sum() / n_valid
 
     # ------------------------------------------------------------------ fit
     def fit(self, ds: xr.Dataset, resume_from=None, stop_at_step: int | None = None, callback=None):
@@ -217,23 +242,30 @@ class VideoForecaster(BaseEstimator):
         for name in ("volume", "segmentation") + (("stimulus",) if self.stimulus else ()):
             if name not in ds:
                 raise ValueError(f"dataset lacks variable {name!r} (has {list(ds.data_vars)})")
+        from ..baselines.base import resolve_mode
         starts = windows(ds, "train", context=int(self.context), horizon=int(self.horizon))["start"].values
         return self.fit_arrays(ds["volume"].transpose("time", "z", "y", "x"), ds["segmentation"].values,
                                starts, ds["stimulus"].values if self.stimulus else None,
-                               resume_from=resume_from, stop_at_step=stop_at_step, callback=callback)
+                               resume_from=resume_from, stop_at_step=stop_at_step, callback=callback,
+                               mode=resolve_mode("auto", ds))
 
     def fit_arrays(self, volume, segmentation, starts, stimulus=None, resume_from=None,
-                   stop_at_step: int | None = None, callback=None):
+                   stop_at_step: int | None = None, callback=None, mode: str = "workbench"):
         """Train on raw arrays: volume (time, z, y, x), segmentation (z, y, x), window starts.
 
         ``callback(step, n_steps, loss)`` is called after every step (e.g. a dashboard's progress).
+        ``mode`` ("workbench" | "zapbench") picks the ``lead_sampling="auto"`` choice.
         """
-        with torch_threads(self.num_threads):
+        if mode not in ("workbench", "zapbench"):
+            raise ValueError(f"mode must be 'workbench' or 'zapbench', got {mode!r}")
+        self._validate()
+        self.lead_sampling_ = (self.lead_sampling if self.lead_sampling != "auto"
+                               else "uniform" if mode == "zapbench" else "inverse")
+        with torch_threads(self.n_threads):
             return self._fit_arrays(volume, segmentation, starts, stimulus, resume_from, stop_at_step,
                                     callback)
 
     def _fit_arrays(self, volume, segmentation, starts, stimulus, resume_from, stop_at_step, callback):
-        self._validate()
         t, z, y, x = volume_shape(volume)
         mask_np = self._mask_from(segmentation)
         if mask_np.shape != (z, y, x):
@@ -254,22 +286,62 @@ class VideoForecaster(BaseEstimator):
         self.spatial_shape_ = (z, y, x)
         self.n_stimulus_features_ = int(np.shape(stimulus)[1]) if self.stimulus else 0
         self.train_starts_ = starts
-        vol = self._prepare_volume(volume, device, dtype)
+        if int(self.num_workers) > 0:      # workers read on the CPU (forked: they must not touch CUDA)
+            vol = volume.detach().cpu() if isinstance(volume, torch.Tensor) else volume
+        else:
+            vol = self._prepare_volume(volume, device, dtype)
         mask = torch.as_tensor(mask_np, device=device)
         # normalisation from up to 64 training frames spread over the training windows
         sample_t = np.unique(starts[np.linspace(0, starts.size - 1, min(64, starts.size)).astype(int)])
         frames = take_frames(vol, sample_t, device=device, dtype=torch.float64)
         inside = frames[:, mask]
+        if torch.isinf(inside).any():
+            raise ValueError("volume holds inf inside the segmentation; use NaN for missing voxels")
+        inside = inside[~torch.isnan(inside)]         # missing voxels / frames do not count
+        if inside.numel() < 2:
+            raise ValueError("volume has no finite voxels inside the segmentation in the sampled "
+                             "training frames (all missing?)")
         self.offset_ = float(inside.mean())
         self.scale_ = float(inside.std().clamp_min(1e-6))
         if self.stimulus:
             st_np = np.asarray(stimulus, np.float64)
+            if not np.all(np.isfinite(st_np)):
+                raise ValueError("stimulus holds NaN or inf; it must be finite")
             self.stim_mean_ = torch.as_tensor(st_np.mean(0), dtype=dtype, device=device)
             self.stim_scale_ = torch.as_tensor(st_np.std(0) + 1e-6, dtype=dtype, device=device)
             stim_t = torch.as_tensor(st_np, dtype=dtype, device=device)
         else:
             stim_t = None
-        model = self._build_model().to(device=device, dtype=dtype, memory_format=torch.channels_last_3d)
+        seed = seed_from(self.random_state)
+        model, net, opt, sched = self._training_objects(seed, device, dtype, world)
+        gen = torch.Generator().manual_seed(seed + 7919)
+        step, losses = 0, []
+        if resume_from is not None:
+            step, losses = self._resume(resume_from, model, opt, sched, gen, device)
+        stop = int(self.n_steps) if stop_at_step is None else min(int(stop_at_step), int(self.n_steps))
+        sampler = StepSampler(gen, starts.size, lead_probabilities(self.horizon, self.lead_sampling_),
+                              self.batch_size, step, stop, rank, world)
+        self.model_ = model
+        step, losses = self._train_loop(net, model, opt, sched, sampler, vol, starts, stim_t, mask,
+                                        device, dtype, step, losses, callback, rank)
+        model.eval()
+        gen_next = torch.Generator()
+        gen_next.set_state(sampler.state_before(step))
+        self._opt, self._sched, self._gen, self.step_ = opt, sched, gen_next, step
+        self.mask_ = mask_np
+        self.history_ = xr.Dataset({"loss": ("step", np.asarray(losses, np.float64))},
+                                   coords={"step": np.arange(1, len(losses) + 1)},
+                                   attrs=dict(description="training loss (masked MAE) per step, this rank"))
+        if self.checkpoint_path and (not self.checkpoint_every or step % int(self.checkpoint_every)):
+            self._save(self.checkpoint_path, model, opt, sched, step, gen_next, losses)
+        return self
+
+    def _memory_format(self):
+        return torch.channels_last_3d if self.channels_last else torch.contiguous_format
+
+    def _training_objects(self, seed, device, dtype, world):
+        """Model (float32/64 master weights), its DDP / compiled wrapper, optimiser, schedule."""
+        model = self._build_model(seed).to(device=device, dtype=dtype, memory_format=self._memory_format())
         net = model
         if world > 1:
             import warnings
@@ -278,6 +350,8 @@ class VideoForecaster(BaseEstimator):
             # 1x1x1 conv weights in channels_last_3d have ambiguous strides; DDP warns, sums are exact
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if self.compile:
+            net = torch.compile(net)
         opt = torch.optim.AdamW(model.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
         n_total = int(self.n_steps)
         warm = int(self.warmup_steps) if self.warmup_steps is not None else max(1, min(100, n_total // 10))
@@ -288,35 +362,51 @@ class VideoForecaster(BaseEstimator):
             frac = (step - warm) / max(1, n_total - warm)
             return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        gen = torch.Generator().manual_seed(int(self.seed) + 7919)
-        step, losses = 0, []
-        if resume_from is not None:
-            ck = load_checkpoint(resume_from, map_location=device)
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            if ck["scheduler"] is not None:
-                sched.load_state_dict(ck["scheduler"])
-            set_rng_state(ck["rng"], gen)
-            step = int(ck["step"])
-            losses = list(ck["extra"].get("losses", []))
-            if ck["extra"].get("params", {}).get("context", self.context) != self.context:
-                raise ValueError(f"checkpoint {resume_from!r} was trained with another context")
-        stop = n_total if stop_at_step is None else min(int(stop_at_step), n_total)
-        b, bg = int(self.batch_size), int(self.batch_size) * world
-        lead_p = torch.ones(int(self.horizon), dtype=torch.float64)
-        if self.lead_sampling == "inverse":
-            lead_p = 1.0 / torch.arange(1, int(self.horizon) + 1, dtype=torch.float64)
-        self.model_ = model
-        bar = tqdm(total=stop - step, disable=not (self.progress and rank == 0), desc="video forecaster")
+        return model, net, opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+    def _resume(self, path, model, opt, sched, gen, device):
+        ck = load_checkpoint(path, map_location=device)
+        if ck["extra"].get("params", {}).get("context", self.context) != self.context:
+            raise ValueError(f"checkpoint {str(path)!r} was trained with another context")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        if ck["scheduler"] is not None:
+            sched.load_state_dict(ck["scheduler"])
+        set_rng_state(ck["rng"], gen)
+        return int(ck["step"]), list(ck["extra"].get("losses", []))
+
+    def _batches(self, vol, starts, sampler, device, dtype):
+        """``(step, i, lead, ctx, target)`` per step on ``device``: read here, or streamed by workers."""
+        if int(self.num_workers) == 0:
+            for step, i, lead in sampler:
+                ctx, target = gather_video(vol, starts[i], lead, int(self.context), device, dtype)
+                yield step, i, lead, ctx, target
+            return
+        loader = frame_loader(vol, starts, int(self.context), sampler, dtype, int(self.num_workers),
+                              pin_memory=device.type == "cuda", prefetch_factor=int(self.prefetch_factor))
+        for step, i, lead, ctx, target in loader:
+            yield (step, i.numpy(), lead.numpy(), ctx.to(device, non_blocking=True),
+                   target.to(device, non_blocking=True))
+
+    def _autocast(self, device):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                              enabled=self.precision == "bf16")
+
+    def _train_loop(self, net, model, opt, sched, sampler, vol, starts, stim_t, mask, device, dtype,
+                    step, losses, callback, rank):
+        bar = tqdm(total=len(sampler), disable=not (self.progress and rank == 0), desc="video forecaster")
+        pending = []                       # losses stay on the device until read (no sync per step)
+
+        def flush():
+            losses.extend(torch.stack(pending).double().cpu().tolist() if pending else [])
+            pending.clear()
+
         model.train()
-        while step < stop:
-            i = torch.randint(starts.size, (bg,), generator=gen)[rank * b:(rank + 1) * b].numpy()
-            lead = (torch.multinomial(lead_p, bg, replacement=True, generator=gen) + 1)[rank * b:(rank + 1) * b]
-            ctx, target = gather_video(vol, starts[i], lead.numpy(), int(self.context), device, dtype)
-            stim = self._stim_batch(stim_t, starts[i], lead.numpy(), device, dtype) if self.stimulus else None
-            pred = self._forward(net, ctx, lead.to(device), stim)
-            loss = self.masked_mae(pred, target, mask)
+        for _, i, lead, ctx, target in self._batches(vol, starts, sampler, device, dtype):
+            stim = self._stim_batch(stim_t, starts[i], lead, device, dtype) if self.stimulus else None
+            with self._autocast(device):
+                pred = self._forward(net, ctx, torch.as_tensor(lead, device=device), stim)
+            loss = self.masked_mae(pred.to(dtype), target, mask)       # float32 / float64 loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.grad_clip:
@@ -324,24 +414,22 @@ class VideoForecaster(BaseEstimator):
             opt.step()
             sched.step()
             step += 1
-            losses.append(float(loss.detach()))
+            pending.append(loss.detach())
             bar.update(1)
-            if callback is not None:
-                callback(step, stop, losses[-1])
-            if bar.n % 10 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
+            if callback is not None or (self.progress and bar.n % 10 == 0):
+                flush()
+                if callback is not None:
+                    callback(step, sampler.stop, losses[-1])
+                if bar.n % 10 == 0:
+                    bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
             if self.checkpoint_path and self.checkpoint_every and step % int(self.checkpoint_every) == 0:
-                self._save(self.checkpoint_path, model, opt, sched, step, gen, losses)
+                flush()
+                g = torch.Generator()
+                g.set_state(sampler.state_before(step))
+                self._save(self.checkpoint_path, model, opt, sched, step, g, losses)
+        flush()
         bar.close()
-        model.eval()
-        self._opt, self._sched, self._gen, self.step_ = opt, sched, gen, step
-        self.mask_ = mask_np
-        self.history_ = xr.Dataset({"loss": ("step", np.asarray(losses, np.float64))},
-                                   coords={"step": np.arange(1, len(losses) + 1)},
-                                   attrs=dict(description="training loss (masked MAE) per step, this rank"))
-        if self.checkpoint_path and (not self.checkpoint_every or step % int(self.checkpoint_every)):
-            self._save(self.checkpoint_path, model, opt, sched, step, gen, losses)
-        return self
+        return step, losses
 
     def _save(self, path, model, opt, sched, step, gen, losses):
         if rank_world()[0] != 0:
@@ -356,7 +444,7 @@ class VideoForecaster(BaseEstimator):
 
     def save_checkpoint(self, path) -> Path | None:
         """Write a resumable checkpoint of the current training state (rank 0 only; atomic)."""
-        _check_fitted(self)
+        _check_fitted(self, "this method")
         return self._save(path, self.model_, self._opt, self._sched, self.step_, self._gen,
                           self.history_["loss"].values.tolist())
 
@@ -365,7 +453,8 @@ class VideoForecaster(BaseEstimator):
         """An estimator ready to predict from a checkpoint (parameters, weights, normalisation)."""
         ck = load_checkpoint(path)
         ex = ck["extra"]
-        est = cls(**{**ex["params"], "device": device})
+        params = {_RENAMED.get(k, k): v for k, v in ex["params"].items()}   # older checkpoints
+        est = cls(**{**params, "device": device})
         est.spatial_shape_ = tuple(ex["spatial_shape"])
         est.n_stimulus_features_ = int(ex["n_stimulus_features"])
         est.offset_, est.scale_ = float(ex["offset"]), float(ex["scale"])
@@ -380,7 +469,7 @@ class VideoForecaster(BaseEstimator):
             if est.stim_mean_.numel() != est.n_stimulus_features_:
                 raise ValueError(f"checkpoint {str(path)!r}: {est.stim_mean_.numel()} stimulus means for "
                                  f"{est.n_stimulus_features_} stimulus features")
-        est.model_ = est._build_model().to(device=dev, dtype=dtype, memory_format=torch.channels_last_3d)
+        est.model_ = est._build_model(0).to(device=dev, dtype=dtype, memory_format=est._memory_format())
         est.model_.load_state_dict(ck["model"])
         est.model_.eval()
         est.step_ = int(ck["step"])
@@ -402,7 +491,7 @@ class VideoForecaster(BaseEstimator):
         (the part-1 Forecaster protocol, so ``evaluate`` scores this model beside the baselines).
         """
         from ..segments import segment_means
-        _check_fitted(self)
+        _check_fitted(self, "predict")
         for v in self.requires:
             if v not in ds:
                 raise ValueError(f"dataset lacks variable {v!r} needed by the video forecaster")
@@ -424,8 +513,8 @@ class VideoForecaster(BaseEstimator):
         With ``return_features`` also the full-grid read-out features ``phi`` (W, L, width, z, y, x)
         and the persistence base (W, L, z, y, x) used by the last-layer Laplace.
         """
-        _check_fitted(self)
-        with torch_threads(self.num_threads), torch.no_grad():
+        _check_fitted(self, "predict_arrays")
+        with torch_threads(self.n_threads), torch.no_grad():
             return self._predict_arrays(volume, starts, leads, stimulus, batch_size, return_features)
 
     def _predict_arrays(self, volume, starts, leads, stimulus, batch_size, return_features):
@@ -454,7 +543,8 @@ class VideoForecaster(BaseEstimator):
                 phis.append(phi.cpu())
                 bases.append(base.cpu())
             else:
-                out = self._forward(self.model_, ctx, lt, stim)
+                with self._autocast(device):          # bf16 models predict in bf16 too
+                    out = self._forward(self.model_, ctx, lt, stim).to(dtype)
             outs.append(out.cpu())
         shape = (starts.size, leads.size)
         pred = torch.cat(outs).reshape(*shape, *outs[0].shape[1:]).numpy()
@@ -467,7 +557,7 @@ class VideoForecaster(BaseEstimator):
                  leads=None, batch_size: int = 16) -> xr.DataArray:
         """Forecast volumes as ``xr.DataArray`` (window, lead, z, y, x) for a split's windows."""
         from ..protocol import windows as make_windows
-        _check_fitted(self)
+        _check_fitted(self, "this method")
         win = make_windows(ds, split, context=int(self.context), horizon=int(self.horizon)) \
             if windows is None else windows
         leads = np.arange(1, int(self.horizon) + 1) if leads is None else np.asarray(leads, np.int64)

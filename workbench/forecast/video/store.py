@@ -25,7 +25,8 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ..._atomic import atomic_dir
+from ..._atomic import atomic_dir, remove_leftovers
+from ..integrity import verify_store, write_manifest
 from ..protocol import windows as make_windows
 from ..segments import segment_means
 
@@ -49,7 +50,7 @@ def _source_kind(source):
     from .estimator import VideoForecaster
     from .uncertainty import LastLayerLaplace
     if isinstance(source, LastLayerLaplace):
-        return "laplace", source.forecaster
+        return "laplace", source.forecaster_
     if isinstance(source, VideoForecaster):
         return "video", source
     if hasattr(source, "predict") and hasattr(source, "context"):
@@ -135,14 +136,22 @@ def write_forecast_store(path, source, ds: xr.Dataset, split: str = "test", wind
                 data["std"] = (vol_dims, np.asarray(fstd, np.float32))
                 data["trace_std"] = (tr_dims, np.asarray(ftstd, np.float32))
             xr.Dataset(data).to_zarr(tmp, region={"window": slice(lo, lo + s.size)}, consolidated=False)
+        write_manifest(tmp)
     return path
 
 
-def open_forecast_store(path) -> xr.Dataset:
-    """Open a store lazily without dask: indexing reads only the chunks it touches."""
+def open_forecast_store(path, verify: str = "size") -> xr.Dataset:
+    """Open a store lazily without dask: indexing reads only the chunks it touches.
+
+    The store is first checked against its manifest (``verify``, as in
+    :func:`~workbench.forecast.open_dataset`): a missing or truncated chunk is a
+    :class:`~workbench.forecast.integrity.DamagedStoreError` naming the array and the chunk.
+    """
     path = Path(path)
+    remove_leftovers(path)
     if not (path / "zarr.json").is_file():
         raise FileNotFoundError(f"no forecast store at {str(path)!r} (missing zarr.json)")
+    verify_store(path, verify)
     ds = xr.open_zarr(path, chunks=None, consolidated=False)
     if "forecast" not in ds:
         raise ValueError(f"{str(path)!r} is a zarr group without a 'forecast' array")

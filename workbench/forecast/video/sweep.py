@@ -19,10 +19,11 @@ import xarray as xr
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
+from ..._torch_utils import torch_threads
 from ..evaluate import score_forecaster
 from ..metrics import aggregate
 from ..protocol import windows as make_windows
-from .estimator import VideoForecaster, torch_threads
+from .estimator import VideoForecaster
 
 __all__ = ["forward_cost", "context_sweep"]
 
@@ -88,7 +89,7 @@ def context_sweep(ds: xr.Dataset, downsample=(1, 2, 4), contexts=(1, 4, 8), spli
         w = make_windows(ds, split, context=c, horizon=int(est.horizon))
         if max_windows is not None and w.sizes["window"] > max_windows:
             w = w.isel(window=np.unique(np.linspace(0, w.sizes["window"] - 1, max_windows).astype(int)))
-        with torch_threads(est.num_threads):
+        with torch_threads(est.n_threads):
             errors, w = score_forecaster(est, ds, split=split, windows=w)
             cost = forward_cost(est)
         agg = aggregate(errors, w, n_boot=n_boot, seed=0)

@@ -28,7 +28,7 @@ def _dataset(args):
         return open_release(args.release, scale=args.scale)
     if args.data:
         return open_dataset(args.data)
-    return generate(args.preset, seed=args.seed)
+    return generate(args.preset, random_state=args.seed)
 
 
 def main(argv=None) -> VideoForecaster:
@@ -57,7 +57,7 @@ def main(argv=None) -> VideoForecaster:
         est = VideoForecaster(context=args.context, n_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                               widths=tuple(int(w) for w in args.widths.split(",")),
                               input_downsample=args.input_downsample, stimulus=not args.no_stimulus,
-                              num_threads=args.threads, checkpoint_path=args.checkpoint,
+                              n_threads=args.threads, checkpoint_path=args.checkpoint,
                               checkpoint_every=args.checkpoint_every, progress=rank == 0)
         est.fit(ds, resume_from=args.resume)
         if rank == 0:

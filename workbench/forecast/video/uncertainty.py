@@ -22,8 +22,12 @@ import numpy as np
 import torch
 import xarray as xr
 from scipy.stats import norm
+from sklearn.base import BaseEstimator, clone
 from torch import nn
 
+from ..._deprecation import renamed_arguments
+from ..._torch_utils import resolve_device, seed_from, torch_threads
+from ...exceptions import check_fitted
 from ..protocol import windows as make_windows
 from ..segments import segment_means
 from .frames import take_frames
@@ -36,23 +40,34 @@ def _volume(ds):
     return vol.values if vol.chunks is None else vol
 
 
-class LastLayerLaplace:
-    """Last-layer Laplace for a fitted :class:`~.estimator.VideoForecaster`.
+class LastLayerLaplace(BaseEstimator):
+    """Last-layer Laplace for a :class:`~.estimator.VideoForecaster`.
 
     Parameters
     ----------
-    forecaster : fitted VideoForecaster.
+    forecaster : a VideoForecaster. A fitted one is used as it is (``forecaster_`` is the same
+        object); an unfitted one (e.g. after ``sklearn.base.clone``) is cloned and fitted on the
+        data given to :meth:`fit` first.
     prior_precision : initial prior precision of the read-out weights.
     optimize_prior : tune the prior precision by the Laplace marginal likelihood.
     n_fit_windows : training windows whose voxels enter the posterior.
     fit_leads : leads used for those windows (default 1, 2, 4, ... up to the horizon).
     n_noise_windows : validation windows for the per-lead noise (all leads 1..H).
     max_voxels : subsample at most this many (window, lead, voxel) rows for the posterior.
+    random_state : seeds the choice of windows and voxels (``seed``: old name, deprecated).
+    batch_size : windows per forward pass of the forecaster.
+    device : where the posterior is fitted (``None``: CUDA when available); the forecaster keeps
+        its own device and results are numpy / xarray on the CPU.
+    n_threads : torch intra-op threads while working (``None``: unchanged).
+
+    Missing target voxels (NaN) do not enter the posterior or the noise estimate.
     """
 
-    def __init__(self, forecaster, prior_precision: float = 1.0, optimize_prior: bool = True,
+    @renamed_arguments(seed="random_state")
+    def __init__(self, forecaster=None, prior_precision: float = 1.0, optimize_prior: bool = True,
                  n_fit_windows: int = 32, fit_leads=None, n_noise_windows: int = 32,
-                 max_voxels: int = 200_000, seed: int = 0, batch_size: int = 16):
+                 max_voxels: int = 200_000, random_state: int | None = 0, batch_size: int = 16,
+                 device=None, n_threads: int | None = None):
         self.forecaster = forecaster
         self.prior_precision = prior_precision
         self.optimize_prior = optimize_prior
@@ -60,8 +75,10 @@ class LastLayerLaplace:
         self.fit_leads = fit_leads
         self.n_noise_windows = n_noise_windows
         self.max_voxels = max_voxels
-        self.seed = seed
+        self.random_state = random_state
         self.batch_size = batch_size
+        self.device = device
+        self.n_threads = n_threads
 
     # ------------------------------------------------------------------ helpers
     def _pick(self, starts, n, rng):
@@ -70,7 +87,7 @@ class LastLayerLaplace:
         return starts
 
     def _linear(self):
-        ro = self.forecaster.model_.readout
+        ro = self.forecaster_.model_.readout
         lin = nn.Linear(ro.weight.shape[1], 1).double()
         with torch.no_grad():
             lin.weight.copy_(ro.weight.detach().reshape(1, -1).double().cpu())
@@ -91,13 +108,31 @@ class LastLayerLaplace:
         return ((j @ self.cov_) * j).sum(-1).reshape(shp)
 
     # ------------------------------------------------------------------ fit
+    def _validate(self):
+        from .estimator import VideoForecaster
+        if not isinstance(self.forecaster, VideoForecaster):
+            raise TypeError(f"forecaster must be a VideoForecaster, got {type(self.forecaster).__name__}")
+        for name in ("n_fit_windows", "n_noise_windows", "max_voxels", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        pp = self.prior_precision
+        if isinstance(pp, bool) or not isinstance(pp, int | float) or not np.isfinite(pp) or pp <= 0:
+            raise ValueError(f"prior_precision must be a finite number > 0, got {pp!r}")
+        return resolve_device(self.device)
+
     def fit(self, ds: xr.Dataset):
         """Fit the posterior on training windows and the per-lead noise on validation windows."""
+        device = self._validate()
+        with torch_threads(self.n_threads):
+            f = self.forecaster
+            self.forecaster_ = f if hasattr(f, "model_") else clone(f).fit(ds)
+            return self._fit(ds, device)
+
+    def _fit(self, ds, device):
         from ...laplace import Laplace
-        f = self.forecaster
-        if not hasattr(f, "model_"):
-            raise RuntimeError("the forecaster is not fitted; call forecaster.fit first")
-        rng = np.random.default_rng(self.seed)
+        f = self.forecaster_
+        rng = np.random.default_rng(seed_from(self.random_state))
         C, H = int(f.context), int(f.horizon)
         vol = _volume(ds)
         stim = ds["stimulus"].values if f.stimulus else None
@@ -118,29 +153,33 @@ class LastLayerLaplace:
             r = (y - f.offset_) / f.scale_ - base.double()                  # (w, l, z, y, x)
             phi_m = phi.movedim(2, -1)[:, :, mask]                          # (w, l, voxel, P-1)
             r_m = r[:, :, mask]
-            sel = torch.as_tensor(rng.random(r_m.shape) < keep_p)
+            sel = torch.as_tensor(rng.random(r_m.shape) < keep_p) & ~torch.isnan(r_m)   # observed only
             rows_phi.append(phi_m[sel].double())
             rows_r.append(r_m[sel])
         phi_all, r_all = torch.cat(rows_phi), torch.cat(rows_r)[:, None]
+        if phi_all.shape[0] < 2:
+            raise ValueError("too few observed target voxels in the training windows for the "
+                             "last-layer Laplace (are the target frames missing?)")
         lin = self._linear()
         with torch.no_grad():
             sigma = float((r_all - lin(phi_all)).pow(2).mean().sqrt().clamp_min(1e-6))
+        lin = lin.to(device)
         la = Laplace(lin, "regression", hessian_structure="full", prior_precision=float(self.prior_precision),
                      sigma_noise=sigma)
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(phi_all, r_all),
-                                             batch_size=65536)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(phi_all.to(device), r_all.to(device)), batch_size=65536)
         la.fit(loader)
         if self.optimize_prior:
             la.optimize_prior_precision(method="marglik", n_steps=100, lr=0.1)
         self.la_ = la
-        self.cov_ = la.posterior_covariance().detach().double()
+        self.cov_ = la.posterior_covariance().detach().double().cpu()
         self.sigma_fit_ = sigma
         self.n_rows_ = int(phi_all.shape[0])
         self._fit_noise(ds, vol, stim, rng)
         return self
 
     def _fit_noise(self, ds, vol, stim, rng):
-        f = self.forecaster
+        f = self.forecaster_
         C, H = int(f.context), int(f.horizon)
         val = make_windows(ds, "val", C, H)["start"].values
         split = "val"
@@ -156,27 +195,37 @@ class LastLayerLaplace:
 
     def _moments(self, ds, vol, stim, starts):
         """Mean squared residual and mean epistemic variance per lead (voxels, neurons)."""
-        f = self.forecaster
+        f = self.forecaster_
         n_neuron = int(ds.sizes["neuron"])
         seg = np.asarray(ds["segmentation"].values)
         mask = torch.as_tensor(seg > 0)
-        acc = np.zeros((4, int(f.horizon)))
+        m = mask.numpy()
+        sums, counts = np.zeros((4, int(f.horizon))), np.zeros((4, int(f.horizon)))
+
+        def add(k, values):                 # per-lead sums / counts over observed entries only
+            ok = np.isfinite(values)
+            sums[k] += np.where(ok, values, 0.0).sum(axis=(0, 2))
+            counts[k] += ok.sum(axis=(0, 2))
+
         for lo in range(0, starts.size, self.batch_size):
             s = starts[lo:lo + self.batch_size]
             mu, var, tmu, tvar = self._predict_block(vol, stim, s, seg, n_neuron, noise=False)
             y = take_frames(vol, s[:, None] + f.context - 1 + np.arange(1, f.horizon + 1)[None],
                             dtype=torch.float64).numpy()
             tr = segment_means(y, seg, n_neuron)
-            m = mask.numpy()
-            acc[0] += ((mu - y) ** 2)[..., m].mean(-1).sum(0)
-            acc[1] += var[..., m].mean(-1).sum(0)
-            acc[2] += np.nanmean((tmu - tr) ** 2, -1).sum(0)
-            acc[3] += np.nanmean(tvar, -1).sum(0)
-        return tuple(acc / max(starts.size, 1))
+            observed = np.isfinite(y[..., m])                       # missing targets do not count
+            add(0, ((mu - y) ** 2)[..., m])
+            add(1, np.where(observed, var[..., m], np.nan))
+            add(2, (tmu - tr) ** 2)
+            add(3, np.where(np.isfinite(tr), tvar, np.nan))
+        if np.any(counts == 0):
+            raise ValueError("no observed target voxels at some lead in the windows used for the "
+                             "noise estimate (are the target frames missing?)")
+        return tuple(sums / counts)
 
     # ------------------------------------------------------------------ predict
     def _predict_block(self, vol, stim, s, seg, n_neuron, leads=None, noise=True):
-        f = self.forecaster
+        f = self.forecaster_
         leads = np.arange(1, f.horizon + 1) if leads is None else np.asarray(leads, np.int64)
         pred, phi, _ = f.predict_arrays(vol, s, leads, stim, self.batch_size, return_features=True)
         sc2 = f.scale_ ** 2
@@ -193,9 +242,12 @@ class LastLayerLaplace:
 
     def predict(self, ds: xr.Dataset, starts, leads=None) -> xr.Dataset:
         """Mean and predictive std for volumes (window, lead, z, y, x) and traces (window, lead, neuron)."""
-        if not hasattr(self, "cov_"):
-            raise RuntimeError("LastLayerLaplace is not fitted; call fit(ds) first")
-        f = self.forecaster
+        check_fitted(self, "cov_", "predict")
+        with torch_threads(self.n_threads):
+            return self._predict(ds, starts, leads)
+
+    def _predict(self, ds, starts, leads):
+        f = self.forecaster_
         starts = np.asarray(starts, np.int64).reshape(-1)
         leads = np.arange(1, f.horizon + 1) if leads is None else np.asarray(leads, np.int64).reshape(-1)
         if leads.min() < 1 or leads.max() > f.horizon:
@@ -221,13 +273,14 @@ class LastLayerLaplace:
         Variables ``coverage_voxel`` and ``coverage_neuron`` (level, lead), the mean predictive
         std per lead (``mean_std_voxel``, ``mean_std_neuron``) and the MAE of the mean.
         """
-        f = self.forecaster
+        check_fitted(self, "cov_", "calibration")
+        f = self.forecaster_
         levels = np.asarray(levels, np.float64)
         if np.any((levels <= 0) | (levels >= 1)):
             raise ValueError(f"levels must lie in (0, 1), got {levels.tolist()}")
         starts = make_windows(ds, split, int(f.context), int(f.horizon))["start"].values
         if max_windows is not None:
-            starts = self._pick(starts, int(max_windows), np.random.default_rng(self.seed + 1))
+            starts = self._pick(starts, int(max_windows), np.random.default_rng(seed_from(self.random_state) + 1))
         vol, stim = _volume(ds), (ds["stimulus"].values if f.stimulus else None)
         seg, n = np.asarray(ds["segmentation"].values), int(ds.sizes["neuron"])
         m = seg > 0

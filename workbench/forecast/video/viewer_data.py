@@ -9,7 +9,6 @@ Scores are part 1's metrics (``window_errors`` + ``aggregate``) on the windows a
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -18,15 +17,17 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..._deprecation import deprecated_alias
 from ..metrics import aggregate, window_errors
 from ..protocol import gather, protocol_from
 from .store import open_forecast_store, write_forecast_store
 
-__all__ = ["forecast_directory", "available_stores", "ensure_baseline_store", "ensure_video_store",
-           "store_scores", "scores_by_method", "DEMO_VIDEO_PARAMS", "PlaneCache"]
+__all__ = ["forecast_directory", "available_stores", "cached_baseline_store", "cached_video_store",
+           "ensure_baseline_store", "ensure_video_store", "store_scores", "scores_by_method",
+           "DEMO_VIDEO_PARAMS", "PlaneCache"]
 
 DEMO_VIDEO_PARAMS = dict(context=4, widths=(8, 16, 32), emb_dim=32, stimulus=True, batch_size=4,
-                         n_steps=150, lr=3e-3, num_threads=1)
+                         n_steps=150, lr=3e-3, n_threads=1)
 
 
 def forecast_directory(root, dataset_key: str) -> Path:
@@ -44,12 +45,29 @@ def available_stores(directory) -> dict[str, Path]:
     return dict(sorted(found.items(), key=lambda kv: (kv[0] != "video", kv[0])))
 
 
-def ensure_baseline_store(ds: xr.Dataset, directory, method: str = "linear", context: int = 4,
+def _usable(path: Path) -> bool:
+    """A complete, undamaged store (checked against its manifest); a damaged one is rebuilt."""
+    import warnings
+
+    from ..integrity import verify_store
+    if not (path / "zarr.json").is_file():
+        return False
+    try:
+        if verify_store(path, "size"):
+            return True
+        problem = "it has no manifest (written by an older version)"
+    except ValueError as err:
+        problem = str(err)
+    warnings.warn(f"rebuilding forecast store {str(path)!r}: {problem}", UserWarning, stacklevel=3)
+    return False
+
+
+def cached_baseline_store(ds: xr.Dataset, directory, method: str = "linear", context: int = 4,
                           max_windows: int = 32) -> Path:
     """The store of a part-1 trace baseline (fit on the training split) rendered as video."""
     from ..baselines import BASELINES
     path = Path(directory) / f"{method}.zarr"
-    if (path / "zarr.json").is_file():
+    if _usable(path):
         return path
     if method not in BASELINES:
         raise ValueError(f"unknown baseline {method!r}; known: {sorted(BASELINES)}")
@@ -57,7 +75,7 @@ def ensure_baseline_store(ds: xr.Dataset, directory, method: str = "linear", con
     return write_forecast_store(path, f, ds, max_windows=max_windows)
 
 
-def ensure_video_store(ds: xr.Dataset, directory, max_windows: int = 32, uncertainty: bool = True,
+def cached_video_store(ds: xr.Dataset, directory, max_windows: int = 32, uncertainty: bool = True,
                        callback=None, checkpoint=None, **params) -> Path:
     """The video store of ``directory``, written on first use from a trained forecaster.
 
@@ -70,7 +88,7 @@ def ensure_video_store(ds: xr.Dataset, directory, max_windows: int = 32, uncerta
     from .estimator import VideoForecaster
     from .uncertainty import LastLayerLaplace
     path = Path(directory) / "video.zarr"
-    if (path / "zarr.json").is_file():
+    if _usable(path):
         return path
     saved = Path(checkpoint) if checkpoint is not None else Path(directory) / "video_checkpoint.pt"
     if checkpoint is not None and not saved.is_file():
@@ -109,6 +127,10 @@ def ensure_video_store(ds: xr.Dataset, directory, max_windows: int = 32, uncerta
     return out
 
 
+ensure_baseline_store = deprecated_alias(cached_baseline_store, "ensure_baseline_store")
+ensure_video_store = deprecated_alias(cached_video_store, "ensure_video_store")
+
+
 def store_scores(store, ds: xr.Dataset) -> xr.Dataset:
     """MAE by (condition, lead) of a store's trace forecasts on its windows (part 1's metrics)."""
     st = open_forecast_store(store) if not isinstance(store, xr.Dataset) else store
@@ -134,10 +156,6 @@ def scores_by_method(stores: dict, ds: xr.Dataset) -> xr.Dataset:
     if not items:
         raise ValueError("no forecast stores to score")
     return xr.concat(items, "model", join="outer", combine_attrs="drop")
-
-
-def data_key_for(path_or_preset: str | os.PathLike, seed: int | None = None) -> str:
-    return f"{path_or_preset}-seed{seed}" if seed is not None else Path(path_or_preset).name
 
 
 class PlaneCache:
