@@ -47,6 +47,8 @@ SETTINGS = {
 }
 
 
+_PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"
+
 _CANVAS_JS = """
 () => {
   const NB = '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook';
@@ -253,6 +255,9 @@ def test_notebook_runs_and_plots_render_offline(lab_browser, lab, name):
         assert not outside, f"{name}: requests to the internet: {sorted(set(outside))[:10]}"
         assert not failed, f"{name}: console: {failed[:10]}"
     finally:
-        if SHOTS:
-            page.screenshot(path=str(Path(SHOTS) / f"{path.stem}.png"), full_page=True)
+        if SHOTS:  # the window, and every plot output on its own
+            page.screenshot(path=str(Path(SHOTS) / f"{path.stem}.png"))
+            outputs = page.locator(_PANEL + " .jp-OutputArea-output:has([data-root-id])")
+            for i in range(outputs.count()):
+                outputs.nth(i).screenshot(path=str(Path(SHOTS) / f"{path.stem}_plot{i}.png"))
         context.close()
