@@ -62,7 +62,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     if args.size == "s2":
         return run_throughput(args)
-    ds = generate(args.preset, seed=args.seed)
+    ds = generate(args.preset, random_state=args.seed)
     print(f"synthetic '{args.preset}' recording: volume {dict(ds['volume'].sizes)}, "
           f"{ds.sizes['neuron']} neurons; context C = {args.context}")
     fitted, fit_s = {}, {}

@@ -58,28 +58,33 @@ def test_leftovers_of_killed_writers_are_removed_but_live_ones_kept(tmp_path):
     import os
     import time
 
-    from workbench._atomic import remove_leftovers
+    from workbench._atomic import host_tag, remove_leftovers
 
     target = tmp_path / "store.zarr"
     dead = _dead_pid()
-    for name in (f".store.zarr.p{dead}.abc.tmp", f".store.zarr.old.p{dead}.xyz"):
+    tag = host_tag()
+    for name in (f".store.zarr.p{dead}-{tag}.abc.tmp", f".store.zarr.old.p{dead}-{tag}.xyz"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "chunk").write_text("stale")
-    live = tmp_path / f".store.zarr.p{os.getpid()}.live.tmp"       # a writer at work: kept
+    live = tmp_path / f".store.zarr.p{os.getpid()}-{tag}.live.tmp"       # a writer at work: kept
     live.mkdir()
     legacy = tmp_path / ".store.zarr.oldstyle.tmp"                  # no pid, recent: kept
     legacy.mkdir()
-    other = tmp_path / ".other.zarr.p1.q.tmp"                       # another store's: kept
+    other = tmp_path / f".other.zarr.p{dead}-{tag}.q.tmp"          # another store's: kept
     other.mkdir()
+    remote = tmp_path / f".store.zarr.p{dead}-00000000.r.tmp"       # another host's, recent: kept
+    remote.mkdir()
     removed = remove_leftovers(target)
-    assert sorted(p.name for p in removed) == sorted([f".store.zarr.p{dead}.abc.tmp",
-                                                      f".store.zarr.old.p{dead}.xyz"])
-    assert live.exists() and legacy.exists() and other.exists()
+    assert sorted(p.name for p in removed) == sorted([f".store.zarr.p{dead}-{tag}.abc.tmp",
+                                                      f".store.zarr.old.p{dead}-{tag}.xyz"])
+    assert live.exists() and legacy.exists() and other.exists() and remote.exists()
     old = time.time() - 7200
     os.utime(legacy, (old, old))
     assert remove_leftovers(target) == [legacy]
+    os.utime(remote, (old, old))
+    assert remove_leftovers(target) == [remote]                     # ... until it is old
     # and every writer cleans up before it writes
-    (tmp_path / f".store.zarr.p{dead}.again.tmp").mkdir()
+    (tmp_path / f".store.zarr.p{dead}-{tag}.again.tmp").mkdir()
     with atomic_dir(target) as tmp:
         (tmp / "a").write_text("1")
     assert _siblings(tmp_path) == sorted([live.name, other.name, "store.zarr"])

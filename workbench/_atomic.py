@@ -3,18 +3,21 @@
 Readers see either the old file (or directory store) or the complete new one, never a
 half-written one, and a failed write leaves nothing behind.
 
-Temporary siblings are named ``.<name>.p<pid>.<random>.tmp`` (the new content) and
-``.<name>.old.p<pid>.<random>`` (the old content while it is swapped out). A writer that is
-killed (SIGKILL, power loss) cannot clean up; :func:`remove_leftovers` removes such siblings once
-the process that made them is gone (or, for names without a pid, once they are old), and every
-writer and reader of a store calls it.
+Temporary siblings are named ``.<name>.p<pid>-<host>.<random>.tmp`` (the new content) and
+``.<name>.old.p<pid>-<host>.<random>`` (the old content while it is swapped out), ``<host>`` a
+short hash of the host name. A writer that is killed (SIGKILL, power loss) cannot clean up;
+:func:`remove_leftovers` removes such siblings once the process that made them is gone (judged
+only on the host that made them; elsewhere, e.g. on a shared file system, and for names without
+a pid, once they are old), and every writer and reader of a store calls it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,11 +29,16 @@ __all__ = ["atomic_dir", "atomic_file", "remove_leftovers", "LEFTOVER_MIN_AGE_S"
 #: siblings without a recorded pid are left alone until they are this old (a concurrent writer)
 LEFTOVER_MIN_AGE_S = 3600.0
 
-_PID = re.compile(r"\.p(\d+)\.")
+_PID = re.compile(r"\.p(\d+)-([0-9a-f]{8})\.")
+
+
+def host_tag() -> str:
+    """8 hex digits naming this host in temporary names (pids are only meaningful on their host)."""
+    return hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
 
 
 def _prefix(path: Path, old: bool = False) -> str:
-    return f".{path.name}.{'old.' if old else ''}p{os.getpid()}."
+    return f".{path.name}.{'old.' if old else ''}p{os.getpid()}-{host_tag()}."
 
 
 def _alive(pid: int) -> bool:
@@ -70,10 +78,10 @@ def remove_leftovers(path: str | os.PathLike, min_age_s: float = LEFTOVER_MIN_AG
         if not _is_leftover(sib, path.name):
             continue
         m = _PID.search(sib.name[len(path.name) + 1:])
-        if m is not None:
+        if m is not None and m.group(2) == host_tag():
             if _alive(int(m.group(1))):
                 continue
-        else:
+        else:                               # another host's (shared file system) or no pid: by age
             try:
                 if now - sib.lstat().st_mtime < min_age_s:
                     continue

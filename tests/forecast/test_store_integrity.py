@@ -68,7 +68,10 @@ def test_corrupt_metadata_and_bad_paths_name_the_file(store, tmp_path):
 def test_leftovers_of_killed_writers_are_removed_on_open(store, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    junk = [tmp_path / f".rec.zarr.p{proc.pid}.k1.tmp", tmp_path / f".rec.zarr.old.p{proc.pid}.k2"]
+    from workbench._atomic import host_tag
+
+    tag = host_tag()
+    junk = [tmp_path / f".rec.zarr.p{proc.pid}-{tag}.k1.tmp", tmp_path / f".rec.zarr.old.p{proc.pid}-{tag}.k2"]
     for j in junk:
         j.mkdir()
         (j / "zarr.json").write_text("{}")
@@ -94,9 +97,9 @@ def fake_generate(small_ds, monkeypatch):
     """``generate`` writing the small store with the requested attrs (no simulation)."""
     calls = []
 
-    def gen(preset, seed=0, store=None, progress=False):
-        calls.append((preset, seed))
-        save_dataset(small_ds.assign_attrs(preset=preset, seed=int(seed)), store)
+    def gen(preset, random_state=0, store=None, progress=False):
+        calls.append((preset, random_state))
+        save_dataset(small_ds.assign_attrs(preset=preset, seed=int(random_state)), store)
         return open_dataset(store)
 
     monkeypatch.setattr(dataset_mod, "generate", gen)
@@ -104,30 +107,30 @@ def fake_generate(small_ds, monkeypatch):
 
 
 def test_cache_is_checked_before_use(small_ds, tmp_path, fake_generate):
-    ds = cached_dataset("tiny", seed=0, root=tmp_path)
+    ds = cached_dataset("tiny", random_state=0, root=tmp_path)
     assert fake_generate == [("tiny", 0)] and ds.attrs["seed"] == 0
-    cached_dataset("tiny", seed=0, root=tmp_path)
+    cached_dataset("tiny", random_state=0, root=tmp_path)
     assert len(fake_generate) == 1                          # a good cache is reused
     # a store whose attrs say another seed is regenerated, with a warning saying why
     save_dataset(small_ds.assign_attrs(preset="tiny", seed=1), tmp_path / "tiny-seed0.zarr")
     with pytest.warns(UserWarning, match="seed=1"):
-        ds = cached_dataset("tiny", seed=0, root=tmp_path)
+        ds = cached_dataset("tiny", random_state=0, root=tmp_path)
     assert ds.attrs["seed"] == 0 and len(fake_generate) == 2
     # a damaged cache: an error naming the chunk on request, else regenerated with a warning
     (tmp_path / "tiny-seed0.zarr" / "traces" / "c" / "1" / "0").unlink()
     with pytest.raises(DamagedStoreError, match="'traces': chunk 'c/1/0' is missing"):
-        cached_dataset("tiny", seed=0, root=tmp_path, on_damage="raise")
+        cached_dataset("tiny", random_state=0, root=tmp_path, on_damage="raise")
     with pytest.warns(UserWarning, match="regenerating.*c/1/0"):
-        cached_dataset("tiny", seed=0, root=tmp_path)
+        cached_dataset("tiny", random_state=0, root=tmp_path)
     assert len(fake_generate) == 3
     # a cache without a manifest (older version) is regenerated too
     shutil.rmtree(tmp_path / "tiny-seed0.zarr" / MANIFEST)
     with pytest.warns(UserWarning, match="no manifest"):
-        cached_dataset("tiny", seed=0, root=tmp_path)
+        cached_dataset("tiny", random_state=0, root=tmp_path)
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(ValueError, match="root .*file.* is a file"):
-        cached_dataset("tiny", seed=0, root=f)
+        cached_dataset("tiny", random_state=0, root=f)
 
 
 def test_load_or_generate_is_a_deprecated_alias(tmp_path, fake_generate):

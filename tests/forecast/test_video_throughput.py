@@ -29,6 +29,7 @@ def _est(**kw):
 
 @pytest.fixture(scope="module")
 def lazy_volume(tmp_path_factory):
+    pytest.importorskip("zarr")
     vol, seg, starts = _data()
     path = tmp_path_factory.mktemp("vol") / "v.zarr"
     xr.Dataset({"volume": (("time", "z", "y", "x"), vol)}).to_zarr(

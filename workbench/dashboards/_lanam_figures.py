@@ -63,6 +63,9 @@ def shape_plot(sf, data, feature: str, switched_off: bool = False, ylim=None):
     ydim = hv.Dimension("f", label=f"f({_short(feature, 18)}) [{units}]")
     values = data["value"].sel(feature=feature).values
     title = f"{_short(feature, 30)}: shape, {level:.0%} band" + (" (switched off)" if switched_off else "")
+    if "missing_mean" in s and float(s["missing_fraction"]) > 0:  # native missing values (#20.1)
+        title += (f"; missing ({float(s['missing_fraction']):.0%}): {float(s['missing_mean']):+.3g} "
+                  f"[{float(s['missing_lower']):.3g}, {float(s['missing_upper']):.3g}]")
     if _is_categorical(s):
         labels = [str(v) for v in s["x_label"].values[ok]]
         xdim = hv.Dimension("level", label=feature)

@@ -82,7 +82,7 @@ def open_viewer_dataset(data=None, preset: str = "small", seed: int = 0, root=No
             return open_dataset(path, chunks=None), path.name
         return open_release(path), f"release-{path.name}"
     with _DATA_LOCK:
-        cached_dataset(preset, seed=seed, root=root)
+        cached_dataset(preset, random_state=seed, root=root)
     # chunks=None: lazy indexing without dask, one plane read is one zarr chunk read (~6x faster)
     return open_dataset(store_path(preset, seed, root), chunks=None), f"{preset}-seed{seed}"
 

@@ -247,6 +247,8 @@ class LaplacePlayground(pn.viewable.Viewer):
         # the evidence falls off steeply for strong priors: frame the region around the optimum
         low = max(float(finite.min()), float(np.percentile(finite.values, 40)))
         pad = 0.05 * max(best_value - low, 1.0)
+        # responsive=True here too: hvplot's default fixed width would make the overlay log
+        # "responsive mode could not be enabled" on every fit
         line = curve.hvplot.line(
             logx=True, color="#4c72b0", line_width=2, xlabel="prior precision", ylabel="log marginal likelihood",
             ylim=(low - pad, best_value + pad), responsive=True, height=300,
@@ -260,7 +262,7 @@ class LaplacePlayground(pn.viewable.Viewer):
     def _history_plot(history):
         valid = history.log_marglik.dropna("epoch")
         lm = valid.hvplot.line(x="epoch", color="#2ca02c", ylabel="log marginal likelihood", label="log marglik",
-                         responsive=True, height=300)
+                               responsive=True, height=300)
         return lm.opts(title="Online marglik during training", responsive=True, height=300)
 
     def __panel__(self):

@@ -45,7 +45,7 @@ def _load(ns):
         return open_dataset(ns.data, verify=ns.verify)
     if ns.release:
         return open_release(ns.release, scale=ns.scale)
-    return cached_dataset(ns.preset, seed=ns.seed, root=ns.root, progress=True)
+    return cached_dataset(ns.preset, random_state=ns.seed, root=ns.root, progress=True)
 
 
 def _atomic_bytes(path: Path, write):
@@ -79,7 +79,7 @@ def cmd_generate(ns) -> int:
     from . import store_path
     from .dataset import cached_dataset
 
-    ds = cached_dataset(ns.preset, seed=ns.seed, root=ns.root, progress=True)
+    ds = cached_dataset(ns.preset, random_state=ns.seed, root=ns.root, progress=True)
     path = store_path(ns.preset, ns.seed, ns.root)
     print(f"{path}: {ds.sizes['time']} frames, {ds.sizes['neuron']} neurons"
           + (f", volume {tuple(ds['volume'].shape[1:])}" if "volume" in ds else ", traces only"))

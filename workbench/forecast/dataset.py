@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 
 from .._atomic import atomic_dir, remove_leftovers
-from .._deprecation import deprecated_alias
+from .._deprecation import deprecated_alias, renamed_arguments
 from . import protocol
 from .dff import CLIP_RANGE
 from .integrity import DamagedStoreError, verify_store, write_manifest
@@ -85,8 +85,11 @@ def build_dataset(*, traces, stimulus, offsets, frame_period_s, voxel_size_zyx_u
     return xr.Dataset(data, coords=coords, attrs=base_attrs)
 
 
-def generate(preset="tiny", seed: int = 0, store=None, progress: bool = False, **overrides) -> xr.Dataset:
-    """Generate a synthetic Dataset (deterministic from ``seed``).
+@renamed_arguments(seed="random_state")
+def generate(preset="tiny", random_state: int = 0, store=None, progress: bool = False,
+             **overrides) -> xr.Dataset:
+    """Generate a synthetic Dataset (deterministic from ``random_state``; ``seed`` is its
+    deprecated name, and the attribute ``seed`` records it in the Dataset).
 
     ``preset``: "tiny" | "small" | "large" or a :class:`SyntheticConfig`; ``overrides`` replace
     config fields (e.g. ``n_frames=4000``). Without ``store`` the result is in memory (numpy); with
@@ -94,7 +97,8 @@ def generate(preset="tiny", seed: int = 0, store=None, progress: bool = False, *
     Preset "large" (traces only) streams neuron blocks to the store and requires ``store``.
     """
     cfg = get_config(preset, **overrides)
-    sim = simulate(cfg, seed=seed)
+    seed = int(random_state)
+    sim = simulate(cfg, random_state=seed)
     attrs = dict(source="synthetic", preset=cfg.name, seed=int(seed), dff_radius=sim["dff_radius"],
                  trial_lengths=sim["trial_lengths"], **cfg.to_attrs())
     n = sim["n_neurons"]
@@ -223,8 +227,8 @@ def open_dataset(path, chunks="bulk", verify: str = "size") -> xr.Dataset:
     return ds
 
 
-def store_path(preset: str, seed: int, root="data") -> Path:
-    return Path(root) / f"{preset}-seed{int(seed)}.zarr"
+def store_path(preset: str, random_state: int, root="data") -> Path:
+    return Path(root) / f"{preset}-seed{int(random_state)}.zarr"
 
 
 def _cache_problem(ds: xr.Dataset, preset, seed) -> str | None:
@@ -236,7 +240,8 @@ def _cache_problem(ds: xr.Dataset, preset, seed) -> str | None:
     return None
 
 
-def cached_dataset(preset: str = "small", seed: int = 0, root="data", progress: bool = False,
+@renamed_arguments(seed="random_state")
+def cached_dataset(preset: str = "small", random_state: int = 0, root="data", progress: bool = False,
                    on_damage: str = "regenerate") -> xr.Dataset:
     """Open ``<root>/<preset>-seed<seed>.zarr``, generating it (atomically) on first use.
 
@@ -250,6 +255,7 @@ def cached_dataset(preset: str = "small", seed: int = 0, root="data", progress: 
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ValueError(f"root {str(root)!r} is a file; it must be a directory for cached stores")
+    seed = int(random_state)
     path = store_path(preset, seed, root)
     remove_leftovers(path)
     if path.exists():
@@ -268,7 +274,7 @@ def cached_dataset(preset: str = "small", seed: int = 0, root="data", progress: 
         if on_damage == "raise":
             raise err
         warnings.warn(f"regenerating the cache: {err}", UserWarning, stacklevel=2)
-    return generate(preset, seed=seed, store=path, progress=progress)
+    return generate(preset, random_state=seed, store=path, progress=progress)
 
 
 load_or_generate = deprecated_alias(cached_dataset, "load_or_generate")

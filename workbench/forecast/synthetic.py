@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 from scipy.signal import lfilter
 
+from workbench._deprecation import renamed_arguments
+
 from . import protocol
 from .dff import CLIP_RANGE, delta_f_over_f, radius_for_length
 
@@ -333,13 +335,17 @@ def _calcium(rates: np.ndarray, cfg: SyntheticConfig) -> np.ndarray:
     return c / (c + cfg.saturation)
 
 
-def simulate(cfg: SyntheticConfig, seed: int = 0, neuron_block: int = 2048, progress: bool = False):
+@renamed_arguments(seed="random_state")
+def simulate(cfg: SyntheticConfig, random_state: int = 0, neuron_block: int = 2048, progress: bool = False):
     """Simulate a recording; returns a dict of numpy arrays and metadata (see module docstring).
+
+    ``random_state`` (an int; ``seed`` is its deprecated name) makes the recording reproducible.
 
     For ``traces_only`` configs, traces are produced in neuron blocks (``neuron_block``) and the
     dict holds ``traces_blocks``: a generator of ``(slice, block (time, B))`` for streaming.
     """
-    ss = np.random.SeedSequence([int(seed), 0x2A9])
+    seed = int(random_state)
+    ss = np.random.SeedSequence([seed, 0x2A9])
     r_layout, r_stim, r_lat, r_load, r_obs = [np.random.default_rng(s) for s in ss.spawn(5)]
     vs = np.asarray(cfg.voxel_size, float)
     shape = tuple(int(v) for v in cfg.shape)

@@ -28,7 +28,7 @@ def _dataset(args):
         return open_release(args.release, scale=args.scale)
     if args.data:
         return open_dataset(args.data)
-    return generate(args.preset, seed=args.seed)
+    return generate(args.preset, random_state=args.seed)
 
 
 def main(argv=None) -> VideoForecaster:
