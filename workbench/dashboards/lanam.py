@@ -75,6 +75,7 @@ class LanamExplorer(pn.viewable.Viewer):
         self._heatmap = pn.pane.HoloViews(min_height=360, **pane)
         self._pair_note = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._pair_view = pn.pane.HoloViews(min_height=330, **pane)
+        self._pair_msg = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._report = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, height=260, sizing_mode="stretch_width")
         self._fit = None
         self._updating = False
@@ -206,6 +207,7 @@ class LanamExplorer(pn.viewable.Viewer):
         self._precision.object = figs.placeholder("prior precisions", message)
         self._heatmap.object = figs.placeholder("pair ranking", message, 360)
         self._pair_view.object = figs.placeholder("2-D interaction", message, 330)
+        self._pair_view.visible, self._pair_msg.object = True, ""
         self._pair_note.object = ""
         self._report.value = pd.DataFrame()
 
@@ -259,9 +261,11 @@ class LanamExplorer(pn.viewable.Viewer):
             if "class" in inter.dims:
                 inter = inter.isel({"class": -1})
             self._pair_view.object = figs.interaction_plot(inter)
-        else:
+            self._pair_view.visible, self._pair_msg.object = True, ""
+        else:  # no empty frame: say so in words
             why = "set 'Interaction pairs' above 0 to fit one" if not self.n_pairs else (self._fit.note or "none")
-            self._pair_view.object = figs.placeholder("2-D interaction", f"no pair fitted ({why})", 330)
+            self._pair_view.visible = False
+            self._pair_msg.object = f"**2-D interaction:** no pair fitted ({why})."
 
     @staticmethod
     def pair_explanation(fit) -> str:
@@ -321,6 +325,7 @@ class LanamExplorer(pn.viewable.Viewer):
             "#### All shape functions (one shared y-scale; grey = switched off by the marginal likelihood)",
             self._grid,
             pn.Row(self._precision, pn.Column(self._heatmap, self._pair_note)),
+            self._pair_msg,
             self._pair_view,
             "### Feature-selection report",
             self._report,
