@@ -25,7 +25,8 @@ _NO_PLACEHOLDER_JS = """
     if (!v || seen.has(v)) return;
     seen.add(v);
     const t = v.model?.title?.text;
-    if (v.el?.isConnected && typeof t === 'string' && /: (fitting|no result|waiting)/.test(t)) found = true;
+    const shown = v.el?.isConnected && v.el.getBoundingClientRect().width > 0;  // not hidden
+    if (shown && typeof t === 'string' && /: (fitting|no result|waiting)/.test(t)) found = true;
     for (const c of (v.child_views ?? [])) walk(c);
   };
   const roots = window.Bokeh?.index?.roots ? Array.from(window.Bokeh.index.roots) : Object.values(window.Bokeh?.index ?? {});
