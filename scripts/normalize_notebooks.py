@@ -23,7 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-# what ipykernel reports in kernel_info (``version`` is the Python minor the project targets)
+# what ipykernel reports in kernel_info and JupyterLab copies into the notebook when the kernel
+# connects; ``version`` is the full Python version, so it is the one of the project's reference
+# interpreter (the Python 3.11 of `make setup`): with another interpreter JupyterLab updates it
+PYTHON_VERSION = "3.11.7"
 LANGUAGE_INFO = {
     "codemirror_mode": {"name": "ipython", "version": 3},
     "file_extension": ".py",
@@ -42,15 +45,12 @@ def _source(src) -> list[str]:
     return lines
 
 
-def normalize(nb: dict) -> dict:
+def normalize(nb: dict, python_version: str = PYTHON_VERSION) -> dict:
     """The notebook as JupyterLab would save it after a fresh open, outputs stripped."""
     out = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     meta = {k: v for k, v in nb.get("metadata", {}).items()
             if k not in ("kernelspec", "language_info", "widgets")}
-    language_info = dict(LANGUAGE_INFO)
-    old_version = nb.get("metadata", {}).get("language_info", {}).get("version")
-    if old_version:
-        language_info["version"] = old_version
+    language_info = dict(LANGUAGE_INFO, version=python_version)
     out["metadata"] = {**meta, "kernelspec": dict(KERNELSPEC), "language_info": language_info}
     seen = set()
     for cell in nb["cells"]:

@@ -63,3 +63,27 @@ def test_normalize_strips_outputs_and_sets_kernelspec(tmp_path):
     assert cell["source"] == ["print(1)\n", "print(2)"] and cell["id"]
     assert out["metadata"]["kernelspec"]["display_name"] == "Python 3 (ipykernel)"
     assert out["nbformat_minor"] == 5
+
+
+def test_equivariance_notebook_finds_its_shipped_runs():
+    """04 loads finished runs from data/fixtures/equivariance; if a rename of the cache files or
+    a RUN_FORMAT_VERSION bump makes them unreachable, the notebook would retrain for minutes."""
+    import ast
+
+    from workbench.equivariance.runs import run_path
+
+    nb = json.loads((ROOT / "notebooks" / "04_equivariance.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    settings = {}
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                getattr(node.targets[0], "id", None) in ("RECIPE", "LILA"):
+            settings[node.targets[0].id] = eval(compile(ast.Expression(node.value), "04", "eval"))
+    assert set(settings) == {"RECIPE", "LILA"}
+    runs = ROOT / "data" / "fixtures" / "equivariance"
+    wanted = [run_path("equivariance", runs, task=t, model="soft", random_state=0,
+                       **settings["RECIPE"]) for t in ("translated", "quadrant")]
+    wanted.append(run_path("invariance", runs, learn_invariance=True, random_state=0,
+                           **settings["LILA"]))
+    missing = [p.name for p in wanted if not p.is_file()]
+    assert not missing, f"04's cached runs are missing (rerun the notebook once to cache): {missing}"

@@ -43,3 +43,10 @@ def test_rendered_plot_references_no_cdn_resources(restore_config):
     url = _local_stylesheet(f"{CDN_DIST}css/loading.css?v=1")
     assert url.startswith("data:text/css;base64,")
     assert _local_stylesheet("https://example.org/x.css") is None
+    from bokeh.models import ImportedStyleSheet
+    assert ImportedStyleSheet(url=f"{CDN_DIST}css/markdown.css").url.startswith("data:text/css")
+    assert ImportedStyleSheet(url="https://example.org/x.css").url == "https://example.org/x.css"
+    sheet = ImportedStyleSheet(url="static/extensions/panel/css/loading.css")
+    assert sheet.url.startswith("data:text/css")
+    sheet.url = f"{CDN_DIST}css/loading.css?v=1"  # as panel's patch_stylesheet re-points it
+    assert sheet.url.startswith("data:text/css")

@@ -90,12 +90,13 @@ def _data_url(path: Path) -> str:
 
 def _local_stylesheet(url: str) -> str | None:
     """The data: URL for a Panel CDN stylesheet URL, from the installed package; None if unknown."""
-    from panel.io.resources import CDN_DIST, DIST_DIR
+    from panel.io.resources import CDN_DIST, DIST_DIR, LOCAL_DIST
 
-    if not url.startswith(CDN_DIST):
-        return None
-    path = Path(DIST_DIR) / url[len(CDN_DIST) :].split("?")[0]
-    return _data_url(path) if path.is_file() else None
+    for prefix in (CDN_DIST, LOCAL_DIST, "/" + LOCAL_DIST):
+        if url.startswith(prefix):
+            path = Path(DIST_DIR) / url[len(prefix) :].split("?")[0]
+            return _data_url(path) if path.is_file() else None
+    return None
 
 
 def _inline_stylesheets(model) -> None:
@@ -108,9 +109,24 @@ def _inline_stylesheets(model) -> None:
 
 
 def _patch_stylesheets() -> None:
-    """Wrap Panel's notebook ``render_model`` so CDN stylesheets become data: URLs."""
+    """Panel stylesheets (CDN or server-relative URLs) become data: URLs: whenever an
+    ``ImportedStyleSheet``'s URL is set (models that Panel sends later through the comm, e.g.
+    when a dashboard updates, included) and in every model Panel's ``render_model`` renders."""
+    from bokeh.models import ImportedStyleSheet
     from panel.io import notebook
 
+    if not getattr(ImportedStyleSheet.__setattr__, "_workbench_inline", False):
+        setattr_ = ImportedStyleSheet.__setattr__
+
+        # Panel sets and later re-points (patch_stylesheet) these URLs: catch every assignment
+        @functools.wraps(setattr_)
+        def __setattr__(self, name, value):
+            if name == "url" and isinstance(value, str):
+                value = _local_stylesheet(value) or value
+            setattr_(self, name, value)
+
+        __setattr__._workbench_inline = True
+        ImportedStyleSheet.__setattr__ = __setattr__
     if getattr(notebook.render_model, "_workbench_inline", False):
         return
     original = notebook.render_model
