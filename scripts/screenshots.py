@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -71,6 +72,8 @@ def main(argv=None) -> int:
     names = args.names or ["landing", *(d.name for d in discover_dashboards(REPO / "apps"))]
     from playwright.sync_api import sync_playwright
 
+    # a terminated run still stops its server (the finally below)
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     scratch = Path(tempfile.mkdtemp(prefix="workbench-screenshots-"))
     os.environ["WORKBENCH_SCREENSHOTS"] = str(scratch)  # the per-plot crops of the check
     server = PanelServer(log_path=scratch / "panel_server.log").start()

@@ -69,8 +69,10 @@ def test_view_draws_from_datasets_reacts_to_measure_and_marks_stale_settings(run
     heat = view._panes["heatmap"].object
     assert "soft on translated" in view._status.object and "trained in" in view._status.object
     assert not view._stale.visible
+    assert "share of effective dimensions" in view._measure_note.object
     view.measure = "output_rms"
     assert view._panes["heatmap"].object is not heat
+    assert "share of output" in view._measure_note.object  # the page says what is plotted
     assert "rotate" in str(view._lila_status.object)
     view.n_epochs = 5  # the plots no longer show the sidebar's settings: said so
     assert view._stale.visible and "Train" in view._stale.object
@@ -128,3 +130,20 @@ def test_a_superseded_run_stops_and_saves_nothing(tmp_path, monkeypatch):
     with pytest.raises(dash.Superseded):
         dash.EquivarianceDashboard.compute("equivariance", settings, lambda p, msg="": True)
     assert not list(tmp_path.glob("*.nc"))
+
+
+def test_training_reports_every_epoch_with_its_test_accuracy(tmp_path, monkeypatch):
+    monkeypatch.setattr(dash, "RUN_DIR", tmp_path)
+    settings = dict(task="translated", model="cnn", random_state=0, n_train=60, n_test=5,
+                    canvas=8, n_epochs=3, channels=[2], strides=[1], n_epochs_burnin=0,
+                    batch_size=10, device="cpu")
+    seen = []
+    ds = dash.EquivarianceDashboard.compute("equivariance", settings,
+                                            lambda p, msg="": seen.append((p.fraction, msg)))
+    assert [round(f, 2) for f, _ in seen] == [0.33, 0.67, 1.0]
+    assert seen[0][1].startswith("Training: epoch 1 of 3, test accuracy")
+    # saved under a name made of its settings, and the second call reads it back
+    assert [p.name.split("_")[:6] for p in tmp_path.glob("*.nc")] == [
+        ["equivariance", "translated", "cnn", "60img", "3ep", "seed0"]]
+    again = dash.EquivarianceDashboard.compute("equivariance", settings)
+    np.testing.assert_allclose(again.val_accuracy.values, ds.val_accuracy.values)

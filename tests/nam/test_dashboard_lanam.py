@@ -37,7 +37,7 @@ def view():
 
 
 def _is_placeholder(pane) -> bool:
-    return isinstance(pane.object, hv.Overlay) and bool(pane.object.traverse(lambda e: e, [hv.Text]))
+    return pane.object.group == "Placeholder"
 
 
 def test_default_fit_fills_every_panel_and_picks_the_most_important_feature(view):
@@ -169,3 +169,13 @@ def test_csv_upload_in_the_view(table, monkeypatch):
     assert isinstance(view._shape.object, hv.Overlay)
     hv.render(view._shape.object, backend="bokeh")
 
+
+
+def test_the_fitted_pair_and_the_top_heat_map_cell_are_explained(view):
+    assert view.n_pairs == 1 and view._fit.estimator.interaction_pairs_
+    text = view._pair_note.object
+    a, b = view._fit.estimator.interaction_pairs_[0]
+    assert "main-effects model" in text and f"{a} × {b}" in text
+    assert "residual MI fell from" in text and "strongest pair not fitted" in text
+    marks = view._heatmap.object.traverse(lambda e: e, [hv.Points])
+    assert marks and {tuple(r) for r in marks[0].dframe()[["feature_i", "feature_j"]].values} >= {(a, b)}

@@ -14,6 +14,7 @@ import statistics
 import pytest
 
 from tests.ui.harness import plot_digest, set_widget_value, wait_idle, wait_rendered
+from tests.ui.visual import assert_plots_visible, server_log_problems
 
 # Set a widget's value and resolve with the milliseconds until the image data it changes is
 # painted: every ColumnDataSource holding 2-d images is watched; after the first change
@@ -97,6 +98,39 @@ def _wait_title_change(page, old, timeout_ms=10_000):
     raise AssertionError("the neuron panel did not change")
 
 
+_VALUES_JS = """
+(keys) => {
+  const out = {};
+  for (const doc of (window.Bokeh?.documents ?? []))
+    for (const m of doc.all_models)
+      for (const k of keys)
+        if ([m.title, m.name, m.label].includes(k) && 'value' in m) out[k] = m.value;
+  return out;
+}
+"""
+
+
+def _check_first_view(page, panel_server):
+    """Issue 14: every panel shows content, the outline is off, the z player starts at the shown
+    z-plane, each player is labelled once, and an unknown neuron is rejected with a message."""
+    assert_plots_visible(page, "forecast_viewer_default", min_plots=5)
+    values = page.evaluate(_VALUES_JS, ["z-plane", "Play z-planes", "Window", "Play windows"])
+    assert values["Play z-planes"] == values["z-plane"], values
+    assert values["Play windows"] == values["Window"], values
+    outline = page.evaluate("""() => { for (const d of Bokeh.documents) for (const m of d.all_models)
+        if (m.label === 'Segmentation outline' && 'active' in m) return m.active; return null; }""")
+    assert outline is False
+    for label in ("Play windows", "Play leads", "Play z-planes"):
+        assert page.get_by_text(label, exact=True).count() == 1, f"{label!r} is labelled twice"
+    data = lambda: [line for line in plot_digest(page).splitlines() if line.startswith("ColumnDataSource")]  # noqa: E731
+    before = data()
+    set_widget_value(page, "Neuron", 99999)
+    page.get_by_text("Neuron 99999 does not exist").first.wait_for(timeout=10_000)
+    wait_idle(page)
+    assert page.evaluate(_VALUES_JS, ["Neuron"])["Neuron"] != 99999
+    assert data() == before  # nothing re-plotted for a neuron that does not exist
+
+
 def _summary(timings):
     """Per slider: painted latency (median, max, all) and the median time until the data arrived."""
     by = {}
@@ -121,6 +155,8 @@ def test_forecast_viewer_sliders_players_and_pick(panel_server, ui_page):
     wait_rendered(page, min_plots=5, timeout=120_000)
     wait_idle(page)
     panel_server.assert_clean()
+    log_start = len(panel_server.log())
+    _check_first_view(page, panel_server)
 
     # slider steps: each must change the images (the timing JS fails otherwise) and the page text
     timings = []
@@ -165,7 +201,9 @@ def test_forecast_viewer_sliders_players_and_pick(panel_server, ui_page):
         break
     assert picked is not None, "clicking the image did not pick a different neuron"
     assert picked.startswith("neuron ") and picked != title
+    assert_plots_visible(page, "forecast_viewer_after_steps", min_plots=5)
     panel_server.assert_clean()
+    assert not server_log_problems(panel_server, since=log_start)
 
 
 @pytest.mark.slow

@@ -18,10 +18,19 @@ from tests.ui.visual import assert_plots_visible, server_log_problems
 
 _NO_PLACEHOLDER_JS = """
 () => {
-  for (const doc of (window.Bokeh?.documents ?? []))
-    for (const m of doc.all_models)
-      if (m.type === 'Text' && typeof m.text === 'object' && JSON.stringify(m.text).includes('fitting')) return false;
-  return true;
+  // placeholders on screen are titled "<plot>: fitting ..." / ": no result ..." / ": waiting ..."
+  const seen = new Set();
+  let found = false;
+  const walk = (v) => {
+    if (!v || seen.has(v)) return;
+    seen.add(v);
+    const t = v.model?.title?.text;
+    if (v.el?.isConnected && typeof t === 'string' && /: (fitting|no result|waiting)/.test(t)) found = true;
+    for (const c of (v.child_views ?? [])) walk(c);
+  };
+  const roots = window.Bokeh?.index?.roots ? Array.from(window.Bokeh.index.roots) : Object.values(window.Bokeh?.index ?? {});
+  roots.forEach(walk);
+  return !found;
 }
 """
 
@@ -81,12 +90,20 @@ def test_lanam_explorer(panel_server, ui_page):
     assert_plots_visible(page, "lanam_diabetes", min_plots=12)
     diabetes = {"age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"}
     assert _factors(page, "feature importance") == diabetes  # no stale x0..x5 categories
-    assert _factors(page, "prior precisions") - diabetes <= {"w1", "b1", "w2", "b2", "missing", "table"}
+    assert not _factors(page, "prior precisions") & {f"x{i}" for i in range(6)}
 
     set_widget_value(page, "Interaction pairs (2nd stage)", 0)  # used to hang at "Fitting ..."
     page.get_by_text(re.compile(r"diabetes.*fitted pairs: none")).first.wait_for(timeout=120_000)
     wait_idle(page)
-    assert_plots_visible(page, "lanam_no_pairs", min_plots=10)
+    # the pair view is an empty frame titled "no pair fitted (...)": everything else has content
+    assert_plots_visible(page, "lanam_no_pairs", min_plots=10, per_plot={"no pair fitted": -1.0})
+
+    # 30 features: top-k importance and ranking, no clipped title, nothing of diabetes left over
+    set_widget_value(page, "Data set", "breast cancer")
+    _wait_fitted(page, "breast cancer")
+    assert_plots_visible(page, "lanam_30_features", min_plots=10, per_plot={"no pair fitted": -1.0})
+    assert len(_factors(page, "feature importance")) == 15
+    assert not _factors(page, "prior precisions") & (diabetes - {"age", "sex"})
 
     panel_server.assert_clean()
     assert not server_log_problems(panel_server, since=log_start)

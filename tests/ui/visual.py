@@ -6,7 +6,8 @@ BokehJS's own views (``Bokeh.index``), crops each plot's data frame and asserts
 - every plot shows content: in the central region of its frame (the frame shrunk by ``inset`` on
   each side, so axes and the frame border do not count) more than ``min_fraction`` of the pixels
   differ clearly from the region's modal (background) colour -- faint grid lines do not count,
-  an empty frame fails;
+  an empty frame fails -- and its glyphs other than text draw at least one row of data (a
+  placeholder that only says "computing ..." fails);
 - no title is clipped: the title's text, measured with its own font, fits the width the plot
   gives it;
 
@@ -75,10 +76,22 @@ _PLOTS_JS = """
       textWidth = Math.max(...text.split('\\n').map((line) => ctx.measureText(line).width));
     }
     const width = v.bbox ? v.bbox.width : r.width;
+    // data drawn by glyphs other than text (a placeholder that only says "computing ..." is empty)
+    let points = 0;
+    for (const rr of (v.model.renderers ?? [])) {
+      const g = rr.glyph;
+      if (!g || !rr.data_source || ['Text', 'HTMLText', 'MathMLText', 'TeXText'].includes(g.type)) continue;
+      if (rr.visible === false) continue;
+      // invisible glyphs (alpha 0, e.g. points that only fix a placeholder's ranges) draw nothing
+      const val = (x) => (x && typeof x === 'object' && 'value' in x) ? x.value : x;
+      const alphas = [g.fill_alpha, g.line_alpha].map(val).filter((x) => typeof x === 'number');
+      if (val(g.global_alpha) === 0 || (alphas.length > 0 && alphas.every((x) => x === 0))) continue;
+      try { points += rr.data_source.get_length() ?? 0; } catch (e) { /* not columnar */ }
+    }
     out.push({
       id: v.model.id, title: text, title_width: textWidth, title_align: align,
       x: r.x + window.scrollX, y: r.y + window.scrollY, width: width, height: r.height,
-      frame: [f.x0, f.y0, f.x1, f.y1],
+      frame: [f.x0, f.y0, f.x1, f.y1], points: points,
     });
   }
   return out;
@@ -99,6 +112,7 @@ class PlotBox:
     width: float
     height: float
     frame: tuple[float, float, float, float]  # x0, y0, x1, y1 relative to the canvas
+    points: int = 0  # rows of data drawn by the plot's non-text glyphs
 
     @property
     def title_clipped(self) -> bool:
@@ -200,6 +214,9 @@ def _check_plots(page, name, min_plots, min_fraction, inset, check_titles, per_p
         if frac <= need:
             problems.append(f"plot {i} {plot.title!r} looks empty: {frac:.2%} of its central "
                             f"region differs from the background (need > {need:.2%}); see {path}")
+        elif plot.points == 0:
+            problems.append(f"plot {i} {plot.title!r} draws no data (only text, e.g. a "
+                            f"placeholder); see {path}")
         if check_titles and plot.title_clipped:
             problems.append(f"plot {i} title is clipped: {plot.title!r} needs {plot.title_width:.0f} px,"
                             f" the plot is {plot.width:.0f} px wide; see {full}")

@@ -65,7 +65,7 @@ class SliceFigures:
         self.outline_source = ColumnDataSource(dict(_EMPTY_IMAGE), name="slice_outline")
         self.marker_source = ColumnDataSource(dict(x=[], y=[]), name="slice_marker")
         outline_mapper = LinearColorMapper(palette=["#ffffff"], low=0, high=1, nan_color=_TRANSPARENT)
-        self.figures, self.outline_renderers = [], []
+        self.figures, self.outline_renderers, self.notes = [], [], []
         for title, src, mapper in zip(self.TITLES, self.sources,
                                       (self.value_mapper, self.value_mapper, self.error_mapper)):
             f = figure(title=title, x_range=self.x_range, y_range=self.y_range, height=height,
@@ -83,6 +83,11 @@ class SliceFigures:
             f.add_layout(ColorBar(color_mapper=mapper, width=10, title="dF/F" if mapper is self.value_mapper
                                   else "error"), "right")
             f.grid.visible = False
+            # why a panel is grey (no voxel with a value on this plane); empty text when it is not
+            note = Label(x=8, y=8, x_units="screen", y_units="screen", text="", text_font_size="10pt",
+                         background_fill_color="white", background_fill_alpha=0.85, text_color="#7a4a00")
+            f.add_layout(note)
+            self.notes.append(note)
             self.figures.append(f)
 
     def set_grid(self, xc, yc, clim):
@@ -96,11 +101,19 @@ class SliceFigures:
         e = max(abs(lo), abs(hi)) / 2
         self.error_mapper.update(low=-e, high=e)
 
-    def show(self, truth, forecast):
-        """Swap the three image sources' data (one message per source, no figure rebuilt)."""
+    def show(self, truth, forecast, empty_reason: str = "no forecast on this plane"):
+        """Swap the three image sources' data (one message per source, no figure rebuilt); a panel
+        without a single finite value says so (``empty_reason``) instead of staying plain grey."""
         err = np.asarray(forecast, np.float32) - np.asarray(truth, np.float32)
         for src, arr in zip(self.sources, (truth, forecast, err)):
             src.data = _image_data(arr, self._extent)
+        has_truth = bool(np.isfinite(truth).any())
+        texts = ("" if has_truth else "no recorded values on this plane",
+                 "" if np.isfinite(forecast).any() else empty_reason,
+                 "" if np.isfinite(err).any() else (empty_reason if has_truth else "no values to compare"))
+        for note, text in zip(self.notes, texts):
+            if note.text != text:
+                note.text = text
 
     def set_outline(self, mask_or_none):
         self.outline_source.data = dict(_EMPTY_IMAGE) if mask_or_none is None else \
@@ -141,17 +154,23 @@ class TraceFigure:
         self.forecast_renderer = f.line("t", "v", source=self.forecast, color=COLORS["video"],
                                         line_width=2, legend_label="forecast")
         # which neuron/window: a label inside the frame (a new title text would re-lay out the figure)
-        self.label = Label(x=8, y=8, x_units="screen", y_units="screen", text="neuron (loading ...)",
-                           text_font_size="11pt", background_fill_color="white", background_fill_alpha=0.7)
+        # bottom right, away from the grey context frames on the left
+        self.label = Label(x=1.5, y=8, x_units="data", y_units="screen", text="neuron (loading ...)",
+                           text_align="right", text_font_size="11pt", background_fill_color="white",
+                           background_fill_alpha=0.7)
         f.add_layout(self.label)
         self.lead_span = Span(location=1, dimension="height", line_color="#888888", line_dash="dashed")
         f.add_layout(self.lead_span)
-        f.legend.location = "top_left"
         f.legend.click_policy = "hide"
+        legend = f.legend[0]
+        f.center = [r for r in f.center if r is not legend]
+        legend.orientation = "horizontal"
+        f.add_layout(legend, "below")  # outside the frame: it never covers the context frames
         self.figure = f
 
     def set_layout(self, context: int, horizon: int, color: str):
         self.context_box.update(left=-context + 0.5, right=0.5)
+        self.label.x = horizon + 0.3
         self.figure.x_range.update(start=-context + 0.5, end=horizon + 0.5)
         self.forecast_renderer.glyph.line_color = color
         self.band_renderer.glyph.fill_color = color

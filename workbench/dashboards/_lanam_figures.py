@@ -27,11 +27,14 @@ def _short(name: str, n: int = 22) -> str:
 
 
 def placeholder(title: str, message: str, height: int = 300):
-    """An empty frame that says why it is empty (fitting, failed, nothing to show)."""
-    corners = hv.Points([(-1, -1), (1, 1)]).opts(alpha=0, size=1)  # fixes the ranges: text centred
-    text = hv.Text(0, 0, message).opts(text_color="#666666", text_font_size="12pt")
-    return (corners * text).opts(title=title, xaxis=None, yaxis=None, responsive=True, height=height,
-                                 toolbar=None, show_frame=True)
+    """An empty frame whose title says why it is empty (fitting, failed, nothing to show).
+
+    The frame stays empty on purpose: a visual check (and a person) must not mistake it for a
+    result. Its element group is ``"Placeholder"``.
+    """
+    return hv.Curve([], group="Placeholder").opts(
+        title=f"{title}: {message}", xaxis=None, yaxis=None, responsive=True, height=height,
+        toolbar=None, show_frame=True)
 
 
 def shared_ylim(sf) -> tuple[float, float]:
@@ -60,6 +63,9 @@ def shape_plot(sf, data, feature: str, switched_off: bool = False, ylim=None):
     ydim = hv.Dimension("f", label=f"f({_short(feature, 18)}) [{units}]")
     values = data["value"].sel(feature=feature).values
     title = f"{_short(feature, 30)}: shape, {level:.0%} band" + (" (switched off)" if switched_off else "")
+    if "missing_mean" in s and float(s["missing_fraction"]) > 0:  # native missing values (#20.1)
+        title += (f"; missing ({float(s['missing_fraction']):.0%}): {float(s['missing_mean']):+.3g} "
+                  f"[{float(s['missing_lower']):.3g}, {float(s['missing_upper']):.3g}]")
     if _is_categorical(s):
         labels = [str(v) for v in s["x_label"].values[ok]]
         xdim = hv.Dimension("level", label=feature)
@@ -108,7 +114,7 @@ def shape_grid(sf, report: pd.DataFrame, max_features: int = 12, ylim=None):
             el = (hv.Area((x, lo, hi), "x", ["f", "upper"]).opts(color=colour, alpha=0.3, line_alpha=0)
                   * hv.Curve((x, m), "x", "f").opts(color=colour, line_width=2))
         panels.append(el.opts(title=title, xlabel="", ylabel="", width=250, height=170, ylim=ylim,
-                              fontsize={"title": "10pt"}, toolbar=None))
+                              fontsize={"title": "10pt", "xticks": "7pt"}, toolbar=None))
     if not panels:
         return placeholder("all shape functions", "no features")
     return hv.Layout(panels).cols(4).opts(shared_axes=False)
@@ -167,7 +173,7 @@ def interaction_heatmap(matrix, fitted=(), top: int = 12):
     df = pd.DataFrame(arr, index=feats, columns=feats).stack(future_stack=True).rename("mutual_information")
     df = df.rename_axis(["feature_i", "feature_j"]).reset_index()
     n = matrix.sizes["feature_i"]
-    title = "pair ranking: mutual information" + (f" (top {len(feats)} of {n})" if n > len(feats) else "")
+    title = "pair ranking, MI" + (f" (top {len(feats)} of {n})" if n > len(feats) else "")
     heat = hv.HeatMap(df, ["feature_i", "feature_j"], "mutual_information").opts(
         cmap="magma_r", colorbar=True, tools=["hover"], xrotation=60, responsive=True,
         height=max(360, 24 * len(feats) + 140), title=title, xlabel="", ylabel="", clabel="MI (nats)")

@@ -24,8 +24,15 @@ import xarray as xr
 
 from workbench._paths import DATA_DIR
 from workbench.dashboards._background import BackgroundWork, start_when_loaded
-from workbench.equivariance import MEASURES, cached_run, list_runs, load_run
-from workbench.equivariance.runs import run_label, run_path, run_settings
+from workbench.equivariance import (
+    MEASURES,
+    cached_run,
+    list_runs,
+    load_run,
+    run_label,
+    run_path,
+    run_settings,
+)
 
 __all__ = ["EquivarianceDashboard", "DATA_DIR", "PRESETS", "DEFAULT_INVARIANCE",
            "equivariance_heatmap", "equivariance_bars", "precision_plot", "marglik_plot",
@@ -208,6 +215,8 @@ class EquivarianceDashboard(pn.viewable.Viewer):
         self._stale = pn.pane.Alert("", alert_type="warning", visible=False,
                                     sizing_mode="stretch_width")
         self._lila_status = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self._measure_note = pn.pane.Markdown(self._measure_text(), sizing_mode="stretch_width",
+                                              margin=(0, 10))
         # linked_axes=False: the bars' layer axis must not follow the heat map's inverted one,
         # nor LILA's epochs the equivariance run's
         self._panes = {k: pn.pane.HoloViews(self._empty(k), sizing_mode="stretch_width",
@@ -396,7 +405,12 @@ class EquivarianceDashboard(pn.viewable.Viewer):
             return
         self._stale.visible = True
 
+    def _measure_text(self) -> str:
+        return (f"Equivariance of a layer = {MEASURE_LABELS[self.measure]}: 1 = pure convolution "
+                "(translation equivariant), 0 = pure free (fully connected) map.")
+
     def _on_view(self, *events):
+        self._measure_note.object = self._measure_text()
         if self._ds is not None:
             self._draw()
 
@@ -431,7 +445,7 @@ class EquivarianceDashboard(pn.viewable.Viewer):
             width=300,
         )
         main = pn.Column(
-            self._progress, self._status, self._stale,
+            self._progress, self._status, self._stale, self._measure_note,
             pn.Row(self._panes["heatmap"], self._panes["bars"], sizing_mode="stretch_width"),
             self._panes["precision"], self._panes["marglik"], self._panes["accuracy"],
             "### Learned invariance (LILA) on rotated digits", self._lila_progress,

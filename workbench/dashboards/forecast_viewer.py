@@ -21,7 +21,6 @@ whole volume and no figure is rebuilt. Clicking an image picks the neuron under 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -32,9 +31,10 @@ import numpy as np
 import panel as pn
 import param
 import xarray as xr
+from bokeh.models import Slider as BkSlider
 
 from workbench._paths import DATA_DIR
-from workbench.dashboards._background import in_server_session, server_loop, start_when_loaded
+from workbench.dashboards._background import BackgroundWork, in_server_session, start_when_loaded
 from workbench.dashboards._forecast_figures import (
     ALL_TRAIN,
     COLORS,
@@ -67,14 +67,6 @@ def _prefetcher() -> ThreadPoolExecutor:
         if not _PREFETCH:
             _PREFETCH.append(ThreadPoolExecutor(1, thread_name_prefix="forecast-viewer-read-ahead"))
         return _PREFETCH[0]
-
-
-class _StepSlider(pn.widgets.IntSlider):
-    """An IntSlider whose changes the server handles at once: Panel waits 50 ms by default
-    (``Syncable._debounce``) to coalesce events, a quarter of the viewer's 200 ms step budget;
-    events that arrive while one is handled are still merged."""
-
-    _debounce = 0
 
 
 def open_viewer_dataset(data=None, preset: str = "small", seed: int = 0, root=None) -> tuple[xr.Dataset, str]:
@@ -117,7 +109,7 @@ class ForecastViewer(pn.viewable.Viewer):
     z = param.Integer(default=0, bounds=(0, 1), label="z-plane")
     neuron = param.Integer(default=0, bounds=(0, None), label="Neuron")
     condition = param.Selector(default=ALL_TRAIN, objects=[ALL_TRAIN], label="MAE condition")
-    show_outline = param.Boolean(default=True, label="Segmentation outline")
+    show_outline = param.Boolean(default=False, label="Segmentation outline")
     version = param.Integer(default=0, precedence=-1)
 
     def __init__(self, data=None, preset: str = "small", seed: int = 0, root=None, train_video=None,
@@ -155,11 +147,20 @@ class ForecastViewer(pn.viewable.Viewer):
         self.slices.on_tap(self._on_tap)
         self.trace_figure = TraceFigure()
         self.mae_figure: MAEFigure | None = None
+        # the neuron is typed in an input without bounds, checked here: out of range is rejected visibly
+        self._neuron_input = pn.widgets.IntInput(name="Neuron", value=0, width=260)
+        self._neuron_input.param.watch(self._on_neuron_input, "value")
+        self.param.watch(self._on_neuron, ["neuron"])
+        self._neuron_note = pn.pane.Markdown("", width=280, styles={"color": "#b45309"})
         self._images = pn.Row(*(pn.pane.Bokeh(f, sizing_mode="stretch_width", min_height=330)
                                 for f in self.slices.figures), sizing_mode="stretch_width")
         self._trace = pn.pane.Bokeh(self.trace_figure.figure, sizing_mode="stretch_width", min_height=300)
         self._mae = pn.pane.Bokeh(None, sizing_mode="stretch_width", min_height=300)
         self._layout = None
+        # background work: preparing the data, then training the video forecaster (newest wins,
+        # every error shown on the page, results applied on the session's event loop)
+        self._prep, self._training = BackgroundWork(), BackgroundWork()
+        self._training.param.watch(self._on_train_progress, ["progress", "message"])
         self.param.watch(self._on_method, ["method"])
         self.param.watch(self._on_view, ["window", "lead", "z", "neuron", "show_outline"])
         self.param.watch(self._on_condition, ["condition"])
@@ -187,52 +188,43 @@ class ForecastViewer(pn.viewable.Viewer):
         return stores, scores_by_method(stores, self.ds)
 
     def _start(self):
-        loop = server_loop()
-        if loop is None:  # plain Python (tests, notebooks): compute synchronously
-            self._install(*self.prepare())
-            return
-        loop.create_task(self._start_async(pn.state.curdoc))
+        """Prepare in the background (inline when not served), then train the video forecaster."""
+        self._prep.submit(lambda report: self.prepare(), self._prepared, on_error=self._prepare_failed,
+                          message="Preparing the recording and a forecast store ...")
 
-    @staticmethod
-    def _in_doc(doc, fn, *args):
-        """Run ``fn(*args)`` on the session's next tick, holding its document lock (Bokeh models
-        may only change under it); an awaitable of the result."""
-        fut = asyncio.get_running_loop().create_future()
-
-        def call():
-            try:
-                fut.set_result(fn(*args))
-            except Exception as err:   # handed to the awaiting task, which reports it
-                fut.set_exception(err)
-        doc.add_next_tick_callback(call)
-        return fut
-
-    async def _start_async(self, doc):
-        loop = asyncio.get_running_loop()
-        try:
-            res = await loop.run_in_executor(None, self.prepare)
-            await self._in_doc(doc, self._install, *res)
-        except Exception as err:
-            self._status.object = f"**Could not prepare the viewer:** {err}"
-            self._progress.active = False
-            raise
+    def _prepared(self, res):
+        self._install(*res)
         if (self.train_video or self.checkpoint) and "video" not in self.stores:
             self._progress.value, self._progress.active = 0, True
-            try:
-                stores, scores = await loop.run_in_executor(None, self.train, self._on_train_progress)
-            except Exception as err:
-                self._status.object += f"  \n**Video training failed:** {err}"
-                self._progress.active = False
-                raise
-            await self._in_doc(doc, self._show_video, stores, scores)
 
-    def _show_video(self, stores, scores):
+            def job(report):
+                return self.train(lambda frac, message: report(frac, message))
+
+            self._training.submit(job, self._show_video, on_error=self._train_failed,
+                                  message="training the video forecaster")
+
+    def _prepare_failed(self, err):
+        self._status.object = f"**Could not prepare the viewer:** {err}"
+        self._progress.active = False
+
+    def _train_failed(self, err):
+        self._status.object = self._status_text() + f"  \n**Video training failed:** {err}"
+        self._progress.active = False
+
+    def _show_video(self, stores, scores=None):
+        if scores is None:  # the background job's result is one (stores, scores) tuple
+            stores, scores = stores
         self._set_stores(stores, scores)
         self.method = "video"
+        self._progress.value, self._progress.active = 100, False
+        self._status.object = self._status_text()
 
-    def _on_train_progress(self, frac, message):
-        self._progress.value = int(100 * frac)
-        self._train_msg = message
+    def _on_train_progress(self, *events):
+        work = self._training
+        if not work.running:
+            return
+        self._progress.value = int(100 * work.progress)
+        self._train_msg = work.message
         self._status.object = self._status_text()
 
     # -- state ------------------------------------------------------------------------------------
@@ -324,7 +316,7 @@ class ForecastViewer(pn.viewable.Viewer):
             return
         with pn.io.hold():
             if changed & {"window", "lead", "z"}:
-                self.slices.show(*self.planes(self.window, self.lead, self.z))
+                self.slices.show(*self.planes(self.window, self.lead, self.z), self._empty_reason())
             if changed & {"z", "show_outline"}:
                 self.slices.set_outline(self._outline(self.z) if self.show_outline else None)
                 self.slices.set_outline_visible(self.show_outline)
@@ -364,12 +356,33 @@ class ForecastViewer(pn.viewable.Viewer):
         if not in_server_session():
             pn.io.push_notebook(*self._images, self._trace, self._mae)
 
+    def _empty_reason(self) -> str:
+        if self._store is not None and self._store.attrs.get("kind") != "video":
+            return (f"no forecast on z-plane {self.z}: the trace forecast is drawn on segmented "
+                    "neurons' voxels and this plane has none")
+        return f"no forecast values on z-plane {self.z}"
+
     def _info_text(self):
         c, s = self._context, int(self._starts[self.window])
         cond = self._conds[self.window] if self._conds is not None else "?"
         return (f"Window {self.window}: condition **{cond}**, context frames {s}-{s + c - 1}, "
                 f"target frame {s + c - 1 + self.lead} (lead {self.lead}), "
                 f"z-plane {self.z} ({self._zc[self.z]:.1f} µm); neuron **{self.neuron}**")
+
+    def _on_neuron(self, event):
+        """A neuron picked by clicking or set in code: the input follows, an old rejection note goes."""
+        self._neuron_note.object = ""
+        self._neuron_input.value = event.new
+
+    def _on_neuron_input(self, event):
+        n = getattr(self, "_n_neurons", None)
+        value = event.new
+        if value is None or n is None or not 0 <= value < n:
+            shown = f"0 to {n - 1}" if n else "available once the recording is loaded"
+            self._neuron_note.object = f"Neuron {value} does not exist (neurons: {shown}); still showing {self.neuron}."
+            self._neuron_input.value = self.neuron
+            return
+        self.neuron = int(value)
 
     # -- data reads (one plane / one trace at a time) ------------------------------------------------
     def planes(self, window: int, lead: int, z: int):
@@ -437,17 +450,36 @@ class ForecastViewer(pn.viewable.Viewer):
     # -- layout ------------------------------------------------------------------------------------
     def _slider_and_player(self, name: str, label: str, interval: int):
         """The parameter's slider and a player linked to it in the browser (the player moves the
-        slider client-side; only the slider syncs to the server, so a step is one round trip)."""
-        slider = _StepSlider.from_param(self.param[name], width=260)
-        lo, hi = self.param[name].bounds
+        slider client-side; only the slider syncs to the server, so a step is one round trip).
+
+        Served, the slider is a Bokeh ``Slider`` whose ``on_change`` callback Bokeh runs as soon as
+        the browser's change arrives (public Bokeh API; Panel widgets coalesce incoming changes for
+        50 ms, a quarter of the viewer's 200 ms step budget). Elsewhere (notebooks) it is Panel's
+        ``IntSlider``.
+        """
+        p = self.param[name]
+        lo, hi = p.bounds
+        if in_server_session():
+            model = BkSlider(title=p.label, start=lo, end=max(hi, lo + 1), value=getattr(self, name),
+                             step=1, width=260)
+            model.on_change("value", lambda attr, old, new: setattr(self, name, int(new)))
+            self.param.watch(lambda e: model.value != e.new and setattr(model, "value", e.new), [name])
+            slider, target = pn.pane.Bokeh(model, width=270), model
+        else:
+            slider = target = pn.widgets.IntSlider.from_param(p, width=260)
         player = pn.widgets.Player(name=label, start=lo, end=hi, value=getattr(self, name),
                                    loop_policy="loop", interval=interval, width=250, show_value=False,
                                    show_loop_controls=False, visible_buttons=_PLAYER_BUTTONS)
-        player.jslink(slider, value="value", bidirectional=True)
+        player.jslink(target, value="value", bidirectional=True)
 
         def bounds(_):
             lo, hi = self.param[name].bounds
-            player.param.update(start=lo, end=hi, value=getattr(self, name))
+            value = getattr(self, name)
+            if isinstance(target, BkSlider):
+                target.update(start=lo, end=max(hi, lo + 1), value=value)
+            # bounds first, then the value: a value beyond the old end would be clipped to it
+            player.param.update(start=lo, end=hi)
+            player.value = value
         self.param.watch(bounds, ["version"])
         return slider, player
 
@@ -459,12 +491,10 @@ class ForecastViewer(pn.viewable.Viewer):
                                       ("Play z-planes", "z", 400)):
             slider, player = self._slider_and_player(name, label, interval)
             sliders.append(slider)
-            players += [f"{label}:", player]
+            players.append(player)  # the player's own name labels it (no second label)
         top = pn.Param(self.param, show_name=False, width=280, parameters=["method"])
-        rest = pn.Param(self.param, show_name=False, width=280,
-                        parameters=["neuron", "condition", "show_outline"],
-                        widgets={"neuron": pn.widgets.IntInput})
-        controls = [top, *sliders, rest, *players]
+        rest = pn.Param(self.param, show_name=False, width=280, parameters=["condition", "show_outline"])
+        controls = [top, *sliders, self._neuron_input, self._neuron_note, rest, *players]
         sidebar = pn.Column("### Forecast viewer", *controls, self._progress, width=300)
         main = pn.Column(self._status, self._info, self._images,
                          pn.Row(self._trace, self._mae, sizing_mode="stretch_width"),

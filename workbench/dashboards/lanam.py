@@ -151,7 +151,7 @@ class LanamExplorer(pn.viewable.Viewer):
         what = (f"Fitting LA-NAM on **{self.dataset}** ({len(X)} samples, {X.shape[1]} features, "
                 f"{task}) ...")
         self._fit = None
-        self._clear("fitting ... (see the progress bar)")
+        self._clear("fitting ...")
 
         def job(report):
             done = [0]
@@ -174,7 +174,7 @@ class LanamExplorer(pn.viewable.Viewer):
         self._fit = None
         self._status.object = message
         self._progress.value, self._progress.active = 0, False
-        self._clear("no result: see the message above")
+        self._clear("no result (see the message above)")
 
     def _clear(self, message: str):
         """Replace every plot by a frame that says why it is empty (no stale plots)."""
@@ -243,7 +243,7 @@ class LanamExplorer(pn.viewable.Viewer):
             self._pair_view.object = figs.interaction_plot(inter)
         else:
             why = "set 'Interaction pairs' above 0 to fit one" if not self.n_pairs else (self._fit.note or "none")
-            self._pair_view.object = figs.placeholder("2-D interaction", f"no pair fitted: {why}", 330)
+            self._pair_view.object = figs.placeholder("2-D interaction", f"no pair fitted ({why})", 330)
 
     @staticmethod
     def pair_explanation(fit) -> str:
@@ -264,14 +264,20 @@ class LanamExplorer(pn.viewable.Viewer):
         fitted = fit.estimator.interaction_pairs_
         if fitted:
             after = fit.final_ranking.table
+            key = lambda i, j: frozenset((i, j))  # noqa: E731
+            before_mi = {key(r.feature_i, r.feature_j): r.mutual_information for r in table.itertuples()}
+            after_mi = {key(r.feature_i, r.feature_j): r.mutual_information for r in after.itertuples()}
+            names = ", ".join(f"{a} × {b}" for a, b in fitted)
             a, b = fitted[0]
-            row = after[((after.feature_i == a) & (after.feature_j == b))
-                        | ((after.feature_i == b) & (after.feature_j == a))]
-            left = f" (MI {row.mutual_information.iloc[0]:.3g} after)" if len(row) else ""
-            rest = after.iloc[0]
-            text += (f" Fitted: **{', '.join(f'{a} × {b}' for a, b in fitted)}** (marked); once fitted its "
-                     f"interaction is explained{left}, and the top remaining pair of the final model is "
-                     f"{rest.feature_i} × {rest.feature_j} (MI {rest.mutual_information:.3g}).")
+            text += f" Fitted: **{names}** (outlined)"
+            if key(a, b) in after_mi and key(a, b) in before_mi:
+                text += (f"; with its 2-D subnetwork in the model, its residual MI fell from "
+                         f"{before_mi[key(a, b)]:.3g} to {after_mi[key(a, b)]:.3g}")
+            rest = [r for r in after.itertuples() if key(r.feature_i, r.feature_j) not in {key(*p) for p in fitted}]
+            if rest:
+                text += (f"; the strongest pair not fitted is {rest[0].feature_i} × {rest[0].feature_j} "
+                         f"(MI {rest[0].mutual_information:.3g} in the final model)")
+            text += "."
         return text
 
     def __panel__(self):

@@ -10,14 +10,16 @@ without executing it, so adding a dashboard means adding one thin file to ``apps
 from __future__ import annotations
 
 import ast
+import base64
 import html
+import io
 import runpy
 from dataclasses import dataclass
 from pathlib import Path
 
 import panel as pn
 
-__all__ = ["DashboardInfo", "discover_dashboards", "LandingPage", "serve_workbench"]
+__all__ = ["DashboardInfo", "discover_dashboards", "LandingPage", "serve_workbench", "thumbnail_uri"]
 
 _SKIP = {"main"}
 
@@ -56,6 +58,35 @@ def discover_dashboards(apps_dir: str | Path) -> list[DashboardInfo]:
     return found
 
 
+@pn.cache(max_items=32)
+def _thumbnail(path: str, mtime: float, width: int = 660, aspect: float = 0.62) -> str:
+    """A data URI of the top right of the screenshot at ``path`` (the plots, without the sidebar),
+    ``width`` px wide (2x the card, for sharp text) and ``aspect`` (height / width) high; read
+    once per (file, modification time)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        left = int(0.2 * im.width)  # the plots, not the sidebar of settings
+        im = im.crop((left, 0, im.width, min(im.height, int((im.width - left) * aspect))))
+        im = im.resize((width, int(width * im.height / im.width)), Image.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def thumbnail_uri(images_dir: str | Path, name: str) -> str | None:
+    """The card picture of dashboard ``name`` (``<images_dir>/<name>.png``, made by
+    ``make screenshots``), or None when there is none (the card then shows text only)."""
+    path = Path(images_dir) / f"{name}.png"
+    if not path.is_file():
+        return None
+    try:
+        return _thumbnail(str(path), path.stat().st_mtime)
+    except OSError:  # an unreadable picture must not break the landing page
+        return None
+
+
 _CSS = """
 .wb-cards {display: flex; flex-wrap: wrap; gap: 18px; margin-top: 8px;}
 .wb-card {width: 330px; border: 1px solid #d8dee4; border-radius: 10px; padding: 16px 18px;
@@ -63,6 +94,8 @@ _CSS = """
 .wb-card h3 {margin: 0 0 8px 0; font-size: 1.15em;}
 .wb-card a {text-decoration: none; color: #0b5cad;}
 .wb-card p {color: #444; font-size: .93em; line-height: 1.4; margin: 0;}
+.wb-card img {width: 100%; border: 1px solid #e5e9ee; border-radius: 6px; margin-bottom: 10px;
+              display: block;}
 .wb-nav a {text-decoration: none; color: #0b5cad; font-weight: 600;}
 """
 
@@ -70,18 +103,24 @@ _CSS = """
 class LandingPage(pn.viewable.Viewer):
     """Cards linking to every dashboard found in the apps folder."""
 
-    def __init__(self, apps_dir: str | Path, **params):
+    def __init__(self, apps_dir: str | Path, images_dir: str | Path | None = None, **params):
         super().__init__(**params)
         self.dashboards = discover_dashboards(apps_dir)
+        # the README's pictures (``make screenshots``) next to the apps folder
+        self.images_dir = Path(images_dir) if images_dir else Path(apps_dir).parent / "docs" / "images"
 
     def _cards_html(self) -> str:
         if not self.dashboards:
             return "<p>No dashboards found in apps/.</p>"
         cards = []
         for d in self.dashboards:
+            link = f"?dashboard={html.escape(d.name)}"
+            uri = thumbnail_uri(self.images_dir, d.name)
+            picture = (f'<a href="{link}" tabindex="-1"><img src="{uri}" '
+                       f'alt="{html.escape(d.title)}: its default view"></a>' if uri else "")
             cards.append(
-                f'<div class="wb-card" data-dashboard="{html.escape(d.name)}">'
-                f'<h3><a href="?dashboard={html.escape(d.name)}">{html.escape(d.title)}</a></h3>'
+                f'<div class="wb-card" data-dashboard="{html.escape(d.name)}">{picture}'
+                f'<h3><a href="{link}">{html.escape(d.title)}</a></h3>'
                 f"<p>{html.escape(d.description)}</p></div>"
             )
         return f'<div class="wb-cards">{"".join(cards)}</div>'

@@ -157,7 +157,7 @@ class LaplacePlayground(pn.viewable.Viewer):
         n_epochs = key[4]
         message = f"Fitting **{key[0]}** with a {key[1]} Laplace ({key[3]} x {key[2]} MLP, {n_epochs} epochs) ..."
         self._status.object = message
-        self._clear("fitting ... (see the progress bar)")
+        self._clear("fitting ...")
         self._work.submit(self._make_job(key), self._show, on_error=self._on_error, message=message)
 
     @staticmethod
@@ -181,14 +181,14 @@ class LaplacePlayground(pn.viewable.Viewer):
     def _on_error(self, err):
         self._status.object = (f"**Fit failed:** {type(err).__name__}: {err}. Try another Hessian "
                                "structure, a smaller network or another seed.")
-        self._clear("no result: see the message above")
+        self._clear("no result (see the message above)")
 
     def _clear(self, message: str):
         with pn.io.hold():
-            self._warnings.visible = False
+            self._warnings.visible, self._warnings.object = False, ""
             self._predictive_pane.object = placeholder("GLM predictive", message, 380)
-            self._marglik_pane.object = placeholder("Marginal likelihood over the prior precision", message)
-            self._history_pane.object = placeholder("Online marglik during training", message)
+            self._marglik_pane.object = placeholder("Marginal likelihood", message)
+            self._history_pane.object = placeholder("Online marglik", message)
 
     # -- plots -------------------------------------------------------------------------------
     def _show(self, out):
@@ -201,7 +201,8 @@ class LaplacePlayground(pn.viewable.Viewer):
             self._marglik_pane.object = self._marglik_plot(curve)
             self._history_pane.object = self._history_plot(result.history)
             self._warnings.object = ("**This fit is degenerate or unconverged; do not trust its "
-                                     "uncertainty:**\n\n" + "\n".join(f"- {w}" for w in warnings))
+                                     "uncertainty:**\n\n" + "\n".join(f"- {w}" for w in warnings)
+                                     if warnings else "")
             self._warnings.visible = bool(warnings)
             self._status.object = (
                 f"{'⚠ ' if warnings else ''}**{result.problem.name}**, {result.hessian_structure} Laplace, "
@@ -227,7 +228,8 @@ class LaplacePlayground(pn.viewable.Viewer):
         two = pred.sizes["class"] == 2
         p = pred.prob.isel({"class": -1}) if two else pred.confidence
         label = "p(class 1)" if two else "confidence (max class probability)"
-        img = p.hvplot.image(x="x1", y="x2", cmap="Greys" if not two else "PRGn", clim=(0, 1), clabel=label, alpha=0.75)
+        img = p.hvplot.image(x="x1", y="x2", cmap="Greys" if not two else "PRGn", clim=(0, 1), clabel=label, alpha=0.75,
+                               responsive=True, height=380)
         classes = sorted(int(c) for c in np.unique(data["y"]))
         pts = [hv.Scatter(data[data["y"] == c], "x1", "x2", label=f"class {c}").opts(
             color=CLASS_COLOURS[i % 6], marker=CLASS_MARKERS[i % 6], size=9, line_color="black", line_width=1)
@@ -240,14 +242,16 @@ class LaplacePlayground(pn.viewable.Viewer):
         chosen = curve.attrs["chosen_prior_precision"]
         finite = curve.where(np.isfinite(curve), drop=True)
         if finite.size == 0:
-            return placeholder("Marginal likelihood over the prior precision", "the evidence is NaN everywhere")
+            return placeholder("Marginal likelihood", "NaN at every prior precision")
         best_value = float(finite.max())
         # the evidence falls off steeply for strong priors: frame the region around the optimum
         low = max(float(finite.min()), float(np.percentile(finite.values, 40)))
         pad = 0.05 * max(best_value - low, 1.0)
+        # responsive=True here too: hvplot's default fixed width would make the overlay log
+        # "responsive mode could not be enabled" on every fit
         line = curve.hvplot.line(
             logx=True, color="#4c72b0", line_width=2, xlabel="prior precision", ylabel="log marginal likelihood",
-            ylim=(low - pad, best_value + pad),
+            ylim=(low - pad, best_value + pad), responsive=True, height=300,
         )
         at = float(curve.interp(prior_precision=chosen)) if np.isfinite(curve.interp(prior_precision=chosen)) else best_value
         best = hv.Scatter([(chosen, at)], "prior_precision", "log_marglik", label="chosen").opts(color="#d62728", size=12)
@@ -257,7 +261,8 @@ class LaplacePlayground(pn.viewable.Viewer):
     @staticmethod
     def _history_plot(history):
         valid = history.log_marglik.dropna("epoch")
-        lm = valid.hvplot.line(x="epoch", color="#2ca02c", ylabel="log marginal likelihood", label="log marglik")
+        lm = valid.hvplot.line(x="epoch", color="#2ca02c", ylabel="log marginal likelihood", label="log marglik",
+                               responsive=True, height=300)
         return lm.opts(title="Online marglik during training", responsive=True, height=300)
 
     def __panel__(self):

@@ -27,9 +27,15 @@ import xarray as xr
 
 from workbench._paths import DATA_DIR
 from workbench.dashboards._background import BackgroundWork, start_when_loaded
-from workbench.sparsify import CRITERIA, PRIORS, TASKS, cached_sparsity_curve, curve_settings
-from workbench.sparsify.curve import curve_path
-from workbench.sparsify.models import make_model, prunable_layers
+from workbench.sparsify import (
+    CRITERIA,
+    PRIORS,
+    TASKS,
+    cached_sparsity_curve,
+    curve_path,
+    curve_settings,
+    make_model,
+)
 
 __all__ = ["SparsityExplorer", "curve_summary", "layer_names", "nines", "DATA_DIR"]
 
@@ -62,7 +68,7 @@ def nines(s):
 def layer_names(task: str, layers) -> dict[str, str]:
     """``{module key: 'Linear 30→100'}`` for the prunable layers of ``task``'s network
     ('Conv 1→8, 3×3' for convolutions), numbered when two would read the same."""
-    mods = prunable_layers(make_model(task))
+    mods = dict(make_model(task).named_modules())
     out = {}
     for i, key in enumerate(layers):
         m = mods.get(str(key))

@@ -7,7 +7,8 @@ are learned); both are scikit-learn classifiers on (N, C, H, W) images.
 
 Results: :func:`run_equivariance` / :func:`run_invariance` train on a task and return the run
 as an xarray Dataset; :func:`cached_run` keeps runs in the data directory (:func:`save_run`,
-:func:`load_run`, :func:`list_runs`); :func:`layer_readout` and :func:`equivariance_score` read
+:func:`load_run`, :func:`list_runs`, :func:`run_path`; :func:`run_settings` and :func:`run_label`
+read a run's settings back); :func:`layer_readout` and :func:`equivariance_score` read
 the learned equivariance of a network (:data:`MEASURES`). Data: :func:`make_task`
 (:data:`TASKS`); :data:`MODELS` and :data:`TRANSFORMS` name the run options.
 
@@ -29,6 +30,9 @@ from workbench.equivariance.runs import (
     load_run,
     run_equivariance,
     run_invariance,
+    run_label,
+    run_path,
+    run_settings,
     save_run,
 )
 from workbench.equivariance.tasks import TASKS, make_task
@@ -36,7 +40,8 @@ from workbench.equivariance.training import LearnedEquivarianceClassifier
 
 __all__ = [
     "LearnedEquivarianceClassifier", "LearnedInvarianceClassifier", "run_equivariance",
-    "run_invariance", "cached_run", "save_run", "load_run", "list_runs", "layer_readout",
+    "run_invariance", "cached_run", "save_run", "load_run", "list_runs", "run_path", "run_label",
+    "run_settings", "layer_readout",
     "equivariance_score", "make_task", "TASKS", "MODELS", "MEASURES", "TRANSFORMS",
 ]
 

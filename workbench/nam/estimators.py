@@ -21,6 +21,8 @@ from workbench.nam.preprocessing import TabularPreprocessor, _rows, _stats, chec
 from workbench.nam.training import resolve_schedule, train_marglik
 
 PRED_TYPES = ("glm", "map")
+#: rows per chunk of whole-data forward passes (bounded activations on big tables)
+ROWS = 4096
 
 
 class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
@@ -242,7 +244,9 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         x_num, x_cat = self._tensors(X, torch.float64)
         with self._threads():
             if pred_type == "map":
-                mean = self._predict_model()(x_num, x_cat).cpu().numpy()
+                model = self._predict_model()
+                mean = torch.cat([model(x_num[i : i + ROWS], x_cat[i : i + ROWS])
+                                  for i in range(0, len(x_num), ROWS)]).cpu().numpy()
                 mean, var = mean, np.zeros_like(mean)
             else:
                 mean, var = self._glm_predictive_tensors(x_num, x_cat)
@@ -256,7 +260,8 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
     @torch.no_grad()
     def _glm_predictive_tensors(self, x_num, x_cat):
         model = self._predict_model()
-        mean = model(x_num, x_cat)
+        # in row chunks: the (rows, features, hidden) activations stay bounded on big tables
+        mean = torch.cat([model(x_num[i : i + ROWS], x_cat[i : i + ROWS]) for i in range(0, len(x_num), ROWS)])
         var = torch.zeros_like(mean)
         chunk = sample_chunk(model)  # bounded Jacobian tensors, whatever the number of features
         for start in range(0, len(mean), chunk):

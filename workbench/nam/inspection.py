@@ -48,7 +48,10 @@ class InspectionMixin:
     @torch.no_grad()
     def _train_outputs(self) -> dict[str, torch.Tensor]:
         x_num, x_cat, _ = self._train
-        return {g: v.double() for g, v in self.model_.contributions(x_num, x_cat).items()}
+        rows = 4096  # chunks: the (rows, features, hidden) activations stay bounded on big tables
+        parts = [self.model_.contributions(x_num[i : i + rows], x_cat[i : i + rows])
+                 for i in range(0, len(x_num), rows)]
+        return {g: torch.cat([p[g] for p in parts]).double() for g in parts[0]}
 
     def _feature_outputs(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         """Each feature's whole contribution (N, F, K): a numeric feature's subnetwork plus its

@@ -23,7 +23,13 @@ Importing those from ``workbench.sparsify`` directly still works for one release
 from workbench._deprecation import warn_renamed
 
 from .criteria import CRITERIA
-from .curve import DEFAULT_SPARSITIES, cached_sparsity_curve, curve_settings, sparsity_curve
+from .curve import (
+    DEFAULT_SPARSITIES,
+    cached_sparsity_curve,
+    curve_path,
+    curve_settings,
+    sparsity_curve,
+)
 from .data import TASKS, make_task
 from .estimator import PrunedNetwork, SpaM
 from .flops import count_flops, count_parameters
@@ -32,7 +38,7 @@ from .models import make_model
 from .training import PRIORS
 
 __all__ = [
-    "SpaM", "PrunedNetwork", "sparsity_curve", "cached_sparsity_curve", "curve_settings",
+    "SpaM", "PrunedNetwork", "sparsity_curve", "cached_sparsity_curve", "curve_settings", "curve_path",
     "score_network", "count_flops", "count_parameters", "make_task", "make_model", "CRITERIA",
     "PRIORS", "TASKS", "DEFAULT_SPARSITIES",
 ]

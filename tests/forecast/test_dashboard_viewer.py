@@ -1,0 +1,49 @@
+"""Forecast viewer pieces without a browser or data (issue 14): grey panels explain themselves,
+the trace legend sits outside the frame, the outline is off by default, an unknown neuron is
+rejected visibly, and no Panel/Bokeh private attribute is overridden."""
+
+import inspect
+
+import numpy as np
+
+from workbench.dashboards import forecast_viewer
+from workbench.dashboards._forecast_figures import SliceFigures, TraceFigure
+from workbench.dashboards.forecast_viewer import ForecastViewer
+
+
+def test_an_empty_plane_says_why_it_is_grey():
+    sl = SliceFigures()
+    sl.set_grid(np.arange(4.0), np.arange(3.0), (0.0, 1.0))
+    truth = np.random.default_rng(0).random((3, 4)).astype(np.float32)
+    sl.show(truth, np.full((3, 4), np.nan, np.float32), "no forecast on z-plane 0: no neurons")
+    assert [n.text for n in sl.notes] == ["", "no forecast on z-plane 0: no neurons",
+                                          "no forecast on z-plane 0: no neurons"]
+    sl.show(truth, truth + 0.1)
+    assert [n.text for n in sl.notes] == ["", "", ""]
+
+
+def test_trace_legend_is_outside_the_frame_and_the_label_right():
+    tf = TraceFigure()
+    legend = tf.figure.legend[0]
+    assert legend not in tf.figure.center and legend in tf.figure.below
+    tf.set_layout(context=4, horizon=32, color="#000000")
+    assert tf.label.x > 30 and tf.label.text_align == "right"  # not over the context frames (< 0)
+
+
+def test_outline_off_by_default_and_unknown_neurons_rejected():
+    v = ForecastViewer(autostart=False, train_video=False)
+    assert v.show_outline is False
+    v._n_neurons = 300
+    v.param.neuron.bounds = (0, 299)
+    v._neuron_input.value = 12
+    assert v.neuron == 12 and v._neuron_note.object == ""
+    v._neuron_input.value = 99999
+    assert v.neuron == 12 and v._neuron_input.value == 12
+    assert "Neuron 99999 does not exist" in v._neuron_note.object and "0 to 299" in v._neuron_note.object
+    v.neuron = 40  # e.g. picked by clicking a cell: the input follows and the note goes
+    assert v._neuron_input.value == 40 and v._neuron_note.object == ""
+
+
+def test_no_private_panel_or_bokeh_attribute_is_overridden():
+    source = inspect.getsource(forecast_viewer)
+    assert "_debounce" not in source
