@@ -53,7 +53,7 @@ def test_zero_interaction_pairs_finishes_without_none_in_the_options(view):
     view.n_pairs = 0
     assert "fitted pairs: none" in view._status.object
     assert view.pair == NO_PAIR and None not in view.param.pair.objects
-    assert _is_placeholder(view._pair_view)
+    assert not view._pair_view.visible and "no pair fitted" in view._pair_msg.object
     view.n_pairs = 1
     assert view.pair != NO_PAIR
 
@@ -161,6 +161,7 @@ def test_csv_upload_in_the_view(table, monkeypatch):
     assert view.categorical == ["smoker"]  # suggested, visible in the widget
     assert "choose the target column" in view._status.object
     assert _is_placeholder(view._shape)  # no stale plots of the previous data set
+    assert view.feature is None and view.param.feature.objects == []
     view.target = "y"
     assert "uploaded CSV" in view._status.object and "log marginal likelihood" in view._status.object
     sf = view._fit.shapes(0.95)

@@ -81,3 +81,19 @@ def test_classes_are_distinguishable_and_bands_separate_model_from_noise():
     areas = view._predictive_pane.object.traverse(lambda e: e, [hv.Area])
     labels = " | ".join(a.label for a in areas)
     assert "model uncertainty" in labels and "observation noise" in labels
+
+
+def test_sliders_start_a_fit_only_when_released(monkeypatch):
+    import panel as pn
+    import param
+
+    view = LaplacePlayground(autostart=False)
+    starts = []
+    monkeypatch.setattr(view, "_start", lambda: starts.append(view.width))
+    slider = next(w for w in view.__panel__().select(pn.widgets.IntSlider) if w.name == "Hidden units")
+    for step in (40, 48, 56):  # dragging: the value moves, nothing is fitted
+        slider.value = step
+    assert starts == [] and view.width == 32
+    with param.edit_constant(slider):  # what the browser sends when the slider is released
+        slider.value_throttled = 56
+    assert starts == [56] and view.width == 56

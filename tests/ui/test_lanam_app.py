@@ -14,7 +14,7 @@ from tests.ui.harness import (
     wait_for_change,
     wait_idle,
 )
-from tests.ui.visual import assert_plots_visible, server_log_problems
+from tests.ui.visual import assert_plots_visible, find_plots, screenshot_dir, server_log_problems
 
 _NO_PLACEHOLDER_JS = """
 () => {
@@ -25,7 +25,8 @@ _NO_PLACEHOLDER_JS = """
     if (!v || seen.has(v)) return;
     seen.add(v);
     const t = v.model?.title?.text;
-    if (v.el?.isConnected && typeof t === 'string' && /: (fitting|no result|waiting)/.test(t)) found = true;
+    const shown = v.el?.isConnected && v.el.getBoundingClientRect().width > 0;  // not hidden
+    if (shown && typeof t === 'string' && /: (fitting|no result|waiting)/.test(t)) found = true;
     for (const c of (v.child_views ?? [])) walk(c);
   };
   const roots = window.Bokeh?.index?.roots ? Array.from(window.Bokeh.index.roots) : Object.values(window.Bokeh?.index ?? {});
@@ -95,15 +96,41 @@ def test_lanam_explorer(panel_server, ui_page):
     set_widget_value(page, "Interaction pairs (2nd stage)", 0)  # used to hang at "Fitting ..."
     page.get_by_text(re.compile(r"diabetes.*fitted pairs: none")).first.wait_for(timeout=120_000)
     wait_idle(page)
-    # the pair view is an empty frame titled "no pair fitted (...)": everything else has content
-    assert_plots_visible(page, "lanam_no_pairs", min_plots=10, per_plot={"no pair fitted": -1.0})
+    # no pair view then (a sentence says why), everything else has content
+    page.get_by_text("2-D interaction: no pair fitted").first.wait_for(timeout=10_000)
+    assert_plots_visible(page, "lanam_no_pairs", min_plots=10)
 
     # 30 features: top-k importance and ranking, no clipped title, nothing of diabetes left over
     set_widget_value(page, "Data set", "breast cancer")
     _wait_fitted(page, "breast cancer")
-    assert_plots_visible(page, "lanam_30_features", min_plots=10, per_plot={"no pair fitted": -1.0})
+    assert_plots_visible(page, "lanam_30_features", min_plots=10)
     assert len(_factors(page, "feature importance")) == 15
     assert not _factors(page, "prior precisions") & (diabetes - {"age", "sex"})
 
+    # CSV upload: no silent target, text cells in a numeric column reported by row, and no
+    # breast-cancer plots left under either message
+    rows = ["age,smoker,y"] + [f"{30 + i % 40},{i % 2},{0.1 * i:.1f}" for i in range(40)]
+    rows[6] = "twelve,1,0.5"
+    page.locator("input[type=file]").first.set_input_files(
+        files=[{"name": "table.csv", "mimeType": "text/csv", "buffer": "\n".join(rows).encode()}])
+    page.get_by_text("choose the target column (one of").first.wait_for(timeout=30_000)
+    wait_idle(page)
+    assert _placeholders_only(page)
+    set_widget_value(page, "Target column (CSV)", "y")
+    page.get_by_text("column 'age' is numeric but has text in row 6: 'twelve'").first.wait_for(timeout=30_000)
+    wait_idle(page)
+    assert _placeholders_only(page)
+    page.screenshot(path=str(screenshot_dir() / "lanam_csv_error.png"), full_page=True)
+
     panel_server.assert_clean()
     assert not server_log_problems(panel_server, since=log_start)
+
+
+def _placeholders_only(page, timeout_s=10):
+    """Whether every plot on screen is a 'no result' placeholder (polled: it may still paint)."""
+    for _ in range(timeout_s * 5):
+        titles = [p.title for p in find_plots(page)]
+        if titles and all(": no result" in t for t in titles):
+            return True
+        page.wait_for_timeout(200)
+    return False

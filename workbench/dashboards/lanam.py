@@ -14,13 +14,14 @@ replaced by a frame saying so (never the previous data set's plots under a new m
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 
 import pandas as pd
 import panel as pn
 import param
 
 from workbench.dashboards import _lanam_figures as figs
-from workbench.dashboards._background import BackgroundWork, start_when_loaded
+from workbench.dashboards._background import BackgroundWork, in_server_session, start_when_loaded
 from workbench.dashboards._lanam_data import (
     CHOOSE_TARGET,
     DATASETS,
@@ -74,6 +75,7 @@ class LanamExplorer(pn.viewable.Viewer):
         self._heatmap = pn.pane.HoloViews(min_height=360, **pane)
         self._pair_note = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._pair_view = pn.pane.HoloViews(min_height=330, **pane)
+        self._pair_msg = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._report = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, height=260, sizing_mode="stretch_width")
         self._fit = None
         self._updating = False
@@ -102,8 +104,17 @@ class LanamExplorer(pn.viewable.Viewer):
         return (self.dataset, digest, target, cats, tuple(sorted(self.settings().items())))
 
     def _on_upload(self, event):
+        # handled on the next tick: replacing plot panes from inside the FileInput's own change
+        # event left some of the previous data set's plots on screen
+        doc = pn.state.curdoc
+        if in_server_session() and doc is not None:
+            doc.add_next_tick_callback(partial(self._handle_upload, event.new))
+        else:
+            self._handle_upload(event.new)
+
+    def _handle_upload(self, csv: bytes):
         try:
-            df = read_table(event.new)
+            df = read_table(csv)
         except ValueError as err:
             self._fail(f"**Could not use the CSV:** {err}")
             return
@@ -172,9 +183,17 @@ class LanamExplorer(pn.viewable.Viewer):
 
     def _fail(self, message: str):
         self._fit = None
-        self._status.object = message
-        self._progress.value, self._progress.active = 0, False
-        self._clear("no result (see the message above)")
+        self._updating = True  # no stale feature/pair choices of the previous data set either
+        try:
+            self.feature = None  # param appends a value missing from objects: reset them after
+            self.param.feature.objects = []
+            self.param.pair.objects, self.pair = [NO_PAIR], NO_PAIR
+        finally:
+            self._updating = False
+        with pn.io.hold():  # the plots are cleared in the same message, before the text arrives
+            self._clear_panes("no result (see the message above)")
+            self._progress.value, self._progress.active = 0, False
+            self._status.object = message
 
     def _clear(self, message: str):
         """Replace every plot by a frame that says why it is empty (no stale plots)."""
@@ -188,6 +207,7 @@ class LanamExplorer(pn.viewable.Viewer):
         self._precision.object = figs.placeholder("prior precisions", message)
         self._heatmap.object = figs.placeholder("pair ranking", message, 360)
         self._pair_view.object = figs.placeholder("2-D interaction", message, 330)
+        self._pair_view.visible, self._pair_msg.object = True, ""
         self._pair_note.object = ""
         self._report.value = pd.DataFrame()
 
@@ -241,9 +261,11 @@ class LanamExplorer(pn.viewable.Viewer):
             if "class" in inter.dims:
                 inter = inter.isel({"class": -1})
             self._pair_view.object = figs.interaction_plot(inter)
-        else:
+            self._pair_view.visible, self._pair_msg.object = True, ""
+        else:  # no empty frame: say so in words
             why = "set 'Interaction pairs' above 0 to fit one" if not self.n_pairs else (self._fit.note or "none")
-            self._pair_view.object = figs.placeholder("2-D interaction", f"no pair fitted ({why})", 330)
+            self._pair_view.visible = False
+            self._pair_msg.object = f"**2-D interaction:** no pair fitted ({why})."
 
     @staticmethod
     def pair_explanation(fit) -> str:
@@ -303,6 +325,7 @@ class LanamExplorer(pn.viewable.Viewer):
             "#### All shape functions (one shared y-scale; grey = switched off by the marginal likelihood)",
             self._grid,
             pn.Row(self._precision, pn.Column(self._heatmap, self._pair_note)),
+            self._pair_msg,
             self._pair_view,
             "### Feature-selection report",
             self._report,
