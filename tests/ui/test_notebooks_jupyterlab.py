@@ -259,5 +259,8 @@ def test_notebook_runs_and_plots_render_offline(lab_browser, lab, name):
             page.screenshot(path=str(Path(SHOTS) / f"{path.stem}.png"))
             outputs = page.locator(_PANEL + " .jp-OutputArea-output:has([data-root-id])")
             for i in range(outputs.count()):
-                outputs.nth(i).screenshot(path=str(Path(SHOTS) / f"{path.stem}_plot{i}.png"))
+                box = outputs.nth(i).bounding_box()
+                if box and box["height"] >= 10:  # not setup_plotting's empty root
+                    outputs.nth(i).screenshot(path=str(Path(SHOTS) / f"{path.stem}_plot{i}.png"),
+                                              timeout=10_000)
         context.close()
