@@ -47,3 +47,24 @@ def test_outline_off_by_default_and_unknown_neurons_rejected():
 def test_no_private_panel_or_bokeh_attribute_is_overridden():
     source = inspect.getsource(forecast_viewer)
     assert "_debounce" not in source
+
+
+def test_notebook_layout_images_keep_the_data_aspect_and_titles_are_short():
+    """layout="notebook" (issue 21): fixed-size image frames with the grid's y/x extent ratio,
+    short titles; the served dashboard's stretching figures are unchanged."""
+    import pytest
+
+    v = ForecastViewer(autostart=False, train_video=False, layout="notebook")
+    v.slices.set_grid(np.arange(28.0) * 3, np.arange(20.0) * 3, (0.0, 1.0))
+    for f in v.slices.figures:
+        assert f.sizing_mode is None and f.frame_width == 200
+        assert abs(f.frame_height / f.frame_width - 20 / 28) < 0.01
+    assert v.trace_figure.figure.title.text == "picked neuron"
+    tall = SliceFigures(frame_width=200)
+    tall.set_grid(np.arange(10.0), np.arange(100.0), (0.0, 1.0))   # capped height, same aspect
+    assert tall.figures[0].frame_height == 300 and tall.figures[0].frame_width == 30
+    served = ForecastViewer(autostart=False, train_video=False)
+    assert all(f.sizing_mode == "stretch_width" for f in served.slices.figures)
+    assert served.trace_figure.figure.title.text == TraceFigure.TITLE
+    with pytest.raises(ValueError, match="layout"):
+        ForecastViewer(autostart=False, layout="phone")

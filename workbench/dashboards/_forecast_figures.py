@@ -38,6 +38,12 @@ _TRANSPARENT = "rgba(0, 0, 0, 0)"
 _EMPTY_IMAGE = dict(image=[], x=[], y=[], dw=[], dh=[])
 
 
+def _compact_toolbar(f):
+    """A narrow figure's toolbar shows on hover only and without the logo (never over the title)."""
+    f.toolbar.logo = None
+    f.toolbar.autohide = True
+
+
 def _image_data(arr, extent):
     x0, y0, dw, dh = extent
     return dict(image=[np.ascontiguousarray(arr, dtype=np.float32)], x=[x0], y=[y0], dw=[dw], dh=[dh])
@@ -55,7 +61,12 @@ class SliceFigures:
 
     TITLES = ("ground truth", "forecast", "error: forecast − truth")
 
-    def __init__(self, height: int = 330):
+    def __init__(self, height: int = 330, frame_width: int | None = None):
+        """``frame_width=None``: each figure stretches to its share of the page width (the served
+        dashboard). A number: fixed-size figures whose *frames* keep the data aspect (a notebook
+        column): the plot area is ``frame_width`` px wide (narrower for tall data) and as high as
+        the grid's y/x extent ratio asks (set by :meth:`set_grid`)."""
+        self.frame_width = frame_width
         self.x_range, self.y_range = Range1d(0, 1), Range1d(0, 1)
         self.value_mapper = LinearColorMapper(palette=Viridis256, low=0, high=1, nan_color=_NAN)
         self.error_mapper = LinearColorMapper(palette=interp_palette(RdBu11, 256), low=-1, high=1,
@@ -68,10 +79,15 @@ class SliceFigures:
         self.figures, self.outline_renderers, self.notes = [], [], []
         for title, src, mapper in zip(self.TITLES, self.sources,
                                       (self.value_mapper, self.value_mapper, self.error_mapper)):
-            f = figure(title=title, x_range=self.x_range, y_range=self.y_range, height=height,
-                       sizing_mode="stretch_width", min_width=220, x_axis_label="x (µm)",
+            size = dict(height=height, sizing_mode="stretch_width", min_width=220) if frame_width is None \
+                else dict(frame_width=int(frame_width), frame_height=int(frame_width))
+            f = figure(title=title, x_range=self.x_range, y_range=self.y_range, x_axis_label="x (µm)",
                        y_axis_label="y (µm)", tools="pan,wheel_zoom,box_zoom,reset,save",
-                       active_scroll="wheel_zoom", toolbar_location="above")
+                       active_scroll="wheel_zoom", toolbar_location="above", **size)
+            if frame_width is not None:
+                _compact_toolbar(f)
+                if self.figures:    # one shared y axis label (the first image's) saves width
+                    f.yaxis.axis_label = None
             img = f.image(image="image", x="x", y="y", dw="dw", dh="dh", source=src, color_mapper=mapper)
             self.outline_renderers.append(
                 f.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.outline_source,
@@ -96,10 +112,23 @@ class SliceFigures:
         self._extent = (x0, y0, w, h)
         self.x_range.update(start=x0, end=x0 + w, bounds=(x0, x0 + w))
         self.y_range.update(start=y0, end=y0 + h, bounds=(y0, y0 + h))
+        if self.frame_width is not None:
+            fw, fh = self.frame_shape(w, h)
+            for f in self.figures:
+                f.update(frame_width=fw, frame_height=fh)
         lo, hi = map(float, clim)
         self.value_mapper.update(low=lo, high=hi)
         e = max(abs(lo), abs(hi)) / 2
         self.error_mapper.update(low=-e, high=e)
+
+    def frame_shape(self, w: float, h: float, max_height: int = 300) -> tuple[int, int]:
+        """(frame width, frame height) in px with height/width = h/w (data units), within
+        ``frame_width`` wide and ``max_height`` high."""
+        ratio = float(h) / float(w) if w > 0 and h > 0 else 1.0
+        fw = float(self.frame_width)
+        if fw * ratio > max_height:
+            fw = max_height / ratio
+        return int(round(fw)), int(round(fw * ratio))
 
     def show(self, truth, forecast, empty_reason: str = "no forecast on this plane"):
         """Swap the three image sources' data (one message per source, no figure rebuilt); a panel
@@ -135,13 +164,15 @@ class SliceFigures:
 class TraceFigure:
     """Context + truth, forecast and optional 95 % band of one neuron in one window."""
 
-    def __init__(self, height: int = 300):
+    TITLE, SHORT_TITLE = "picked neuron: context (grey), truth, forecast", "picked neuron"
+
+    def __init__(self, height: int = 300, short_title: bool = False):
         self.truth = ColumnDataSource(dict(t=[], v=[]), name="trace_truth")
         self.forecast = ColumnDataSource(dict(t=[], v=[]), name="trace_forecast")
         self.band = ColumnDataSource(dict(t=[], lo=[], hi=[]), name="trace_band")
         # explicit ranges, set with the data: an auto-range would be recomputed in the browser and
         # synced back to the server after every step
-        f = figure(title="picked neuron: context (grey), truth, forecast", height=height,
+        f = figure(title=self.SHORT_TITLE if short_title else self.TITLE, height=height,
                    sizing_mode="stretch_width",
                    x_range=Range1d(-0.5, 1.5), y_range=Range1d(0, 1),
                    x_axis_label="frame relative to forecast origin", y_axis_label="dF/F",
@@ -162,6 +193,8 @@ class TraceFigure:
         self.lead_span = Span(location=1, dimension="height", line_color="#888888", line_dash="dashed")
         f.add_layout(self.lead_span)
         f.legend.click_policy = "hide"
+        if short_title:
+            _compact_toolbar(f)
         legend = f.legend[0]
         f.center = [r for r in f.center if r is not legend]
         legend.orientation = "horizontal"
@@ -203,7 +236,9 @@ def _mae_values(scores, method, condition):
     return dict(lead=d["lead"].values.astype(float), mae=np.asarray(y.values, float))
 
 
-def _mae_title(scores, condition):
+def _mae_title(scores, condition, short=False):
+    if short:   # a notebook column: the window count is in the viewer's status line
+        return "MAE by lead, " + ("training conditions" if condition == ALL_TRAIN else str(condition))
     n = int(scores.attrs.get("n_windows_scored", 0))
     return f"MAE by lead, {condition}" + (f" ({n} test windows)" if n else "")
 
@@ -211,9 +246,9 @@ def _mae_title(scores, condition):
 class MAEFigure:
     """MAE by lead, one line per model of ``scores`` (model, condition, lead); built per store set."""
 
-    def __init__(self, scores, condition, height: int = 300):
-        self.scores = scores
-        f = figure(title=_mae_title(scores, condition), height=height, sizing_mode="stretch_width",
+    def __init__(self, scores, condition, height: int = 300, short_title: bool = False):
+        self.scores, self.short_title = scores, short_title
+        f = figure(title=_mae_title(scores, condition, short_title), height=height, sizing_mode="stretch_width",
                    x_axis_label="lead (frames)", y_axis_label="MAE (dF/F)",
                    tools="pan,wheel_zoom,box_zoom,reset,save,hover", toolbar_location="above",
                    tooltips=[("lead", "@lead"), ("MAE", "@mae{0.0000}")])
@@ -225,10 +260,12 @@ class MAEFigure:
             self.sources[str(m)] = src
         f.legend.location = "top_left"
         f.legend.click_policy = "hide"
+        if short_title:
+            _compact_toolbar(f)
         self.figure = f
 
     def set_condition(self, condition):
         """Switch to another condition in place."""
-        self.figure.title.text = _mae_title(self.scores, condition)
+        self.figure.title.text = _mae_title(self.scores, condition, self.short_title)
         for m, src in self.sources.items():
             src.data = _mae_values(self.scores, m, condition)

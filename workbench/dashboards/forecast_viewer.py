@@ -56,6 +56,8 @@ __all__ = ["ForecastViewer", "DATA_DIR", "open_viewer_dataset", "outline", "ALL_
 
 _DATA_LOCK = threading.Lock()
 _PLAYER_BUTTONS = ["slower", "previous", "pause", "play", "next", "faster"]
+_LAYOUTS = ("dashboard", "notebook")
+_NOTEBOOK_FRAME_WIDTH = 200   # px per image frame: three images with axes and colour bars in ~1000 px
 
 
 _PREFETCH: list[ThreadPoolExecutor] = []
@@ -114,8 +116,15 @@ class ForecastViewer(pn.viewable.Viewer):
 
     def __init__(self, data=None, preset: str = "small", seed: int = 0, root=None, train_video=None,
                  baseline: str = "linear", autostart: bool = True, cache_bytes: int = 256 * 2**20,
-                 prefetch: bool | None = None, checkpoint=None, **params):
+                 prefetch: bool | None = None, checkpoint=None, layout: str = "dashboard", **params):
+        if layout not in _LAYOUTS:
+            raise ValueError(f"layout must be one of {list(_LAYOUTS)}, got {layout!r}")
         super().__init__(**params)
+        # "dashboard": sidebar + figures stretching over a wide page (``panel serve``);
+        # "notebook": controls in rows above fixed-size images that keep the data aspect, for a
+        # ~1000 px notebook column
+        self.layout = layout
+        notebook = layout == "notebook"
         args = pn.state.session_args if pn.state.curdoc is not None else {}
         arg = lambda k: args[k][0].decode() if args.get(k) else None  # noqa: E731
         self.data = data or arg("data") or os.environ.get("WORKBENCH_FORECAST_DATA") or None
@@ -143,17 +152,21 @@ class ForecastViewer(pn.viewable.Viewer):
                                                 sizing_mode="stretch_width")
         # fixed height: a new info text must not re-lay out the page (the figures would redraw)
         self._info = pn.pane.Markdown("", sizing_mode="stretch_width", height=48)
-        self.slices = SliceFigures()
+        self.slices = SliceFigures(frame_width=_NOTEBOOK_FRAME_WIDTH if notebook else None)
         self.slices.on_tap(self._on_tap)
-        self.trace_figure = TraceFigure()
+        self.trace_figure = TraceFigure(short_title=notebook)
         self.mae_figure: MAEFigure | None = None
         # the neuron is typed in an input without bounds, checked here: out of range is rejected visibly
-        self._neuron_input = pn.widgets.IntInput(name="Neuron", value=0, width=260)
+        self._neuron_input = pn.widgets.IntInput(name="Neuron", value=0, width=160 if notebook else 260)
         self._neuron_input.param.watch(self._on_neuron_input, "value")
         self.param.watch(self._on_neuron, ["neuron"])
         self._neuron_note = pn.pane.Markdown("", width=280, styles={"color": "#b45309"})
-        self._images = pn.Row(*(pn.pane.Bokeh(f, sizing_mode="stretch_width", min_height=330)
-                                for f in self.slices.figures), sizing_mode="stretch_width")
+        if notebook:  # fixed-size images side by side, wrapping onto a new line in a narrow column
+            self._images = pn.FlexBox(*(pn.pane.Bokeh(f, margin=(5, 2)) for f in self.slices.figures),
+                                      sizing_mode="stretch_width")
+        else:
+            self._images = pn.Row(*(pn.pane.Bokeh(f, sizing_mode="stretch_width", min_height=330)
+                                    for f in self.slices.figures), sizing_mode="stretch_width")
         self._trace = pn.pane.Bokeh(self.trace_figure.figure, sizing_mode="stretch_width", min_height=300)
         self._mae = pn.pane.Bokeh(None, sizing_mode="stretch_width", min_height=300)
         self._layout = None
@@ -266,7 +279,7 @@ class ForecastViewer(pn.viewable.Viewer):
         self.param.condition.objects = conds
         if self.condition not in conds:
             self.condition = ALL_TRAIN
-        self.mae_figure = MAEFigure(scores, self.condition)
+        self.mae_figure = MAEFigure(scores, self.condition, short_title=self.layout == "notebook")
         self._mae.object = self.mae_figure.figure
         if self.method not in self.stores:
             self.method = next(iter(self.stores))
@@ -494,6 +507,9 @@ class ForecastViewer(pn.viewable.Viewer):
             slider, player = self._slider_and_player(name, label, interval)
             sliders.append(slider)
             players.append(player)  # the player's own name labels it (no second label)
+        if self.layout == "notebook":
+            self._layout = self._notebook_layout(sliders, players)
+            return self._layout
         top = pn.Param(self.param, show_name=False, width=280, parameters=["method"])
         rest = pn.Param(self.param, show_name=False, width=280, parameters=["condition", "show_outline"])
         controls = [top, *sliders, self._neuron_input, self._neuron_note, rest, *players]
@@ -506,3 +522,19 @@ class ForecastViewer(pn.viewable.Viewer):
                          sizing_mode="stretch_width")
         self._layout = pn.Row(sidebar, main, sizing_mode="stretch_width")
         return self._layout
+
+    def _notebook_layout(self, sliders, players):
+        """Controls in two rows above the figures, so the images get the column's full width."""
+        pick = pn.Row(pn.widgets.Select.from_param(self.param.method, width=220),
+                      pn.widgets.Select.from_param(self.param.condition, width=280),
+                      self._neuron_input,
+                      pn.widgets.Checkbox.from_param(self.param.show_outline, width=200,
+                                                     margin=(32, 10, 5, 10)))
+        steps = pn.Row(*(pn.Column(slider, player, width=290) for slider, player in zip(sliders, players)))
+        return pn.Column("### Forecast viewer", pick, self._neuron_note, steps, self._progress,
+                         self._status, self._info, self._images,
+                         pn.Row(self._trace, self._mae, sizing_mode="stretch_width"),
+                         "Click a cell in any image to pick its neuron (nearest labelled voxel); the "
+                         "magenta circle marks it. Truth and forecast share one colour scale; error "
+                         "colours: red = forecast too high, blue = too low, white = exact.",
+                         sizing_mode="stretch_width")
