@@ -68,3 +68,11 @@ def test_notebook_layout_images_keep_the_data_aspect_and_titles_are_short():
     assert served.trace_figure.figure.title.text == TraceFigure.TITLE
     with pytest.raises(ValueError, match="layout"):
         ForecastViewer(autostart=False, layout="phone")
+
+
+def test_notebook_layout_shows_the_progress_bar_only_while_busy():
+    v = ForecastViewer(autostart=False, train_video=False, layout="notebook")
+    v._progress.active = False
+    assert v._progress.visible is False
+    v._progress.active = True
+    assert v._progress.visible is True

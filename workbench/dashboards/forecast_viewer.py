@@ -150,6 +150,8 @@ class ForecastViewer(pn.viewable.Viewer):
                                         sizing_mode="stretch_width")
         self._progress = pn.indicators.Progress(name="Progress", value=-1, active=True, height=16,
                                                 sizing_mode="stretch_width")
+        if notebook:  # a finished bar is a full-width green stripe in the column: shown only while busy
+            self._progress.param.watch(lambda e: setattr(self._progress, "visible", e.new), ["active"])
         # fixed height: a new info text must not re-lay out the page (the figures would redraw)
         self._info = pn.pane.Markdown("", sizing_mode="stretch_width", height=48)
         self.slices = SliceFigures(frame_width=_NOTEBOOK_FRAME_WIDTH if notebook else None)
