@@ -17,6 +17,11 @@ step (window, lead, z) reads one (y, x) plane per panel straight from zarr (an L
 store path and indices, :class:`~workbench.forecast.video.viewer_data.PlaneCache`) and swaps the
 image sources' data, so the browser receives three small arrays and redraws; nothing loads a
 whole volume and no figure is rebuilt. Clicking an image picks the neuron under the cursor.
+
+Layout: ``layout="dashboard"`` (default, ``panel serve``) puts the controls in a sidebar and
+stretches the figures over a wide page; ``layout="notebook"`` (tutorial 05) puts the controls in
+rows above the figures and gives the images fixed frames with the data's aspect, so the viewer
+reads well in a ~1000 px notebook column.
 """
 
 from __future__ import annotations
