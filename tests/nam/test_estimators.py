@@ -12,6 +12,7 @@ from workbench.datasets import make_additive
 from workbench.nam import LaplaceAdditiveClassifier, LaplaceAdditiveRegressor
 from workbench.nam.modules import AdditiveNet
 from workbench.nam.training import auto_batch_size
+from workbench.progress import Progress
 
 FAST = dict(n_epochs=40, n_epochs_burnin=10, marglik_frequency=10, n_hidden=16, batch_size=256,
             lr=2e-2, n_threads=1)
@@ -172,8 +173,8 @@ def test_binary_classifier_with_string_labels_and_callback():
     y = np.where(d.y == 1, "yes", "no")
     seen = []
     est = LaplaceAdditiveClassifier(**FAST, callback=seen.append).fit(d.X, y)
-    assert [r["epoch"] for r in seen] == list(range(FAST["n_epochs"]))
-    assert all("loss" in r and "n_epochs" in r for r in seen)
+    assert [p.state["epoch"] for p in seen] == list(range(FAST["n_epochs"]))
+    assert all("loss" in p.metrics and p.total == FAST["n_epochs"] for p in seen)
     assert list(est.classes_) == ["no", "yes"]
     proba = est.predict_proba(d.X)
     assert proba.shape == (400, 2) and np.allclose(proba.sum(1), 1) and ((proba > 0) & (proba < 1)).all()
@@ -276,3 +277,28 @@ def test_cuda_fit_matches_cpu_fit(reg_data):
     assert np.isfinite(sf["std"]).all() and gpu.feature_selection_report().shape[0] == X.shape[1]
     gpu.fit_interactions(1, n_epochs=4)
     assert np.isfinite(gpu.predict(X)).all()
+
+
+def test_callback_gets_progress_with_increasing_done_and_stops_early():
+    d = make_additive(300, 2, 1, interaction=None, seed=0)
+    seen = []
+    est = LaplaceAdditiveRegressor(**FAST, callback=seen.append).fit(d.X, d.y)
+    assert seen and all(isinstance(p, Progress) for p in seen)
+    assert [p.done for p in seen] == list(range(1, FAST["n_epochs"] + 1))
+    assert all(p.total == FAST["n_epochs"] and p.stage == "main effects" for p in seen)
+    assert 0 < seen[0].fraction < seen[-1].fraction == 1.0
+    assert all(np.isfinite(p.metrics["loss"]) for p in seen)
+    assert len(seen[-1].state["history"]) == FAST["n_epochs"]
+    # returning True stops after that epoch, with a usable posterior
+    stopped = []
+    est = LaplaceAdditiveRegressor(**FAST, callback=lambda p: stopped.append(p) or p.done == 2).fit(d.X, d.y)
+    assert [p.done for p in stopped] == [1, 2] and est.history_.sizes["epoch"] == 2
+    assert np.isfinite(est.log_marglik_) and np.isfinite(est.predict(d.X)).all()
+
+
+def test_old_dict_style_callback_still_works_with_future_warning():
+    d = make_additive(200, 2, 0, interaction=None, seed=0)
+    epochs = []
+    with pytest.warns(FutureWarning, match="Progress"):
+        LaplaceAdditiveRegressor(**FAST, callback=lambda info: epochs.append(info["epoch"])).fit(d.X, d.y)
+    assert epochs == list(range(FAST["n_epochs"]))

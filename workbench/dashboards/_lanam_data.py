@@ -147,7 +147,8 @@ _HOOK = threading.local()
 
 @contextmanager
 def epoch_hook(fn):
-    """Within this block, fits in this thread call ``fn(info)`` after every epoch.
+    """Within this block, fits in this thread call ``fn(progress)`` after every epoch, with the
+    estimator's :class:`workbench.progress.Progress` (``done``/``total``: epochs of the stage).
 
     The hook is not an argument of :func:`fit_lanam`, so it is not part of the cache key.
     """
@@ -158,10 +159,10 @@ def epoch_hook(fn):
         _HOOK.fn = None
 
 
-def _on_epoch(info):
+def _on_epoch(progress):
     fn = getattr(_HOOK, "fn", None)
     if fn is not None:
-        fn(info)
+        fn(progress)  # its return value is ignored: a stopped fit must not enter the cache
 
 
 @dataclass
