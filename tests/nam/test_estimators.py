@@ -20,7 +20,7 @@ FAST = dict(n_epochs=40, n_epochs_burnin=10, marglik_frequency=10, n_hidden=16, 
 
 @pytest.fixture(scope="module")
 def reg_data():
-    return make_additive(400, 3, 1, interaction=None, noise=0.2, seed=3)
+    return make_additive(400, 3, 1, interaction=None, noise=0.2, random_state=3)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_auto_batch_size_gives_several_steps_per_epoch(reg_data):
 
 
 def test_binary_classifier_with_string_labels_and_callback():
-    d = make_additive(400, 2, 1, interaction=None, task="classification", seed=1)
+    d = make_additive(400, 2, 1, interaction=None, task="classification", random_state=1)
     y = np.where(d.y == 1, "yes", "no")
     seen = []
     est = LaplaceAdditiveClassifier(**FAST, callback=seen.append).fit(d.X, y)
@@ -204,7 +204,7 @@ def test_multiclass_classifier():
 
 
 def test_interaction_ranking_and_second_stage():
-    d = make_additive(500, 3, 1, interaction=(0, 1), pair_correlation=0.7, interaction_strength=2.0, seed=0)
+    d = make_additive(500, 3, 1, interaction=(0, 1), pair_correlation=0.7, interaction_strength=2.0, random_state=0)
     est = LaplaceAdditiveRegressor(**FAST).fit(d.X, d.y)
     ranking = est.rank_interactions()
     mi = ranking.matrix["mutual_information"]
@@ -280,7 +280,7 @@ def test_cuda_fit_matches_cpu_fit(reg_data):
 
 
 def test_callback_gets_progress_with_increasing_done_and_stops_early():
-    d = make_additive(300, 2, 1, interaction=None, seed=0)
+    d = make_additive(300, 2, 1, interaction=None, random_state=0)
     seen = []
     est = LaplaceAdditiveRegressor(**FAST, callback=seen.append).fit(d.X, d.y)
     assert seen and all(isinstance(p, Progress) for p in seen)
@@ -297,7 +297,7 @@ def test_callback_gets_progress_with_increasing_done_and_stops_early():
 
 
 def test_old_dict_style_callback_still_works_with_future_warning():
-    d = make_additive(200, 2, 0, interaction=None, seed=0)
+    d = make_additive(200, 2, 0, interaction=None, random_state=0)
     epochs = []
     with pytest.warns(FutureWarning, match="Progress"):
         LaplaceAdditiveRegressor(**FAST, callback=lambda info: epochs.append(info["epoch"])).fit(d.X, d.y)

@@ -126,7 +126,7 @@ def _csv_dataset(csv: bytes, target: str | None, categorical=()):
 def load_dataset(name: str, csv: bytes | None = None, target: str | None = None, categorical=()):
     """-> (X, y, task) for a data-set choice of the dashboard (``ValueError`` saying what to do)."""
     if name == "synthetic":
-        d = make_additive(600, 4, 2, interaction=(0, 1), pair_correlation=0.6, seed=0)
+        d = make_additive(600, 4, 2, interaction=(0, 1), pair_correlation=0.6, random_state=0)
         return d.X, d.y, "regression"
     if name == "diabetes":
         X, y = load_diabetes()
