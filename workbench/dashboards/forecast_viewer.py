@@ -161,6 +161,8 @@ class ForecastViewer(pn.viewable.Viewer):
         # every error shown on the page, results applied on the session's event loop)
         self._prep, self._training = BackgroundWork(), BackgroundWork()
         self._training.param.watch(self._on_train_progress, ["progress", "message"])
+        if in_server_session():  # a closed page gets no more progress messages (drop the jobs)
+            pn.state.on_session_destroyed(lambda ctx: (self._prep.cancel(""), self._training.cancel("")))
         self.param.watch(self._on_method, ["method"])
         self.param.watch(self._on_view, ["window", "lead", "z", "neuron", "show_outline"])
         self.param.watch(self._on_condition, ["condition"])
