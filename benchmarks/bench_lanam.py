@@ -28,7 +28,7 @@ from workbench._torch_utils import resolve_device
 from workbench.datasets import load_breast_cancer, load_diabetes, make_additive
 from workbench.nam import LaplaceAdditiveClassifier, LaplaceAdditiveRegressor
 from workbench.nam.modules import AdditiveNet
-from workbench.nam.posterior import compute_curvature, log_likelihood_terms
+from workbench.nam.posterior import compute_curvature, core_likelihood, data_term
 from workbench.nam.training import micro_batch
 
 # the estimator's defaults: the schedule adapts to N (workbench.nam.training.resolve_schedule):
@@ -340,7 +340,7 @@ def _epoch(net, opt, x, y, c, batch=512):
         opt.zero_grad()
         for m in range(s, min(s + batch, len(x)), micro):
             e = min(m + micro, s + batch, len(x))
-            log_likelihood_terms(net(x[m:e], c[m:e]), y[m:e], "regression").backward()
+            data_term(core_likelihood("regression"), net(x[m:e], c[m:e]), y[m:e]).backward()
         opt.step()
 
 

@@ -21,7 +21,8 @@ from workbench.nam.modules import AdditiveNet, MLPGroup
 from workbench.nam.posterior import (
     Curvature,
     compute_curvature,
-    log_likelihood_terms,
+    core_likelihood,
+    data_term,
     log_marginal_likelihood,
     prior_diag,
 )
@@ -194,6 +195,7 @@ def train_marglik(
     epoch (with the best evidence so far; an evidence check is made first if none was yet)."""
     n = x_num.shape[0]
     regression = likelihood == "regression"
+    lik = core_likelihood(likelihood)
     log_prior, log_sigma = init_hyper(model, prior_precision, sigma if regression else None, init_log_prior)
     hyper = list(log_prior.values()) + ([log_sigma] if regression else [])
     hyper_opt = torch.optim.Adam(hyper, lr=lr_hyp)
@@ -221,7 +223,7 @@ def train_marglik(
             opt.zero_grad(set_to_none=True)
             prior = sum((deltas[g] * model.groups[g].flat() ** 2).sum() for g in groups)
             if micro >= len(idx):  # one piece: prior and data in one backward pass
-                data = log_likelihood_terms(model(x_num[idx], x_cat[idx]), y[idx], likelihood)
+                data = data_term(lik, model(x_num[idx], x_cat[idx]), y[idx])
                 total = 0.5 * prior / n + (data / (2 * s2) if regression else -data) / len(idx)
                 total.backward()
                 loss = total.item()
@@ -233,7 +235,7 @@ def train_marglik(
                 # so this is the same gradient) whose activations stay cache-sized with many features
                 for m in range(0, len(idx), micro):
                     sub = idx[m : m + micro]
-                    data = log_likelihood_terms(model(x_num[sub], x_cat[sub]), y[sub], likelihood)
+                    data = data_term(lik, model(x_num[sub], x_cat[sub]), y[sub])
                     nll = (data / (2 * s2) if regression else -data) / len(idx)
                     nll.backward()
                     loss += nll.item()
