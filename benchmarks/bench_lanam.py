@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/bench_lanam.py --quick    # EBM with 4 outer bags
     .venv/bin/python benchmarks/bench_lanam.py --real --quick   # real tables (bench_lanam_real.py)
     options: --seeds 0 1 2  --threads 1  --skip synthetic cv timing  --datasets diabetes breast_cancer
+             --device cpu|cuda (timing section; default CUDA when available)
              --models LA-NAM EBM pyGAM linear  --folds 3 4
 
 Every number is measured in this run; ratios are against baselines measured in this same run.
@@ -23,10 +24,11 @@ import torch
 from sklearn.metrics import log_loss, mean_squared_error, roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from workbench._torch_utils import resolve_device
 from workbench.datasets import load_breast_cancer, load_diabetes, make_additive
 from workbench.nam import LaplaceAdditiveClassifier, LaplaceAdditiveRegressor
 from workbench.nam.modules import AdditiveNet
-from workbench.nam.posterior import compute_curvature, log_likelihood_terms
+from workbench.nam.posterior import compute_curvature, core_likelihood, data_term
 from workbench.nam.training import micro_batch
 
 # the estimator's defaults: the schedule adapts to N (workbench.nam.training.resolve_schedule):
@@ -59,7 +61,7 @@ def synthetic(seeds: list[int], threads: int) -> pd.DataFrame:
     """
     rows = []
     for seed in seeds:
-        d = make_additive(1000, 4, 2, interaction=(0, 1), pair_correlation=0.6, seed=seed)
+        d = make_additive(1000, 4, 2, interaction=(0, 1), pair_correlation=0.6, random_state=seed)
         t0 = time.perf_counter()
         est = LaplaceAdditiveRegressor(**LANAM, n_threads=threads).fit(d.X, d.y)
         fit_s = time.perf_counter() - t0
@@ -69,7 +71,7 @@ def synthetic(seeds: list[int], threads: int) -> pd.DataFrame:
         rep = est.feature_selection_report().set_index("feature")
         table = est.rank_interactions().table
         # control: the same design (same correlated pair) without the planted interaction term
-        c = make_additive(1000, 4, 2, interaction=(0, 1), pair_correlation=0.6, interaction_strength=0.0, seed=seed)
+        c = make_additive(1000, 4, 2, interaction=(0, 1), pair_correlation=0.6, interaction_strength=0.0, random_state=seed)
         ctrl = LaplaceAdditiveRegressor(**LANAM, n_threads=threads).fit(c.X, c.y)
         ctable = ctrl.rank_interactions().table
         row = {
@@ -338,58 +340,80 @@ def _epoch(net, opt, x, y, c, batch=512):
         opt.zero_grad()
         for m in range(s, min(s + batch, len(x)), micro):
             e = min(m + micro, s + batch, len(x))
-            log_likelihood_terms(net(x[m:e], c[m:e]), y[m:e], "regression").backward()
+            data_term(core_likelihood("regression"), net(x[m:e], c[m:e]), y[m:e]).backward()
         opt.step()
 
 
-def _seconds(fn, repeats: int = 3) -> float:
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _seconds(fn, repeats: int = 3, device: torch.device | None = None) -> float:
     fn()  # warm-up
+    _sync(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
         fn()
+    _sync(device)  # CUDA kernels run asynchronously: count them finished
     return (time.perf_counter() - t0) / repeats
 
 
-def timing(threads: int) -> pd.DataFrame:
-    """Whole fits (full and KFAC blocks) on 10 000 x 10, and 10 -> 100 features: a training epoch
+def _fit_seconds(device, *args, **kw) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    LaplaceAdditiveRegressor(**kw, device=device).fit(*args)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def timing(threads: int, device=None, quick: bool = False) -> pd.DataFrame:
+    """Whole fits (full and KFAC blocks) on n x 10, and 10 -> 100 features: a training epoch
     (vectorised vs a Python loop over per-feature MLPs), one curvature pass per structure, and a
-    short whole fit per structure; per-feature-sample costs make the scaling explicit."""
+    short whole fit per structure; per-feature-sample costs make the scaling explicit.
+
+    ``device`` (None: CUDA when available) runs the estimators and the timed tensors there (#17.4:
+    on a GPU the per-sample cost at 100 features should be at most 2x that at 10). ``quick``:
+    n = 2 000 rows instead of 10 000 and 20-epoch whole fits instead of 50 (a loaded CPU box)."""
     torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    n, n_fit = (2_000, 20) if quick else (10_000, 50)
+    print(f"  device {dev}, {n} samples" + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""))
     rows = []
-    d10 = make_additive(10_000, 8, 2, interaction=None, seed=0)
+    d10 = make_additive(n, 8, 2, interaction=None, random_state=0)
     # warm-up: the first torch.optim use in a process imports torch._dynamo (seconds, once)
-    LaplaceAdditiveRegressor(n_epochs=2, n_epochs_burnin=1, n_threads=threads).fit(d10.X[:200], d10.y[:200])
+    _fit_seconds(dev, d10.X[:200], d10.y[:200], n_epochs=2, n_epochs_burnin=1, n_threads=threads)
     for structure in ("full", "kron"):
-        t0 = time.perf_counter()
-        LaplaceAdditiveRegressor(n_epochs=50, n_epochs_burnin=10, marglik_frequency=10, hessian_structure=structure,
-                                 n_threads=threads).fit(d10.X, d10.y)
-        rows.append({"what": f"whole fit, 10 000 x 10, 50 epochs (5 marglik steps), {structure}",
-                     "F": 10, "seconds": time.perf_counter() - t0})
+        secs = _fit_seconds(dev, d10.X, d10.y, n_epochs=n_fit, n_epochs_burnin=10, marglik_frequency=10,
+                            hessian_structure=structure, n_threads=threads)
+        rows.append({"what": f"whole fit, {n} x 10, {n_fit} epochs ({n_fit // 10} marglik steps), {structure}",
+                     "F": 10, "seconds": secs})
     for F in (10, 100):
-        d = make_additive(10_000, min(F, 8), F - min(F, 8), interaction=None, seed=0)
-        x = torch.as_tensor(((d.X - d.X.mean()) / d.X.std()).to_numpy(), dtype=torch.float32)
-        y = torch.as_tensor(((d.y - d.y.mean()) / d.y.std()).to_numpy(), dtype=torch.float32)
-        c = torch.zeros(len(x), 0, dtype=torch.long)
-        net = AdditiveNet(F, [], 1, 64, seed=0)
+        d = make_additive(n, min(F, 8), F - min(F, 8), interaction=None, random_state=0)
+        x = torch.tensor(((d.X - d.X.mean()) / d.X.std()).to_numpy(), dtype=torch.float32, device=dev)
+        y = torch.tensor(((d.y - d.y.mean()) / d.y.std()).to_numpy(), dtype=torch.float32, device=dev)
+        c = torch.zeros(len(x), 0, dtype=torch.long, device=dev)
+        net = AdditiveNet(F, [], 1, 64, seed=0).to(dev)
         opt = torch.optim.Adam(net.parameters(), 1e-3)
         rows.append({"what": "one epoch fwd/bwd, vectorised (batch 512)", "F": F,
-                     "seconds": _seconds(partial(_epoch, net, opt, x, y, c))})
-        loop = _LoopNAM(F)
+                     "seconds": _seconds(partial(_epoch, net, opt, x, y, c), device=dev)})
+        loop = _LoopNAM(F).to(dev)
         lopt = torch.optim.Adam(loop.parameters(), 1e-3)
         rows.append({"what": "one epoch fwd/bwd, Python loop over features", "F": F,
-                     "seconds": _seconds(partial(_epoch, loop, lopt, x, y, c), repeats=1)})
+                     "seconds": _seconds(partial(_epoch, loop, lopt, x, y, c), repeats=1, device=dev)})
         for structure in ("full", "kron"):
             rows.append({"what": f"curvature pass (one marglik step), {structure}", "F": F,
                          "seconds": _seconds(partial(compute_curvature, net, x, c, y, "regression",
-                                                     structure=structure), repeats=1)})
-            t0 = time.perf_counter()
-            LaplaceAdditiveRegressor(n_epochs=10, n_epochs_burnin=4, marglik_frequency=5, hessian_structure=structure,
-                                     n_threads=threads).fit(d.X, d.y)
-            rows.append({"what": f"whole fit, 10 epochs (2 marglik steps), {structure}", "F": F,
-                         "seconds": time.perf_counter() - t0})
+                                                     structure=structure), repeats=1, device=dev)})
+            secs = _fit_seconds(dev, d.X, d.y, n_epochs=10, n_epochs_burnin=4, marglik_frequency=5,
+                                hessian_structure=structure, n_threads=threads)
+            rows.append({"what": f"whole fit, 10 epochs (2 marglik steps), {structure}", "F": F, "seconds": secs})
     out = pd.DataFrame(rows)
-    out["us per feature-sample"] = out.seconds / (out.F * 10_000) * 1e6
+    out["device"] = str(dev)
+    out["us per sample"] = out.seconds / n * 1e6
+    out["us per feature-sample"] = out.seconds / (out.F * n) * 1e6
     wide = out[out.what.isin(out.what[out.F == 100])].pivot(index="what", columns="F", values="seconds")
+    # same n at both widths: this is also the ratio of the per-sample costs (#17.4 goal on a GPU: <= 2)
     wide["ratio 100/10 (10x the features)"] = wide[100] / wide[10]
     print(wide.to_string(float_format=lambda v: f"{v:.3f}"))
     loop_vs_vec = out[(out.F == 100) & out.what.str.contains("epoch")].set_index("what").seconds
@@ -402,7 +426,7 @@ def big_n(threads: int, n: int = 100_000, n_features: int = 20) -> pd.DataFrame:
     (the generator's additive shapes, 4 of them null), and its held-out RMSE vs the noise."""
     import resource
 
-    d = make_additive(n + 10_000, n_features - 4, 4, interaction=None, noise=0.5, seed=0)
+    d = make_additive(n + 10_000, n_features - 4, 4, interaction=None, noise=0.5, random_state=0)
     X, y, Xt, yt = d.X.iloc[:n], d.y.iloc[:n], d.X.iloc[n:], d.y.iloc[n:]
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
@@ -418,7 +442,10 @@ def big_n(threads: int, n: int = 100_000, n_features: int = 20) -> pd.DataFrame:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="EBM with 4 outer bags instead of 14")
+    ap.add_argument("--quick", action="store_true",
+                    help="EBM with 4 outer bags instead of 14; timing on 2 000 rows and 20-epoch whole fits")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                    help="device of the timing section's estimators and tensors (default: CUDA when available)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded 2-core box)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["synthetic", "cv", "timing"])
@@ -461,7 +488,7 @@ def main():
         print(cross_validate(args.quick, args.threads, args.datasets, args.models, args.folds).to_string(index=False))
     if "timing" not in args.skip:
         print("== cost")
-        print(timing(args.threads).to_string(index=False))
+        print(timing(args.threads, args.device, args.quick).to_string(index=False))
 
 
 if __name__ == "__main__":

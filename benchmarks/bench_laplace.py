@@ -8,7 +8,7 @@ MLP 784-256-256-10 (float32), 1000 synthetic samples, batch 100. Prints, from on
   * the one-off eigendecomposition that makes those steps cheap,
   * the structures laplace-torch users know from there: low-rank (Lanczos), the GP view over
     context points and a 1000-weight subnetwork (fit, 100 hyper-steps, GLM predictive).
-Usage: python benchmarks/bench_laplace.py [--threads N] [--device cpu|cuda] [--repeats R] [--clock wall|cpu]
+Usage: python benchmarks/bench_laplace.py [--threads N] [--device cpu|cuda] [--repeats R] [--clock wall|cpu] [--core]
 (``--clock cpu`` times with the process CPU clock: on a shared, loaded machine with one thread it is
 far less noisy than wall time; CUDA work is not CPU time, so use wall time on a GPU.)
 """
@@ -45,6 +45,9 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    ap.add_argument("--core", action="store_true",
+                    help="only the core rows (KFAC/diag/full last-layer), which older trees also have: "
+                         "for before/after runs with PYTHONPATH pointing at another checkout")
     args = ap.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -122,7 +125,8 @@ def main():
     la_k.log_marginal_likelihood()
     t_k, _ = timed(lambda: la_k.optimize_prior_precision(n_steps=100, lr=0.1), args.repeats, sync)
     rows.append(("100 hyper-steps, KFAC all weights, scalar prior", t_k, t_k / t_epoch))
-    rows += new_structures(model, dl, Xs, t_epoch, args.repeats, sync)
+    if not args.core:
+        rows += new_structures(model, dl, Xs, t_epoch, args.repeats, sync)
     print(f"{'what':55s} {'seconds':>9s} {'/ epoch':>9s}")
     for name, t, r in rows:
         print(f"{name:55s} {t:9.3f} {r:9.2f}")

@@ -12,6 +12,7 @@ from workbench.datasets import make_additive
 from workbench.nam import LaplaceAdditiveClassifier, LaplaceAdditiveRegressor
 from workbench.nam.modules import AdditiveNet
 from workbench.nam.training import auto_batch_size
+from workbench.progress import Progress
 
 FAST = dict(n_epochs=40, n_epochs_burnin=10, marglik_frequency=10, n_hidden=16, batch_size=256,
             lr=2e-2, n_threads=1)
@@ -19,7 +20,7 @@ FAST = dict(n_epochs=40, n_epochs_burnin=10, marglik_frequency=10, n_hidden=16, 
 
 @pytest.fixture(scope="module")
 def reg_data():
-    return make_additive(400, 3, 1, interaction=None, noise=0.2, seed=3)
+    return make_additive(400, 3, 1, interaction=None, noise=0.2, random_state=3)
 
 
 @pytest.fixture(scope="module")
@@ -168,12 +169,12 @@ def test_auto_batch_size_gives_several_steps_per_epoch(reg_data):
 
 
 def test_binary_classifier_with_string_labels_and_callback():
-    d = make_additive(400, 2, 1, interaction=None, task="classification", seed=1)
+    d = make_additive(400, 2, 1, interaction=None, task="classification", random_state=1)
     y = np.where(d.y == 1, "yes", "no")
     seen = []
     est = LaplaceAdditiveClassifier(**FAST, callback=seen.append).fit(d.X, y)
-    assert [r["epoch"] for r in seen] == list(range(FAST["n_epochs"]))
-    assert all("loss" in r and "n_epochs" in r for r in seen)
+    assert [p.state["epoch"] for p in seen] == list(range(FAST["n_epochs"]))
+    assert all("loss" in p.metrics and p.total == FAST["n_epochs"] for p in seen)
     assert list(est.classes_) == ["no", "yes"]
     proba = est.predict_proba(d.X)
     assert proba.shape == (400, 2) and np.allclose(proba.sum(1), 1) and ((proba > 0) & (proba < 1)).all()
@@ -203,7 +204,7 @@ def test_multiclass_classifier():
 
 
 def test_interaction_ranking_and_second_stage():
-    d = make_additive(500, 3, 1, interaction=(0, 1), pair_correlation=0.7, interaction_strength=2.0, seed=0)
+    d = make_additive(500, 3, 1, interaction=(0, 1), pair_correlation=0.7, interaction_strength=2.0, random_state=0)
     est = LaplaceAdditiveRegressor(**FAST).fit(d.X, d.y)
     ranking = est.rank_interactions()
     mi = ranking.matrix["mutual_information"]
@@ -276,3 +277,28 @@ def test_cuda_fit_matches_cpu_fit(reg_data):
     assert np.isfinite(sf["std"]).all() and gpu.feature_selection_report().shape[0] == X.shape[1]
     gpu.fit_interactions(1, n_epochs=4)
     assert np.isfinite(gpu.predict(X)).all()
+
+
+def test_callback_gets_progress_with_increasing_done_and_stops_early():
+    d = make_additive(300, 2, 1, interaction=None, random_state=0)
+    seen = []
+    est = LaplaceAdditiveRegressor(**FAST, callback=seen.append).fit(d.X, d.y)
+    assert seen and all(isinstance(p, Progress) for p in seen)
+    assert [p.done for p in seen] == list(range(1, FAST["n_epochs"] + 1))
+    assert all(p.total == FAST["n_epochs"] and p.stage == "main effects" for p in seen)
+    assert 0 < seen[0].fraction < seen[-1].fraction == 1.0
+    assert all(np.isfinite(p.metrics["loss"]) for p in seen)
+    assert len(seen[-1].state["history"]) == FAST["n_epochs"]
+    # returning True stops after that epoch, with a usable posterior
+    stopped = []
+    est = LaplaceAdditiveRegressor(**FAST, callback=lambda p: stopped.append(p) or p.done == 2).fit(d.X, d.y)
+    assert [p.done for p in stopped] == [1, 2] and est.history_.sizes["epoch"] == 2
+    assert np.isfinite(est.log_marglik_) and np.isfinite(est.predict(d.X)).all()
+
+
+def test_old_dict_style_callback_still_works_with_future_warning():
+    d = make_additive(200, 2, 0, interaction=None, random_state=0)
+    epochs = []
+    with pytest.warns(FutureWarning, match="Progress"):
+        LaplaceAdditiveRegressor(**FAST, callback=lambda info: epochs.append(info["epoch"])).fit(d.X, d.y)
+    assert epochs == list(range(FAST["n_epochs"]))

@@ -89,7 +89,7 @@ def test_mutual_information_vectorised_equals_pairwise_gaussian_mi():
 
 
 def test_make_additive_truth_and_validation():
-    d = make_additive(2000, 4, 2, interaction=(1, 3), pair_correlation=0.5, noise=0.1, seed=4)
+    d = make_additive(2000, 4, 2, interaction=(1, 3), pair_correlation=0.5, noise=0.1, random_state=4)
     assert list(d.X.columns) == [f"x{i}" for i in range(6)] and d.truth.null_features == ["x4", "x5"]
     assert d.truth.pair == ("x1", "x3")
     assert d.X.abs().max().max() <= 1.0
@@ -109,8 +109,18 @@ def test_make_additive_truth_and_validation():
         make_additive(10, 2, 0, interaction=(0, 5))
     with pytest.raises(ValueError, match="task"):
         make_additive(10, task="survival")
-    c = make_additive(500, 2, 0, task="classification", seed=0)
+    c = make_additive(500, 2, 0, task="classification", random_state=0)
     assert set(c.y.unique()) == {0, 1}
+
+
+def test_make_additive_seed_is_a_deprecated_alias_of_random_state():
+    new = make_additive(50, 2, 1, random_state=3)
+    with pytest.warns(FutureWarning, match="'seed'.*'random_state'"):
+        old = make_additive(50, 2, 1, seed=3)
+    pd.testing.assert_frame_equal(old.X, new.X)
+    pd.testing.assert_series_equal(old.y, new.y)
+    with pytest.raises(TypeError, match="random_state"):
+        make_additive(50, 2, 1, seed=3, random_state=3)
 
 
 def test_loaders_return_frames():

@@ -75,7 +75,7 @@ def test_planted_pair_ranks_first_and_is_no_outlier_without_interaction(seed):
     scores = {}
     for strength in (1.5, 0.0):
         d = make_additive(600, 4, 2, interaction=(0, 1), pair_correlation=0.6, interaction_strength=strength,
-                          seed=seed)
+                          random_state=seed)
         table = LaplaceAdditiveRegressor(**FAST, random_state=seed).fit(d.X, d.y).rank_interactions().table
         is_pair = [{a, b} == set(d.truth.pair) for a, b in zip(table.feature_i, table.feature_j)]
         scores[strength] = (table.mutual_information[is_pair].iloc[0], table.mutual_information[~np.array(is_pair)])
@@ -87,7 +87,7 @@ def test_planted_pair_ranks_first_and_is_no_outlier_without_interaction(seed):
 
 def test_purified_main_effects_recover_the_true_shapes_of_the_pair():
     d = make_additive(800, 3, 0, interaction=(0, 1), pair_correlation=0.6, interaction_strength=2.0, noise=0.2,
-                      seed=5)
+                      random_state=5)
     est = LaplaceAdditiveRegressor(**{**FAST, "n_epochs": 80}).fit(d.X, d.y)
 
     def error(purified):

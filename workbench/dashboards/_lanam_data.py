@@ -126,7 +126,7 @@ def _csv_dataset(csv: bytes, target: str | None, categorical=()):
 def load_dataset(name: str, csv: bytes | None = None, target: str | None = None, categorical=()):
     """-> (X, y, task) for a data-set choice of the dashboard (``ValueError`` saying what to do)."""
     if name == "synthetic":
-        d = make_additive(600, 4, 2, interaction=(0, 1), pair_correlation=0.6, seed=0)
+        d = make_additive(600, 4, 2, interaction=(0, 1), pair_correlation=0.6, random_state=0)
         return d.X, d.y, "regression"
     if name == "diabetes":
         X, y = load_diabetes()
@@ -147,7 +147,8 @@ _HOOK = threading.local()
 
 @contextmanager
 def epoch_hook(fn):
-    """Within this block, fits in this thread call ``fn(info)`` after every epoch.
+    """Within this block, fits in this thread call ``fn(progress)`` after every epoch, with the
+    estimator's :class:`workbench.progress.Progress` (``done``/``total``: epochs of the stage).
 
     The hook is not an argument of :func:`fit_lanam`, so it is not part of the cache key.
     """
@@ -158,10 +159,10 @@ def epoch_hook(fn):
         _HOOK.fn = None
 
 
-def _on_epoch(info):
+def _on_epoch(progress):
     fn = getattr(_HOOK, "fn", None)
     if fn is not None:
-        fn(info)
+        fn(progress)  # its return value is ignored: a stopped fit must not enter the cache
 
 
 @dataclass

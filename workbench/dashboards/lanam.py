@@ -167,7 +167,7 @@ class LanamExplorer(pn.viewable.Viewer):
         def job(report):
             done = [0]
 
-            def on_epoch(info):
+            def on_epoch(progress):  # a workbench.progress.Progress; done restarts per stage
                 done[0] += 1
                 if report(min(done[0] / total, 0.99), f"{what} epoch {done[0]} of {total}"):
                     raise _Superseded()

@@ -18,6 +18,8 @@ import pandas as pd
 import xarray as xr
 from scipy.special import expit, ndtr
 
+from workbench._deprecation import renamed_arguments
+
 SHAPES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "linear": lambda x: 1.2 * x,
     "sine": lambda x: np.sin(np.pi * x),
@@ -122,6 +124,7 @@ class AdditiveData:
     truth: AdditiveTruth
 
 
+@renamed_arguments(seed="random_state")
 def make_additive(
     n_samples: int = 1000,
     n_features: int = 4,
@@ -134,7 +137,7 @@ def make_additive(
     noise: float = 0.3,
     intercept: float = 0.5,
     task: str = "regression",
-    seed: int | None = 0,
+    random_state: int | None = 0,
 ) -> AdditiveData:
     """Draw an additive data set with known truth.
 
@@ -147,6 +150,8 @@ def make_additive(
     pair_correlation : Gaussian-copula correlation of the planted pair's inputs.
     noise : observation noise std (regression only).
     task : ``"regression"`` or ``"classification"`` (binary, labels 0/1).
+    random_state : seed of the draw (None: fresh entropy). The old name ``seed`` still works for
+        one release, with a FutureWarning.
     """
     if task not in ("regression", "classification"):
         raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
@@ -168,7 +173,7 @@ def make_additive(
     if not -1.0 < pair_correlation < 1.0:
         raise ValueError(f"pair_correlation must be in (-1, 1), got {pair_correlation}")
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(random_state)
     d = n_features + n_null
     cov = np.eye(d)
     if interaction is not None:

@@ -38,7 +38,7 @@ from .batches import as_loader, peek, to_model_dtype
 from .fitting import fit_curvature, merge_fits
 from .gridsearch import gridsearch_prior_precision
 from .likelihoods import get_likelihood
-from .params import build_spec, last_layer_names
+from .params import build_spec, last_layer_names, resolve_groups
 from .priors import PriorLayout
 from .state import laplace_state, load_laplace_state
 from .structures import Scale, plan_blocks, structure_names
@@ -164,7 +164,7 @@ class Laplace:
         else:
             names = self.params
         spec = build_spec(model, names)
-        groups = self._groups(spec)
+        groups = resolve_groups(spec, self.param_groups, self.group_structure)
         structures = {
             g: (self.group_structure or {}).get(g, self.hessian_structure) for g in groups
         }
@@ -187,33 +187,6 @@ class Laplace:
         return self
 
     _setup = prepare  # older internal name
-
-    def _groups(self, spec):
-        if not self.param_groups:
-            return {"all": list(spec.names)}
-        sel = set(spec.names)
-        seen, groups = {}, {}
-        for g, names in self.param_groups.items():
-            bad = [n for n in names if n not in sel]
-            if bad:
-                raise ValueError(
-                    f"param_groups[{g!r}] names parameters not covered by the Laplace: {bad}"
-                )
-            for n in names:
-                if n in seen:
-                    raise ValueError(f"parameter {n!r} is in param groups {seen[n]!r} and {g!r}")
-                seen[n] = g
-            groups[g] = [n for n in spec.names if n in set(names)]
-        other = [n for n in spec.names if n not in seen]
-        if other:
-            groups["other"] = other
-        if self.group_structure:
-            unknown = set(self.group_structure) - set(groups)
-            if unknown:
-                raise ValueError(
-                    f"group_structure names unknown groups {sorted(unknown)}; groups are {list(groups)}"
-                )
-        return groups
 
     def _check_fitted(self, what="this"):
         if not self._fitted:

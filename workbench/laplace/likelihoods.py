@@ -34,6 +34,13 @@ class Likelihood:
     def hessian_sqrt(self, eta, y, sigma=None):
         raise NotImplementedError
 
+    def hessian(self, eta, y=None, sigma=None):
+        """Hessian H (..., K, K) of the negative log-likelihood w.r.t. eta: ``L Lᵀ`` of
+        :meth:`hessian_sqrt` (closed forms where they are cheaper), for consumers that form
+        ``Jᵀ H J`` themselves (LA-NAM's per-subnetwork blocks)."""
+        L = self.hessian_sqrt(eta, y, sigma)
+        return L @ L.transpose(-1, -2)
+
     def grad(self, eta, y, sigma=None):
         """Gradient of the per-sample negative log-likelihood w.r.t. eta, shaped like eta."""
         raise NotImplementedError
@@ -71,6 +78,13 @@ class GaussianRegression(Likelihood):
         var = sigma**2
         res2 = (y - eta) ** 2
         return -0.5 * (res2 / var + torch.log(2 * math.pi * var)).sum()
+
+    @staticmethod
+    def sum_squares(eta, y):
+        """Σ (y - η)², the σ-free sufficient statistic: with n residuals and scalar σ,
+        ``log_lik = -½ sum_squares / σ² - ½ n log(2π σ²)``, so an evidence optimised over σ
+        stores this once instead of re-evaluating the data."""
+        return ((eta - y) ** 2).sum()
 
     def hessian_sqrt(self, eta, y, sigma=None):
         K = eta.shape[-1]
@@ -128,6 +142,10 @@ class Classification(Likelihood):
         Q = eye - v.unsqueeze(-1) * (v[..., :-1] / v[..., -1:]).unsqueeze(-2)
         return s.unsqueeze(-1) * Q
 
+    def hessian(self, eta, y=None, sigma=None):
+        p = torch.softmax(eta, -1)
+        return torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
+
     def grad(self, eta, y, sigma=None):
         return torch.softmax(eta, -1) - F.one_hot(y, eta.shape[-1]).to(eta.dtype)
 
@@ -158,6 +176,10 @@ class Binary(Likelihood):
     def hessian_sqrt(self, eta, y, sigma=None):
         p = torch.sigmoid(eta)
         return (p * (1 - p)).sqrt().unsqueeze(-1)
+
+    def hessian(self, eta, y=None, sigma=None):
+        p = torch.sigmoid(eta)
+        return (p * (1 - p)).unsqueeze(-1)
 
     def grad(self, eta, y, sigma=None):
         return torch.sigmoid(eta) - y

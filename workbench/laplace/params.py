@@ -93,3 +93,33 @@ def build_spec(model: nn.Module, names=None) -> ParamSpec:
             if w or b:
                 spec.modules[mname] = (mod, w, b)
     return spec
+
+
+def resolve_groups(spec: ParamSpec, param_groups, group_structure) -> dict:
+    """{group: [parameter names]} of a Laplace: its ``param_groups`` over the parameters it covers
+    (``spec``), with the uncovered rest as "other"; one group "all" without ``param_groups``."""
+    if not param_groups:
+        return {"all": list(spec.names)}
+    sel = set(spec.names)
+    seen, groups = {}, {}
+    for g, names in param_groups.items():
+        bad = [n for n in names if n not in sel]
+        if bad:
+            raise ValueError(
+                f"param_groups[{g!r}] names parameters not covered by the Laplace: {bad}"
+            )
+        for n in names:
+            if n in seen:
+                raise ValueError(f"parameter {n!r} is in param groups {seen[n]!r} and {g!r}")
+            seen[n] = g
+        groups[g] = [n for n in spec.names if n in set(names)]
+    other = [n for n in spec.names if n not in seen]
+    if other:
+        groups["other"] = other
+    if group_structure:
+        unknown = set(group_structure) - set(groups)
+        if unknown:
+            raise ValueError(
+                f"group_structure names unknown groups {sorted(unknown)}; groups are {list(groups)}"
+            )
+    return groups

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ from workbench.nam.modules import AdditiveNet
 from workbench.nam.posterior import BlockPosterior, check_structure, sample_chunk
 from workbench.nam.preprocessing import TabularPreprocessor, _rows, _stats, check_target
 from workbench.nam.training import resolve_schedule, train_marglik
+from workbench.progress import ProgressCallback, check_callback
 
 PRED_TYPES = ("glm", "map")
 #: rows per chunk of whole-data forward passes (bounded activations on big tables)
@@ -52,7 +52,7 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         device=None,
         n_threads: int | None = None,
         progress: bool = False,
-        callback: Callable[[dict], None] | None = None,
+        callback: ProgressCallback | None = None,
     ):
         self.n_hidden = n_hidden
         self.hessian_structure = hessian_structure
@@ -108,8 +108,7 @@ class _LaplaceAdditiveBase(InspectionMixin, BaseEstimator):
         if isinstance(v, bool) or not (isinstance(v, (int, float, np.floating)) and 0 <= v < 1):
             raise ValueError(f"switch_off_threshold must be a number in [0, 1), got {v!r}")
         check_structure(self.hessian_structure)
-        if self.callback is not None and not callable(self.callback):
-            raise TypeError(f"callback must be callable, got {type(self.callback).__name__}")
+        check_callback(self.callback)
 
     def _encode_target(self, y: np.ndarray) -> tuple[np.ndarray, str, int]:
         raise NotImplementedError
@@ -305,7 +304,11 @@ class LaplaceAdditiveRegressor(RegressorMixin, _LaplaceAdditiveBase):
     device : ``None`` (CUDA when available, else CPU), a string or a ``torch.device``; the data is
         moved there once per call, results come back as numpy / xarray on the CPU (``device_``).
     n_threads : torch threads during fit / predict (None: torch's global setting).
-    progress : tqdm progress bar; callback : called with a dict after every epoch.
+    progress : tqdm progress bar.
+    callback : ``callback(progress)`` gets a :class:`workbench.progress.Progress` after every epoch
+        (``done``/``total``: epochs of the stage, ``stage``: "main effects" or "interactions",
+        ``metrics``: loss, log_marglik, ...); returning ``True`` stops that stage early. Callbacks
+        that index it like the old per-epoch dict keep working one release (FutureWarning).
     """
 
     _likelihood_family = "regression"

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from workbench.nam.posterior import lambda_hessian
+from workbench.nam.posterior import core_likelihood
 
 
 def _design(phi: torch.Tensor) -> torch.Tensor:
@@ -92,7 +92,7 @@ def linear_laplace(
                     grad_f = torch.sigmoid(fout) - y.double().reshape(n, 1)
                 else:
                     grad_f = torch.softmax(fout, -1) - torch.nn.functional.one_hot(y.long(), k).double()
-                H = torch.einsum("nkp,nkl,nlq->pq", A, lambda_hessian(fout, likelihood), A)
+                H = torch.einsum("nkp,nkl,nlq->pq", A, core_likelihood(likelihood).hessian(fout), A)
                 g = torch.einsum("nkp,nk->p", A, grad_f) + prior(delta) * theta
                 step = torch.linalg.lstsq(H + torch.diag(prior(delta)), g.unsqueeze(1)).solution[:, 0]
                 t, current = 1.0, objective(theta, delta)
@@ -109,7 +109,7 @@ def linear_laplace(
                     break
                 delta = new
         fout = torch.einsum("nkp,p->nk", A, theta)
-        H = torch.einsum("nkp,nkl,nlq->pq", A, lambda_hessian(fout, likelihood), A)
+        H = torch.einsum("nkp,nkl,nlq->pq", A, core_likelihood(likelihood).hessian(fout), A)
         P = H + torch.diag(prior(delta))
     return {"mean": theta, "precision": P, "covariance": torch.linalg.inv(P), "prior_precision": delta}
 
@@ -137,9 +137,6 @@ class AdditiveCombination(torch.nn.Module):
         return torch.einsum("nfk,f->nk", phi, self.w) + self.b
 
 
-_CORE_LIKELIHOOD = {"regression": "regression", "binary": "binary", "multiclass": "classification"}
-
-
 def core_weight_covariance(phi, y, likelihood: str, fit: dict[str, torch.Tensor], sigma: float = 1.0) -> torch.Tensor:
     """Posterior covariance of ``(w, b)`` from the Laplace core (full GGN, layerwise prior
     ``[delta, ~flat]``) at the MAP found by :func:`linear_laplace`. The model is linear in its
@@ -157,7 +154,7 @@ def core_weight_covariance(phi, y, likelihood: str, fit: dict[str, torch.Tensor]
     else:
         y = y.long()
     prior = torch.tensor([float(fit["prior_precision"]), 1e-6], dtype=torch.float64)
-    la = Laplace(model, _CORE_LIKELIHOOD[likelihood], hessian_structure="full", prior_structure="layerwise",
+    la = Laplace(model, core_likelihood(likelihood).name, hessian_structure="full", prior_structure="layerwise",
                  prior_precision=prior, sigma_noise=sigma)
     la.fit([(phi, y)])
     return la.posterior_covariance().detach()

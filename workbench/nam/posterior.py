@@ -4,7 +4,9 @@
 GGN block ``G_s = sum_n J_s(x_n)^T Lambda_n J_s(x_n)`` is accumulated for all subnetworks of a
 group at once (batched einsum over the subnetwork axis, chunked over samples, float64
 accumulators), with ``Lambda = 1/sigma^2`` (Gaussian), ``p(1-p)`` (Bernoulli) or
-``diag(p) - p p^T`` (softmax). ``structure="kron"`` replaces the blocks of the MLP subnetworks
+``diag(p) - p p^T`` (softmax), the Laplace core's :meth:`Likelihood.hessian
+<workbench.laplace.likelihoods.Likelihood.hessian>` (one likelihood implementation for both).
+``structure="kron"`` replaces the blocks of the MLP subnetworks
 (numeric and pair groups) by KFAC factors per layer (:mod:`workbench.nam.kron`, the reference
 LA-NAM's choice); lookup tables and the intercept keep their exact blocks. Prior precisions are
 layerwise: one per parameter tensor per subnetwork (``log_prior[group]`` is ``(S, T)``). The
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from workbench.laplace.likelihoods import Likelihood, get_likelihood
 from workbench.nam import kron
 from workbench.nam.modules import AdditiveNet, MLPGroup
 
@@ -37,25 +40,26 @@ def check_structure(structure: str) -> str:
     return structure
 
 
-def lambda_hessian(f: torch.Tensor, likelihood: str) -> torch.Tensor:
-    """Hessian of the negative log-likelihood w.r.t. the outputs, (N, K, K) (Gaussian: sigma=1)."""
-    n, k = f.shape
-    if likelihood == "regression":
-        return torch.eye(k, dtype=f.dtype, device=f.device).expand(n, k, k)
-    if likelihood == "binary":
-        p = torch.sigmoid(f)
-        return (p * (1 - p)).unsqueeze(-1)
-    p = torch.softmax(f, -1)
-    return torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
+_CORE_NAMES = {"regression": "regression", "binary": "binary", "multiclass": "classification"}
 
 
-def log_likelihood_terms(f: torch.Tensor, y: torch.Tensor, likelihood: str) -> torch.Tensor:
-    """Regression: sum of squared errors; classification: sum of log p(y | f)."""
-    if likelihood == "regression":
-        return ((f - y.reshape(f.shape)) ** 2).sum()
-    if likelihood == "binary":
-        return -torch.nn.functional.binary_cross_entropy_with_logits(f[:, 0], y.to(f.dtype), reduction="sum")
-    return -torch.nn.functional.cross_entropy(f, y.long(), reduction="sum")
+def core_likelihood(likelihood: str) -> Likelihood:
+    """The Laplace core's likelihood for LA-NAM's name (``"multiclass"`` is the core's
+    ``"classification"``): its :meth:`~Likelihood.hessian` is the ``Lambda`` of the GGN blocks
+    (Gaussian at sigma = 1; the evidence rescales by 1/sigma^2)."""
+    if likelihood not in _CORE_NAMES:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+    return get_likelihood(_CORE_NAMES[likelihood])
+
+
+def data_term(lik: Likelihood, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gaussian: the sum of squared errors (sigma-free, so the evidence can vary sigma);
+    classification: the summed log p(y | f). ``f`` is (N, K); ``y`` as the estimators encode it."""
+    if lik.has_sigma:
+        return lik.sum_squares(f, y.reshape(f.shape))
+    if f.shape[-1] == 1:  # one logit: 0/1 targets shaped like it
+        return lik.log_lik(f, y.to(f.dtype).reshape(f.shape))
+    return lik.log_lik(f, y.long())
 
 
 @dataclass
@@ -100,13 +104,14 @@ def compute_curvature(
     sums: dict[str, list] = {}
     sj = {g: torch.zeros(m.S, m.K, m.n_params, **f64) for g, m in groups.items()}
     so = {g: torch.zeros(m.S, m.K, **f64) for g, m in groups.items()}
-    data_term = 0.0
+    lik = core_likelihood(likelihood)
+    total = 0.0
     for start in range(0, n, chunk):
         xs, cs = x_num[start : start + chunk], x_cat[start : start + chunk]
         contrib = model.contributions(xs, cs)
         f = sum(c.sum(1) for c in contrib.values())
-        data_term += float(log_likelihood_terms(f, y[start : start + chunk], likelihood))
-        lam = lambda_hessian(f, likelihood)
+        total += float(data_term(lik, f, y[start : start + chunk]))
+        lam = lik.hessian(f)
         inputs = model.group_inputs(xs, cs)
         for g in groups:
             so[g] += contrib[g].sum(0).double()
@@ -126,7 +131,7 @@ def compute_curvature(
             ggn[g] += block.double()
     theta = {g: m.flat().detach().double() for g, m in groups.items()}
     return Curvature(
-        ggn=ggn, theta=theta, data_term=data_term, n_samples=n, n_outputs=model.n_out,
+        ggn=ggn, theta=theta, data_term=total, n_samples=n, n_outputs=model.n_out,
         mean_jac={g: v / n for g, v in sj.items()}, mean_out={g: v / n for g, v in so.items()},
         kron={g: kron.make_layers(v, n) for g, v in sums.items()},
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -21,10 +21,66 @@ from workbench.nam.modules import AdditiveNet, MLPGroup
 from workbench.nam.posterior import (
     Curvature,
     compute_curvature,
-    log_likelihood_terms,
+    core_likelihood,
+    data_term,
     log_marginal_likelihood,
     prior_diag,
 )
+from workbench.progress import Progress, ProgressCallback
+
+
+@dataclass(frozen=True)
+class NamEpochProgress(Progress):
+    """The :class:`~workbench.progress.Progress` of one epoch of :func:`train_marglik`.
+
+    ``done``/``total`` are epochs of this stage (``stage``: "main effects" or "interactions");
+    ``metrics`` has loss, log_marglik (NaN between evidence checks), best_log_marglik (NaN before
+    the first check), mean_log_prior and, for regression, sigma; ``state`` has epoch and history
+    (the epoch records so far). Reading it like the dict older callbacks received
+    (``info["epoch"]``, ``info.get(...)``, ``"loss" in info``) still works for one release, with a
+    FutureWarning."""
+
+    legacy: dict = field(default_factory=dict, repr=False, compare=False)
+    __iter__ = None  # not a sequence: item access is only the deprecated dict view
+
+    def _warn(self, what: str) -> None:
+        warnings.warn(
+            "LA-NAM callbacks now receive a workbench.progress.Progress; "
+            f"{what} is deprecated: read progress.metrics / progress.state instead",
+            FutureWarning,
+            stacklevel=3,
+        )
+
+    def __getitem__(self, key):
+        self._warn(f"info[{key!r}]")
+        return self.legacy[key]
+
+    def __contains__(self, key):
+        self._warn(f"{key!r} in info")
+        return key in self.legacy
+
+    def get(self, key, default=None):
+        self._warn(f"info.get({key!r})")
+        return self.legacy.get(key, default)
+
+    def keys(self):
+        self._warn("info.keys()")
+        return self.legacy.keys()
+
+
+def _epoch_progress(record: dict, n_epochs: int, best, history: list[dict]) -> NamEpochProgress:
+    best_lml = best.log_marglik if best is not None else None
+    metrics = {k: float(v) for k, v in record.items() if k not in ("epoch", "stage")}
+    metrics["best_log_marglik"] = float("nan") if best_lml is None else float(best_lml)
+    epoch = record["epoch"]
+    lml = record["log_marglik"]
+    message = f"{record['stage']}: epoch {epoch + 1} of {n_epochs}, loss {record['loss']:.4g}" + (
+        f", log marglik {lml:.1f}" if math.isfinite(lml) else "")
+    return NamEpochProgress(
+        epoch + 1, n_epochs, record["stage"], message, metrics,
+        {"epoch": epoch, "history": list(history)},
+        legacy={**record, "n_epochs": n_epochs, "best_log_marglik": best_lml},
+    )
 
 
 @dataclass
@@ -126,7 +182,7 @@ def train_marglik(
     trainable: list[str] | None = None,
     seed: int | None = 0,
     progress: bool = False,
-    callback: Callable[[dict], None] | None = None,
+    callback: ProgressCallback | None = None,
     stage: str = "main effects",
     structure: str = "full",
     micro_batch_size: int | None = None,
@@ -134,9 +190,12 @@ def train_marglik(
 ) -> MarglikResult:
     """Fit ``model`` in place (it ends holding the best-evidence parameters). ``patience``:
     marglik-based stopping, training ends once that many evidence checks in a row have not
-    improved on the best one (None: run all ``n_epochs``)."""
+    improved on the best one (None: run all ``n_epochs``). ``callback(progress)`` gets a
+    :class:`NamEpochProgress` after every epoch; returning ``True`` stops training after that
+    epoch (with the best evidence so far; an evidence check is made first if none was yet)."""
     n = x_num.shape[0]
     regression = likelihood == "regression"
+    lik = core_likelihood(likelihood)
     log_prior, log_sigma = init_hyper(model, prior_precision, sigma if regression else None, init_log_prior)
     hyper = list(log_prior.values()) + ([log_sigma] if regression else [])
     hyper_opt = torch.optim.Adam(hyper, lr=lr_hyp)
@@ -164,7 +223,7 @@ def train_marglik(
             opt.zero_grad(set_to_none=True)
             prior = sum((deltas[g] * model.groups[g].flat() ** 2).sum() for g in groups)
             if micro >= len(idx):  # one piece: prior and data in one backward pass
-                data = log_likelihood_terms(model(x_num[idx], x_cat[idx]), y[idx], likelihood)
+                data = data_term(lik, model(x_num[idx], x_cat[idx]), y[idx])
                 total = 0.5 * prior / n + (data / (2 * s2) if regression else -data) / len(idx)
                 total.backward()
                 loss = total.item()
@@ -176,7 +235,7 @@ def train_marglik(
                 # so this is the same gradient) whose activations stay cache-sized with many features
                 for m in range(0, len(idx), micro):
                     sub = idx[m : m + micro]
-                    data = log_likelihood_terms(model(x_num[sub], x_cat[sub]), y[sub], likelihood)
+                    data = data_term(lik, model(x_num[sub], x_cat[sub]), y[sub])
                     nll = (data / (2 * s2) if regression else -data) / len(idx)
                     nll.backward()
                     loss += nll.item()
@@ -210,9 +269,19 @@ def train_marglik(
             record["sigma"] = float(log_sigma.detach().exp())
         record["mean_log_prior"] = float(torch.cat([lp.detach().ravel() for lp in log_prior.values()]).mean())
         history.append(record)
-        if callback is not None:
-            callback({**record, "n_epochs": n_epochs, "best_log_marglik": best.log_marglik if best else None})
-        if patience is not None and checks_since_best >= patience:
+        stop = callback is not None and callback(_epoch_progress(record, n_epochs, best, history)) is True
+        if stop and best is None:  # stopped before the first evidence check: make one now
+            curv = compute_curvature(model, x_num, x_cat, y, likelihood, structure=structure)
+            with torch.no_grad():
+                lml = float(log_marginal_likelihood(model, curv, log_prior, log_sigma, likelihood))
+            record["log_marglik"] = lml
+            best = MarglikResult(
+                log_prior={g: lp.detach().clone() for g, lp in log_prior.items()},
+                log_sigma=log_sigma.detach().clone() if regression else None,
+                curvature=curv, log_marglik=lml, best_epoch=epoch,
+            )
+            best_state = copy.deepcopy(model.state_dict())
+        if stop or (patience is not None and checks_since_best >= patience):
             break
     model.load_state_dict(best_state)
     best.history = history
