@@ -27,7 +27,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from workbench.forecast import generate, protocol
+from workbench.forecast import make_dataset, protocol
 from workbench.forecast.baselines import zapbench_models
 from workbench.forecast.evaluate import (
     _block_plan,
@@ -87,7 +87,7 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    ds = generate("large", random_state=args.seed, n_neurons=args.neurons)
+    ds = make_dataset("large", random_state=args.seed, n_neurons=args.neurons)
     print(f"data: {ds.sizes['time']} frames x {ds.sizes['neuron']} neurons ({time.perf_counter() - t0:.1f} s "
           f"to generate); OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch threads "
           f"{args.threads}, load average {os.getloadavg()[0]:.1f}")

@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from workbench.forecast import generate
+from workbench.forecast import make_dataset
 from workbench.forecast.baselines import BASELINES
 from workbench.forecast.evaluate import evaluate
 from workbench.forecast.video import VideoForecaster
@@ -62,7 +62,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     if args.size == "s2":
         return run_throughput(args)
-    ds = generate(args.preset, random_state=args.seed)
+    ds = make_dataset(args.preset, random_state=args.seed)
     print(f"synthetic '{args.preset}' recording: volume {dict(ds['volume'].sizes)}, "
           f"{ds.sizes['neuron']} neurons; context C = {args.context}")
     fitted, fit_s = {}, {}

@@ -169,10 +169,10 @@ def images():
 @pytest.fixture(scope="module")
 def recording():
     try:
-        from workbench.forecast import generate
+        from workbench.forecast import make_dataset
     except ImportError as err:  # e.g. a minimal GPU environment without the forecast extras
         pytest.skip(f"workbench.forecast is not importable here: {err}")
-    return generate("tiny", 0)
+    return make_dataset("tiny", 0)
 
 
 def _build(case: Case):

@@ -1,9 +1,9 @@
 import pytest
 
-from workbench.forecast import generate
+from workbench.forecast import make_dataset
 
 
 @pytest.fixture(scope="session")
 def tiny():
     """The tiny synthetic recording, in memory (shared by the forecast tests)."""
-    return generate("tiny", random_state=0)
+    return make_dataset("tiny", random_state=0)

@@ -94,7 +94,7 @@ def test_interrupted_write_leaves_nothing(small_ds, tmp_path, monkeypatch):
 
 @pytest.fixture
 def fake_generate(small_ds, monkeypatch):
-    """``generate`` writing the small store with the requested attrs (no simulation)."""
+    """``make_dataset`` writing the small store with the requested attrs (no simulation)."""
     calls = []
 
     def gen(preset, random_state=0, store=None, progress=False):
@@ -102,7 +102,7 @@ def fake_generate(small_ds, monkeypatch):
         save_dataset(small_ds.assign_attrs(preset=preset, seed=int(random_state)), store)
         return open_dataset(store)
 
-    monkeypatch.setattr(dataset_mod, "generate", gen)
+    monkeypatch.setattr(dataset_mod, "make_dataset", gen)
     return calls
 
 

@@ -213,10 +213,10 @@ def test_viewer_reads_the_release_layout_through_part1_loader(tmp_path):
     import numpy as np
 
     from workbench.dashboards.forecast_viewer import ForecastViewer
-    from workbench.forecast import generate
+    from workbench.forecast import make_dataset
     from workbench.forecast.release import write_release_layout
 
-    ds = generate("tiny", random_state=0)
+    ds = make_dataset("tiny", random_state=0)
     release = write_release_layout(ds, tmp_path / "release", scales=("s0",))
     v = ForecastViewer(data=str(release), root=tmp_path / "root", train_video=False)
     assert list(v.stores) == ["linear"] and "rendered as video" in v._status.object

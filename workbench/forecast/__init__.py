@@ -11,6 +11,7 @@ from .dataset import (
     cached_dataset,
     generate,
     load_or_generate,
+    make_dataset,
     open_dataset,
     save_dataset,
     store_path,
@@ -26,7 +27,7 @@ from .synthetic import PRESETS, SyntheticConfig
 from .zapbench_results import load_zapbench_results, to_zapbench_records, write_zapbench_json
 
 __all__ = [
-    "protocol", "build_dataset", "generate", "cached_dataset", "load_or_generate",
+    "protocol", "build_dataset", "make_dataset", "cached_dataset", "generate", "load_or_generate",
     "DamagedStoreError", "open_dataset", "save_dataset",
     "store_path", "validate_dataset", "delta_f_over_f", "sliding_percentile", "gather", "windows",
     "segment_counts", "segment_means", "PRESETS", "SyntheticConfig", "block_bootstrap_ci",

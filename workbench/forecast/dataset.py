@@ -19,7 +19,7 @@ from .integrity import DamagedStoreError, verify_store, write_manifest
 from .segments import segment_means
 from .synthetic import get_config, simulate
 
-__all__ = ["generate", "cached_dataset", "load_or_generate", "open_dataset", "save_dataset",
+__all__ = ["make_dataset", "cached_dataset", "load_or_generate", "open_dataset", "save_dataset",
            "build_dataset", "store_path", "validate_dataset", "DamagedStoreError",
            "VOLUME_SHARD_FRAMES", "TRACE_CHUNKS"]
 
@@ -86,7 +86,7 @@ def build_dataset(*, traces, stimulus, offsets, frame_period_s, voxel_size_zyx_u
 
 
 @renamed_arguments(seed="random_state")
-def generate(preset="tiny", random_state: int = 0, store=None, progress: bool = False,
+def make_dataset(preset="tiny", random_state: int = 0, store=None, progress: bool = False,
              **overrides) -> xr.Dataset:
     """Generate a synthetic Dataset (deterministic from ``random_state``; ``seed`` is its
     deprecated name, and the attribute ``seed`` records it in the Dataset).
@@ -274,7 +274,7 @@ def cached_dataset(preset: str = "small", random_state: int = 0, root="data", pr
         if on_damage == "raise":
             raise err
         warnings.warn(f"regenerating the cache: {err}", UserWarning, stacklevel=2)
-    return generate(preset, random_state=seed, store=path, progress=progress)
+    return make_dataset(preset, random_state=seed, store=path, progress=progress)
 
 
 load_or_generate = deprecated_alias(cached_dataset, "load_or_generate")
@@ -303,3 +303,6 @@ def validate_dataset(ds: xr.Dataset) -> xr.Dataset:
                          f"{ds.sizes['time']} frames")
     return ds
 
+
+#: the name before data factories became ``make_*`` (kept one release, with a FutureWarning)
+generate = deprecated_alias(make_dataset, "generate")

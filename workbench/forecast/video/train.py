@@ -22,13 +22,13 @@ __all__ = ["main"]
 
 
 def _dataset(args):
-    from .. import generate, open_dataset
+    from .. import make_dataset, open_dataset
     if args.release:
         from ..release import open_release
         return open_release(args.release, scale=args.scale)
     if args.data:
         return open_dataset(args.data)
-    return generate(args.preset, random_state=args.seed)
+    return make_dataset(args.preset, random_state=args.seed)
 
 
 def main(argv=None) -> VideoForecaster:
