@@ -17,7 +17,7 @@ from workbench.equivariance import (
     save_run,
 )
 from workbench.equivariance.models import SoftEquivariantNet
-from workbench.equivariance.training import fit_laplace, pathway_groups
+from workbench.equivariance.training import pathway_groups, readout_laplace
 from workbench.exceptions import NotFittedError
 
 TINY = dict(channels=(3, 3), strides=(1, 2), n_epochs=3, batch_size=20, n_epochs_burnin=1,
@@ -34,7 +34,7 @@ def _fitted_la(pathways, data, prior_structure="pathway"):
     torch.manual_seed(0)
     model = SoftEquivariantNet((1, 8, 8), 10, (3, 3), (1, 2), pathways=pathways).double()
     X, y = torch.from_numpy(data.X_train), torch.from_numpy(data.y_train)
-    la = fit_laplace(model, DataLoader(TensorDataset(X, y), batch_size=30), prior_structure,
+    la = readout_laplace(model, DataLoader(TensorDataset(X, y), batch_size=30), prior_structure,
                      torch.tensor(2.0, dtype=torch.float64), pathway_groups(model))
     return model, la, X
 

@@ -308,3 +308,18 @@ def test_deprecated_names_still_work():
     with pytest.raises(AttributeError):
         sp.no_such_name  # noqa: B018
     assert t.n_classes == 2
+
+
+def test_sparsify_fit_laplace_is_deprecated_in_favour_of_the_core_helper():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from workbench.laplace import fit_laplace as core_fit_laplace
+    from workbench.sparsify.training import fit_laplace
+
+    model = nn.Sequential(nn.Linear(3, 2)).double()
+    data = DataLoader(TensorDataset(torch.randn(8, 3, dtype=torch.float64), torch.arange(8) % 2), batch_size=4)
+    with pytest.warns(FutureWarning, match="workbench.laplace.fit_laplace"):
+        old = fit_laplace(model, data, "kron", 2.0)
+    new = core_fit_laplace(model, data, "classification", hessian_structure="kron", prior_precision=2.0,
+                           prior_structure="scalar")
+    assert float(old.log_marginal_likelihood()) == pytest.approx(float(new.log_marginal_likelihood()), rel=1e-12)

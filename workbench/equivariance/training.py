@@ -41,8 +41,7 @@ from workbench.equivariance._validation import check_settings
 from workbench.equivariance.layers import PATHWAYS
 from workbench.equivariance.models import SoftEquivariantNet, pathway_of_parameter
 from workbench.equivariance.readout import READOUT_VARS, add_equivariance, layer_readout
-from workbench.laplace import fit_laplace as _fit_laplace
-from workbench.laplace import marglik_training
+from workbench.laplace import fit_laplace, marglik_training
 
 PRIOR_STRUCTURES = ("pathway", "layerwise")
 OPTIMIZERS = ("sgd", "adam")
@@ -64,9 +63,10 @@ def _prior_kwargs(prior_structure, param_groups):
     return dict(prior_structure="layerwise")
 
 
-def fit_laplace(model, loader, prior_structure, prior_precision, param_groups):
-    """The core's KFAC Laplace on ``model`` with the given prior layout, fitted on ``loader``."""
-    return _fit_laplace(model, loader, "classification", hessian_structure="kron",
+def readout_laplace(model, loader, prior_structure, prior_precision, param_groups):
+    """The core's :func:`~workbench.laplace.fit_laplace` (KFAC, classification) with the prior
+    layout of ``prior_structure``: the Laplace the equivariance read-outs are computed from."""
+    return fit_laplace(model, loader, "classification", hessian_structure="kron",
                         prior_precision=prior_precision,
                         **_prior_kwargs(prior_structure, param_groups))
 

@@ -19,6 +19,7 @@ from workbench._torch_utils import (
     torch_threads,
 )
 from workbench.exceptions import check_fitted
+from workbench.laplace import fit_laplace
 from workbench.progress import check_callback
 
 from ._validation import (
@@ -36,7 +37,7 @@ from .masks import PruningMask, check_sparsity, global_prune
 from .metrics import score_network
 from .models import mlp, prunable_parameters, small_cnn
 from .structured import shrink, structured_prune
-from .training import PRIORS, finetune, fit_laplace, train_map, train_spam
+from .training import PRIORS, finetune, train_map, train_spam
 
 __all__ = ["SpaM", "PrunedNetwork"]
 
@@ -218,8 +219,10 @@ class SpaM(ClassifierMixin, BaseEstimator):
         check_fitted(self, "model_", "laplace_")
         if self.la_ is None:
             with torch_threads(self.n_threads):
-                self.la_ = fit_laplace(self.model_, self._loader(False), self.hessian_structure,
-                                       self.prior_precision)
+                self.la_ = fit_laplace(self.model_, self._loader(False), "classification",
+                                       hessian_structure=self.hessian_structure,
+                                       prior_precision=float(self.prior_precision),
+                                       prior_structure="scalar")
         return self.la_
 
     def prior_precision_diag(self) -> torch.Tensor:

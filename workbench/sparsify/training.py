@@ -3,7 +3,6 @@
 * :func:`train_map` - the baseline: MAP with a fixed isotropic Gaussian prior (weight decay).
 * :func:`train_spam` - online marglik training (Immer et al. 2021) with a learned prior of the
   given structure (``scalar``/``layerwise``/``unitwise``/``diagonal``) from the Laplace core.
-* :func:`fit_laplace` - a post-hoc Laplace around a trained network (OPD for the MAP baseline).
 * :func:`finetune` - a few epochs with a :class:`PruningMask` kept applied after every step.
 """
 
@@ -109,10 +108,13 @@ def train_spam(model: nn.Module, loader, prior_structure: str = "diagonal",
 
 def fit_laplace(model: nn.Module, loader, hessian_structure: str = "kron",
                 prior_precision: float = 1.0):
-    """Post-hoc Laplace (all weights, scalar prior) around a trained network (the core's
-    :func:`workbench.laplace.fit_laplace` with SpaM's defaults)."""
+    """Deprecated: call :func:`workbench.laplace.fit_laplace` (the one post-hoc helper) with
+    ``"classification"``, ``prior_structure="scalar"``."""
+    from workbench._deprecation import warn_renamed
     from workbench.laplace import fit_laplace as _fit_laplace
 
+    warn_renamed("workbench.sparsify.training.fit_laplace",
+                 "workbench.laplace.fit_laplace(model, loader, 'classification', ...)")
     return _fit_laplace(model, loader, "classification", hessian_structure=hessian_structure,
                         prior_precision=float(prior_precision), prior_structure="scalar")
 
