@@ -77,9 +77,12 @@ def test_view_draws_from_datasets_reacts_to_measure_and_marks_stale_settings(run
     view.n_epochs = 5  # the plots no longer show the sidebar's settings: said so
     assert view._stale.visible and "Train" in view._stale.object
     pn.panel(view)  # the layout builds
+    import holoviews as hv
+
     for plot in (dash.precision_plot(eq), dash.curves_plot(eq), dash.marglik_plot(eq),
-                 dash.accuracy_plot(eq)):
-        assert plot is not None
+                 dash.accuracy_plot(eq)):  # each draws data: at least one element with rows
+        elements = [el for el in plot.traverse(lambda e: e, [hv.Element])]
+        assert elements and any(len(el.data) > 0 for el in elements), type(plot).__name__
 
 
 def test_failed_training_clears_the_plots_and_says_what_to_do(runs, monkeypatch):
