@@ -2,6 +2,11 @@
 the trace legend sits outside the frame, the outline is off by default, an unknown neuron is
 rejected visibly, and no Panel/Bokeh private attribute is overridden."""
 
+import pytest
+
+pytest.importorskip("panel")  # the dashboards need the apps extra (absent on a minimal GPU machine)
+pytest.importorskip("holoviews")
+
 import inspect
 
 import numpy as np

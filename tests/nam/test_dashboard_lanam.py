@@ -1,10 +1,14 @@
 """LA-NAM explorer view without a browser (issue 14): honest state, CSV checks, no stale
 categories, shared y-scales, top-k readability and one interaction ranking per fit."""
 
+import pytest
+
+pytest.importorskip("panel")  # the dashboards need the apps extra (absent on a minimal GPU machine)
+pytest.importorskip("holoviews")
+
 import holoviews as hv
 import numpy as np
 import pandas as pd
-import pytest
 from bokeh.models import FactorRange
 
 from workbench.dashboards._lanam_data import (

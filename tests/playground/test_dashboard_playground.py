@@ -1,9 +1,13 @@
 """Laplace playground view without a browser (issue 14): degenerate fits flagged, out-of-range
 epochs corrected visibly, stale fits stopped, classes distinguishable, model vs noise bands."""
 
+import pytest
+
+pytest.importorskip("panel")  # the dashboards need the apps extra (absent on a minimal GPU machine)
+pytest.importorskip("holoviews")
+
 import holoviews as hv
 import numpy as np
-import pytest
 import xarray as xr
 
 from workbench.dashboards import laplace_playground as lp
