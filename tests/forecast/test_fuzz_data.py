@@ -11,18 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from tests.forecast.video_data import random_walk_volume
 from workbench.exceptions import NotFittedError
 from workbench.forecast.video import VideoForecaster
 from workbench.forecast.video.uncertainty import LastLayerLaplace
 
-SHAPE = (3, 8, 10)
-
 
 def _data(t=80, seed=0):
-    rng = np.random.default_rng(seed)
-    vol = (np.cumsum(rng.normal(size=(t, *SHAPE)), 0) * 0.1).astype(np.float32)
-    seg = (rng.random(SHAPE) > 0.4).astype(np.int32) * rng.integers(1, 6, SHAPE)
-    return vol, seg, np.arange(0, t - 12)
+    return random_walk_volume(t, seed)
 
 
 def _est(**kw):

@@ -7,18 +7,15 @@ import pytest
 import torch
 import xarray as xr
 
+from tests.forecast.video_data import SHAPE, random_walk_volume
 from workbench.forecast.video import VideoForecaster
 from workbench.forecast.video.loader import StepSampler, frame_loader, lead_probabilities
 
-SHAPE = (3, 8, 10)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _data(t=60, seed=0):
-    rng = np.random.default_rng(seed)
-    vol = (np.cumsum(rng.normal(size=(t, *SHAPE)), 0) * 0.1).astype(np.float32)
-    seg = (rng.random(SHAPE) > 0.4).astype(np.int32) * rng.integers(1, 6, SHAPE)
-    return vol, seg, np.arange(0, t - 12)
+    return random_walk_volume(t, seed)
 
 
 def _est(**kw):

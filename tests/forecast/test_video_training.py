@@ -4,18 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from tests.forecast.video_data import SHAPE, random_walk_volume
 from workbench.exceptions import NotFittedError
 from workbench.forecast.video import VideoForecaster, fit_distributed
 
-SHAPE = (3, 8, 10)
-
 
 def _data(t=80, seed=0):
-    rng = np.random.default_rng(seed)
-    base = rng.normal(size=(t, *SHAPE)).astype(np.float32)
-    vol = np.cumsum(base, 0) * 0.1
-    seg = (rng.random(SHAPE) > 0.4).astype(np.int32) * rng.integers(1, 6, SHAPE)
-    return vol, seg, np.arange(0, t - 12)
+    return random_walk_volume(t, seed)
 
 
 def _est(**kw):
