@@ -74,7 +74,9 @@ class _Imputed:
 
 
 def _peer_factories(task: str, quick: bool, threads: int) -> dict:
-    from bench_lanam import _Linear, _PyGAM  # the peers of the 5-fold CV, with imputation in front
+    """The 5-fold CV's peers (``bench_lanam._peers``: EBM and pyGAM when importable, linear), with
+    mean / "(missing)" imputation in front of the two that cannot take NaN."""
+    from bench_lanam import _Linear, _peers, _PyGAM
 
     class PyGAM(_Imputed, _PyGAM):
         def prediction_interval(self, X, width=0.95):
@@ -83,20 +85,11 @@ def _peer_factories(task: str, quick: bool, threads: int) -> dict:
     class Linear(_Imputed, _Linear):
         pass
 
-    peers = {"pyGAM": lambda: PyGAM(task), "linear": lambda: Linear(task)}
-    try:
-        from interpret.glassbox import ExplainableBoostingClassifier, ExplainableBoostingRegressor
-
-        kw = dict(outer_bags=4 if quick else 14, random_state=0, n_jobs=threads)
-        peers["EBM"] = (lambda: ExplainableBoostingRegressor(**kw)) if task == "regression" else (
-            lambda: ExplainableBoostingClassifier(**kw))
-    except ImportError as err:
-        print(f"  [skip] interpret EBM not importable: {err}")
-    try:
-        import pygam  # noqa: F401
-    except ImportError as err:
-        print(f"  [skip] pyGAM not importable: {err}")
-        peers.pop("pyGAM")
+    native = _peers(task, quick, threads)
+    imputed = {"pyGAM": lambda: PyGAM(task), "linear": lambda: Linear(task)}
+    peers = {name: make for name, make in imputed.items() if name in native}
+    if "EBM" in native:  # EBM takes NaN natively
+        peers["EBM"] = native["EBM"]
     return peers
 
 
